@@ -1,0 +1,1 @@
+//! CPU backend (placeholder until the backend issue lands).

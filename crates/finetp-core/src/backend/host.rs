@@ -1,0 +1,98 @@
+//! Host-side tensors: what is uploaded to and downloaded from a backend.
+
+use half::{bf16, f16};
+
+use super::{BackendError, DType};
+
+/// Host storage of one tensor, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostData {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    BF16(Vec<bf16>),
+    U32(Vec<u32>),
+}
+
+impl HostData {
+    pub fn dtype(&self) -> DType {
+        match self {
+            HostData::F32(_) => DType::F32,
+            HostData::F16(_) => DType::F16,
+            HostData::BF16(_) => DType::BF16,
+            HostData::U32(_) => DType::U32,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            HostData::F32(v) => v.len(),
+            HostData::F16(v) => v.len(),
+            HostData::BF16(v) => v.len(),
+            HostData::U32(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A row-major tensor in host memory with its shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    pub data: HostData,
+    pub shape: Vec<usize>,
+}
+
+impl HostTensor {
+    /// Builds a tensor, checking that `shape` covers exactly the data.
+    pub fn new(data: HostData, shape: &[usize]) -> Result<Self, BackendError> {
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            return Err(BackendError::Shape(format!(
+                "host tensor of shape {shape:?} needs {n} elements, got {}",
+                data.len()
+            )));
+        }
+        Ok(Self { data, shape: shape.to_vec() })
+    }
+
+    pub fn f32(data: Vec<f32>, shape: &[usize]) -> Result<Self, BackendError> {
+        Self::new(HostData::F32(data), shape)
+    }
+
+    pub fn u32(data: Vec<u32>, shape: &[usize]) -> Result<Self, BackendError> {
+        Self::new(HostData::U32(data), shape)
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.data.dtype()
+    }
+
+    /// The values as f32 (converting 16-bit floats); `None` for `U32`.
+    pub fn to_f32_vec(&self) -> Option<Vec<f32>> {
+        match &self.data {
+            HostData::F32(v) => Some(v.clone()),
+            HostData::F16(v) => Some(v.iter().map(|x| x.to_f32()).collect()),
+            HostData::BF16(v) => Some(v.iter().map(|x| x.to_f32()).collect()),
+            HostData::U32(_) => None,
+        }
+    }
+
+    /// Converts float data to `dtype` (rounding to nearest); ids stay ids.
+    pub fn cast(&self, dtype: DType) -> Result<HostTensor, BackendError> {
+        if dtype == self.dtype() {
+            return Ok(self.clone());
+        }
+        let v = self
+            .to_f32_vec()
+            .ok_or_else(|| BackendError::Unsupported(format!("cast of u32 tensor to {dtype}")))?;
+        let data = match dtype {
+            DType::F32 => HostData::F32(v),
+            DType::F16 => HostData::F16(v.iter().map(|&x| f16::from_f32(x)).collect()),
+            DType::BF16 => HostData::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect()),
+            DType::U32 => return Err(BackendError::Unsupported("cast of float tensor to u32".into())),
+        };
+        Ok(HostTensor { data, shape: self.shape.clone() })
+    }
+}

@@ -1,0 +1,327 @@
+//! The model shapes fine-grained TP needs, read from a Hugging Face `config.json`.
+//!
+//! Field names are HF's own (llama, qwen2, qwen3, deepseek_v3), including MLA's `q_lora_rank`,
+//! `kv_lora_rank`, `v_head_dim` and MoE's `first_k_dense_replace`, `n_routed_experts`.
+
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use super::{Component, ModelConfigError, ParallelConfig};
+
+/// vLLM pads the vocabulary of the embedding and lm_head to a multiple of this
+/// (`DEFAULT_VOCAB_PADDING_SIZE`).
+pub const VOCAB_PADDING: usize = 64;
+
+/// Rounds `vocab` up as vLLM's `pad_vocab_size` does.
+pub const fn pad_vocab(vocab: usize) -> usize {
+    vocab.div_ceil(VOCAB_PADDING) * VOCAB_PADDING
+}
+
+/// The architectures finetp knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Architecture {
+    Llama,
+    Qwen2,
+    Qwen3,
+    DeepseekV3,
+}
+
+/// Multi-head latent attention shapes (DeepSeek V2/V3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct MlaConfig {
+    /// `None`: queries use a plain `q_proj` (no low-rank down-projection).
+    pub q_lora_rank: Option<usize>,
+    pub kv_lora_rank: usize,
+    pub qk_nope_head_dim: usize,
+    pub qk_rope_head_dim: usize,
+    pub v_head_dim: usize,
+}
+
+/// Mixture-of-experts shapes (DeepSeek V3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct MoeConfig {
+    pub n_routed_experts: usize,
+    pub n_shared_experts: usize,
+    pub moe_intermediate_size: usize,
+    pub num_experts_per_tok: usize,
+    /// Layers `0..first_k_dense_replace` are dense.
+    pub first_k_dense_replace: usize,
+    pub moe_layer_freq: usize,
+}
+
+/// The parts of a HF `config.json` that shape weights, memory and fine-grained TP.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ModelConfig {
+    pub architecture: Architecture,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    /// Intermediate size of the dense MLPs.
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    pub tie_word_embeddings: bool,
+    /// Bias on q/k/v projections (Qwen2 always; Llama when `attention_bias`).
+    pub qkv_bias: bool,
+    /// RMSNorm on q and k per head (Qwen3).
+    pub qk_norm: bool,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    pub max_position_embeddings: usize,
+    pub mla: Option<MlaConfig>,
+    pub moe: Option<MoeConfig>,
+}
+
+impl ModelConfig {
+    /// Reads `config.json` from a file, or from `dir/config.json` when given a directory.
+    pub fn from_path(path: &Path) -> Result<Self, ModelConfigError> {
+        let file = if path.is_dir() { path.join("config.json") } else { path.to_path_buf() };
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| ModelConfigError::File { path: file.display().to_string(), message: e.to_string() })?;
+        Self::from_json_str(&text).map_err(|e| match e {
+            ModelConfigError::Json { message, line, column, .. } => {
+                ModelConfigError::Json { path: file.display().to_string(), message, line, column }
+            }
+            other => other,
+        })
+    }
+
+    /// Parses the text of a `config.json`.
+    pub fn from_json_str(text: &str) -> Result<Self, ModelConfigError> {
+        let v: Value = serde_json::from_str(text).map_err(|e| ModelConfigError::Json {
+            path: "<string>".into(),
+            message: e.to_string(),
+            line: e.line(),
+            column: e.column(),
+        })?;
+        let Value::Object(m) = v else {
+            return Err(ModelConfigError::Field { field: "<root>", detail: "config.json must be a JSON object".into() });
+        };
+        Self::from_map(&m)
+    }
+
+    fn from_map(m: &Map<String, Value>) -> Result<Self, ModelConfigError> {
+        let f = Fields(m);
+        let model_type = f.string("model_type")?;
+        let architecture = match model_type.as_str() {
+            "llama" | "mistral" => Architecture::Llama,
+            "qwen2" => Architecture::Qwen2,
+            "qwen3" => Architecture::Qwen3,
+            "deepseek_v3" => Architecture::DeepseekV3,
+            _ => return Err(ModelConfigError::UnsupportedModel { model_type }),
+        };
+        let hidden_size = f.usize("hidden_size")?;
+        let num_attention_heads = f.usize("num_attention_heads")?;
+        let default_head_dim = hidden_size / num_attention_heads.max(1);
+        let rope_theta = match f.opt_f64("rope_theta")? {
+            Some(t) => t,
+            // transformers 5 nests it under rope_parameters.
+            None => m
+                .get("rope_parameters")
+                .and_then(|p| p.get("rope_theta"))
+                .and_then(Value::as_f64)
+                .unwrap_or(10000.0),
+        };
+        let mla = if architecture == Architecture::DeepseekV3 {
+            Some(MlaConfig {
+                q_lora_rank: f.opt_usize("q_lora_rank")?,
+                kv_lora_rank: f.usize("kv_lora_rank")?,
+                qk_nope_head_dim: f.usize("qk_nope_head_dim")?,
+                qk_rope_head_dim: f.usize("qk_rope_head_dim")?,
+                v_head_dim: f.usize("v_head_dim")?,
+            })
+        } else {
+            None
+        };
+        let moe = match f.opt_usize("n_routed_experts")? {
+            Some(n) if n > 0 => Some(MoeConfig {
+                n_routed_experts: n,
+                n_shared_experts: f.opt_usize("n_shared_experts")?.unwrap_or(0),
+                moe_intermediate_size: f.usize("moe_intermediate_size")?,
+                num_experts_per_tok: f.opt_usize("num_experts_per_tok")?.unwrap_or(1),
+                first_k_dense_replace: f.opt_usize("first_k_dense_replace")?.unwrap_or(0),
+                moe_layer_freq: f.opt_usize("moe_layer_freq")?.unwrap_or(1).max(1),
+            }),
+            _ => None,
+        };
+        let cfg = Self {
+            architecture,
+            vocab_size: f.usize("vocab_size")?,
+            hidden_size,
+            intermediate_size: f.usize("intermediate_size")?,
+            num_hidden_layers: f.usize("num_hidden_layers")?,
+            num_attention_heads,
+            num_key_value_heads: f.opt_usize("num_key_value_heads")?.unwrap_or(num_attention_heads),
+            head_dim: f.opt_usize("head_dim")?.unwrap_or(default_head_dim),
+            tie_word_embeddings: f.opt_bool("tie_word_embeddings")?.unwrap_or(false),
+            qkv_bias: architecture == Architecture::Qwen2 || f.opt_bool("attention_bias")?.unwrap_or(false),
+            qk_norm: architecture == Architecture::Qwen3,
+            rms_norm_eps: f.opt_f64("rms_norm_eps")?.unwrap_or(1e-6),
+            rope_theta,
+            max_position_embeddings: f.opt_usize("max_position_embeddings")?.unwrap_or(4096),
+            mla,
+            moe,
+        };
+        cfg.check_consistency()?;
+        Ok(cfg)
+    }
+
+    fn check_consistency(&self) -> Result<(), ModelConfigError> {
+        for (field, v) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.num_key_value_heads),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("head_dim", self.head_dim),
+        ] {
+            if v == 0 {
+                return Err(ModelConfigError::Field { field, detail: "must be > 0".into() });
+            }
+        }
+        if self.num_attention_heads % self.num_key_value_heads != 0 {
+            return Err(ModelConfigError::Field {
+                field: "num_key_value_heads",
+                detail: format!(
+                    "{} does not divide num_attention_heads {}",
+                    self.num_key_value_heads, self.num_attention_heads
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Vocabulary rows of the embedding and lm_head after vLLM's padding.
+    pub fn padded_vocab(&self) -> usize {
+        pad_vocab(self.vocab_size)
+    }
+
+    /// Input width of o_proj: `num_heads × v_head_dim` (MLA) or `num_heads × head_dim`.
+    pub fn o_proj_in_features(&self) -> usize {
+        let per_head = self.mla.map_or(self.head_dim, |m| m.v_head_dim);
+        self.num_attention_heads * per_head
+    }
+
+    /// True when layer `i`'s feed-forward is a mixture of experts (vLLM-Ascend's `is_moe_layer`).
+    pub fn is_moe_layer(&self, i: usize) -> bool {
+        self.moe.is_some_and(|m| i >= m.first_k_dense_replace && i % m.moe_layer_freq == 0)
+    }
+
+    /// Number of layers with a dense MLP: the layers MLP TP applies to.
+    pub fn dense_mlp_layers(&self) -> usize {
+        (0..self.num_hidden_layers).filter(|&i| !self.is_moe_layer(i)).count()
+    }
+
+    /// Checks every component's size against the model's shapes, before any weight is loaded.
+    ///
+    /// Tied embeddings with different embedding and lm_head sizes are *handled*, not rejected:
+    /// the two are then loaded as separate shards of the same checkpoint tensor.
+    ///
+    /// # Errors
+    /// [`ModelConfigError::ShapeNotDivisible`] naming the component, its size and the dimension.
+    pub fn validate_parallel(&self, p: &ParallelConfig) -> Result<(), ModelConfigError> {
+        let checks: [(Component, &'static str, usize, bool); 4] = [
+            (Component::Embedding, "padded vocabulary", self.padded_vocab(), true),
+            (Component::LmHead, "padded vocabulary", self.padded_vocab(), true),
+            (Component::OProj, "o_proj input width (num_heads x v_head_dim)", self.o_proj_in_features(), true),
+            (Component::Mlp, "dense MLP intermediate_size", self.intermediate_size, self.dense_mlp_layers() > 0),
+        ];
+        for (component, what, value, applies) in checks {
+            let size = p.size(component);
+            if applies && value % size != 0 {
+                return Err(ModelConfigError::ShapeNotDivisible {
+                    component,
+                    key: component.config_key(),
+                    size,
+                    what,
+                    value,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// True when the embedding and lm_head share one checkpoint tensor *and* one shard layout,
+    /// so a rank holds the shard once.
+    pub fn shares_embedding_shard(&self, p: &ParallelConfig) -> bool {
+        self.tie_word_embeddings && p.size(Component::Embedding) == p.size(Component::LmHead)
+    }
+}
+
+/// Typed field access with errors naming the field.
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl Fields<'_> {
+    fn get(&self, field: &'static str) -> Option<&Value> {
+        self.0.get(field).filter(|v| !v.is_null())
+    }
+    fn usize(&self, field: &'static str) -> Result<usize, ModelConfigError> {
+        self.opt_usize(field)?.ok_or(ModelConfigError::Field { field, detail: "required".into() })
+    }
+    fn opt_usize(&self, field: &'static str) -> Result<Option<usize>, ModelConfigError> {
+        self.get(field)
+            .map(|v| {
+                v.as_u64()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| ModelConfigError::Field { field, detail: format!("expected a non-negative integer, got {v}") })
+            })
+            .transpose()
+    }
+    fn opt_f64(&self, field: &'static str) -> Result<Option<f64>, ModelConfigError> {
+        self.get(field)
+            .map(|v| v.as_f64().ok_or_else(|| ModelConfigError::Field { field, detail: format!("expected a number, got {v}") }))
+            .transpose()
+    }
+    fn opt_bool(&self, field: &'static str) -> Result<Option<bool>, ModelConfigError> {
+        self.get(field)
+            .map(|v| v.as_bool().ok_or_else(|| ModelConfigError::Field { field, detail: format!("expected true/false, got {v}") }))
+            .transpose()
+    }
+    fn string(&self, field: &'static str) -> Result<String, ModelConfigError> {
+        self.get(field)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or(ModelConfigError::Field { field, detail: "required string".into() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FinegrainedTpConfig;
+
+    const DEEPSEEK_R1: &str = include_str!("../../tests/data/deepseek-r1.config.json");
+
+    #[test]
+    fn reads_deepseek_r1() {
+        let c = ModelConfig::from_json_str(DEEPSEEK_R1).unwrap();
+        assert_eq!(c.architecture, Architecture::DeepseekV3);
+        assert_eq!(c.padded_vocab(), 129280);
+        assert_eq!(c.o_proj_in_features(), 128 * 128);
+        assert_eq!(c.dense_mlp_layers(), 3);
+        assert!(c.is_moe_layer(3) && !c.is_moe_layer(2));
+        assert_eq!(c.mla.unwrap().q_lora_rank, Some(1536));
+    }
+
+    #[test]
+    fn shape_rules_name_component_and_dimension() {
+        let c = ModelConfig::from_json_str(DEEPSEEK_R1).unwrap();
+        // vocab 129280 = 2^7 * 1010: size 24 would not divide, as research §1.2 notes; use DP 48.
+        let p = ParallelConfig::new(48, 1, 1, true, FinegrainedTpConfig { lm_head: Some(24), ..Default::default() }).unwrap();
+        let e = c.validate_parallel(&p).unwrap_err();
+        assert!(matches!(e, ModelConfigError::ShapeNotDivisible { component: Component::LmHead, size: 24, value: 129280, .. }));
+        let p = ParallelConfig::new(32, 1, 1, true, FinegrainedTpConfig::uniform(8)).unwrap();
+        c.validate_parallel(&p).unwrap();
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let e = ModelConfig::from_json_str(r#"{"model_type":"llama","hidden_size":64}"#).unwrap_err();
+        assert!(e.to_string().contains("num_attention_heads"), "{e}");
+        let e = ModelConfig::from_json_str(r#"{"model_type":"gpt2"}"#).unwrap_err();
+        assert!(matches!(e, ModelConfigError::UnsupportedModel { .. }));
+    }
+}
