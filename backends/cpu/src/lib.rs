@@ -1,1 +1,12 @@
-//! CPU backend (placeholder until the backend issue lands).
+//! # finetp-backend-cpu
+//!
+//! The reference backend: every other backend is tested against it. Ranks are threads of one
+//! process; each owns a [`CpuBackend`] (its own rayon pool) and, per planned group, a
+//! communicator from the in-process [`comm`] fabric.
+
+pub mod comm;
+mod gemm;
+mod kernels;
+mod storage;
+
+pub use storage::{CpuBackend, CpuStorage, CpuTensor};

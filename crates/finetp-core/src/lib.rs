@@ -19,4 +19,5 @@
 pub mod backend;
 pub mod config;
 pub mod memory;
+pub mod parallel;
 pub mod plan;

@@ -1,0 +1,1 @@
+//! In-process collectives (to be written).

@@ -1,0 +1,1 @@
+//! GEMM for the CPU backend (to be written).

@@ -1,0 +1,1 @@
+//! Decoder kernels for the CPU backend (to be written).

@@ -1,0 +1,213 @@
+//! CPU buffers and the memory half of the backend contract.
+
+use std::sync::Arc;
+
+use finetp_core::backend::{Backend, BackendError, DType, HostData, HostTensor, Tensor};
+use half::{bf16, f16};
+
+/// Host memory of one CPU tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CpuStorage {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    BF16(Vec<bf16>),
+    U32(Vec<u32>),
+}
+
+impl CpuStorage {
+    pub fn zeros(dtype: DType, n: usize) -> Self {
+        match dtype {
+            DType::F32 => CpuStorage::F32(vec![0.0; n]),
+            DType::F16 => CpuStorage::F16(vec![f16::ZERO; n]),
+            DType::BF16 => CpuStorage::BF16(vec![bf16::ZERO; n]),
+            DType::U32 => CpuStorage::U32(vec![0; n]),
+        }
+    }
+
+    pub fn dtype(&self) -> DType {
+        match self {
+            CpuStorage::F32(_) => DType::F32,
+            CpuStorage::F16(_) => DType::F16,
+            CpuStorage::BF16(_) => DType::BF16,
+            CpuStorage::U32(_) => DType::U32,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            CpuStorage::F32(v) => v.len(),
+            CpuStorage::F16(v) => v.len(),
+            CpuStorage::BF16(v) => v.len(),
+            CpuStorage::U32(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The data as f32, or a dtype error naming `op`.
+    pub fn as_f32(&self, op: &'static str) -> Result<&[f32], BackendError> {
+        match self {
+            CpuStorage::F32(v) => Ok(v),
+            other => Err(BackendError::DType { op, expected: "f32", got: other.dtype() }),
+        }
+    }
+
+    pub fn as_f32_mut(&mut self, op: &'static str) -> Result<&mut [f32], BackendError> {
+        match self {
+            CpuStorage::F32(v) => Ok(v),
+            other => Err(BackendError::DType { op, expected: "f32", got: other.dtype() }),
+        }
+    }
+
+    pub fn as_u32(&self, op: &'static str) -> Result<&[u32], BackendError> {
+        match self {
+            CpuStorage::U32(v) => Ok(v),
+            other => Err(BackendError::DType { op, expected: "u32", got: other.dtype() }),
+        }
+    }
+
+    /// Raw bytes, for dtype-agnostic copies (collectives, copy_block).
+    pub fn as_bytes(&self) -> &[u8] {
+        fn b<T: bytemuck::Pod>(v: &[T]) -> &[u8] {
+            bytemuck::cast_slice(v)
+        }
+        match self {
+            CpuStorage::F32(v) => b(v),
+            CpuStorage::F16(v) => b(v),
+            CpuStorage::BF16(v) => b(v),
+            CpuStorage::U32(v) => b(v),
+        }
+    }
+
+    pub fn as_bytes_mut(&mut self) -> &mut [u8] {
+        fn b<T: bytemuck::Pod>(v: &mut [T]) -> &mut [u8] {
+            bytemuck::cast_slice_mut(v)
+        }
+        match self {
+            CpuStorage::F32(v) => b(v),
+            CpuStorage::F16(v) => b(v),
+            CpuStorage::BF16(v) => b(v),
+            CpuStorage::U32(v) => b(v),
+        }
+    }
+}
+
+/// One CPU "device": a rank's own rayon pool. Ranks are threads of one process; giving each
+/// its own pool, sized so the ranks together use the machine's cores, keeps one rank's GEMM from
+/// starving another's.
+#[derive(Clone)]
+pub struct CpuBackend {
+    pool: Arc<rayon::ThreadPool>,
+}
+
+impl CpuBackend {
+    /// A device with `threads` worker threads (at least 1).
+    pub fn new(threads: usize) -> Result<Self, BackendError> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .thread_name(|i| format!("finetp-cpu-{i}"))
+            .build()
+            .map_err(|e| BackendError::Device(format!("cannot start CPU thread pool: {e}")))?;
+        Ok(Self { pool: Arc::new(pool) })
+    }
+
+    /// Threads per rank so that `ranks` ranks share the machine's cores.
+    pub fn threads_per_rank(ranks: usize) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / ranks.max(1)).max(1)
+    }
+
+    pub fn pool(&self) -> &rayon::ThreadPool {
+        &self.pool
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+}
+
+impl std::fmt::Debug for CpuBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CpuBackend({} threads)", self.threads())
+    }
+}
+
+/// Shorthand for a CPU tensor.
+pub type CpuTensor = Tensor<CpuBackend>;
+
+impl Backend for CpuBackend {
+    type Buffer = CpuStorage;
+    const NAME: &'static str = "cpu";
+
+    fn describe(&self) -> String {
+        format!("cpu ({} threads)", self.threads())
+    }
+
+    fn zeros(&self, shape: &[usize], dtype: DType) -> Result<CpuTensor, BackendError> {
+        Ok(Tensor::from_parts(CpuStorage::zeros(dtype, shape.iter().product()), shape.to_vec(), dtype))
+    }
+
+    fn upload(&self, host: &HostTensor) -> Result<CpuTensor, BackendError> {
+        let buf = match &host.data {
+            HostData::F32(v) => CpuStorage::F32(v.clone()),
+            HostData::F16(v) => CpuStorage::F16(v.clone()),
+            HostData::BF16(v) => CpuStorage::BF16(v.clone()),
+            HostData::U32(v) => CpuStorage::U32(v.clone()),
+        };
+        Ok(Tensor::from_parts(buf, host.shape.clone(), host.dtype()))
+    }
+
+    fn download(&self, t: &CpuTensor) -> Result<HostTensor, BackendError> {
+        let data = match t.buffer() {
+            CpuStorage::F32(v) => HostData::F32(v.clone()),
+            CpuStorage::F16(v) => HostData::F16(v.clone()),
+            CpuStorage::BF16(v) => HostData::BF16(v.clone()),
+            CpuStorage::U32(v) => HostData::U32(v.clone()),
+        };
+        HostTensor::new(data, t.shape())
+    }
+
+    fn synchronize(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    fn copy_block(
+        &self,
+        src: &CpuTensor,
+        src_row: usize,
+        src_col: usize,
+        dst: &mut CpuTensor,
+        dst_row: usize,
+        dst_col: usize,
+        rows: usize,
+        cols: usize,
+    ) -> Result<(), BackendError> {
+        if src.dtype() != dst.dtype() {
+            return Err(BackendError::Shape(format!("copy_block: dtype {} into {}", src.dtype(), dst.dtype())));
+        }
+        let (sw, dw) = (src.row_len(), dst.row_len());
+        if src_row + rows > src.rows() || dst_row + rows > dst.rows() || src_col + cols > sw || dst_col + cols > dw {
+            return Err(BackendError::Shape(format!(
+                "copy_block: {rows}x{cols} block from ({src_row},{src_col}) of {:?} to ({dst_row},{dst_col}) of {:?} is out of bounds",
+                src.shape(),
+                dst.shape()
+            )));
+        }
+        let es = src.dtype().size_in_bytes();
+        let s = src.buffer().as_bytes();
+        let d = dst.buffer_mut().as_bytes_mut();
+        for r in 0..rows {
+            let so = ((src_row + r) * sw + src_col) * es;
+            let doff = ((dst_row + r) * dw + dst_col) * es;
+            d[doff..doff + cols * es].copy_from_slice(&s[so..so + cols * es]);
+        }
+        Ok(())
+    }
+
+    fn fill_zero(&self, t: &mut CpuTensor) -> Result<(), BackendError> {
+        t.buffer_mut().as_bytes_mut().fill(0);
+        Ok(())
+    }
+}
