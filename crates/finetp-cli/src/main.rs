@@ -1,1 +1,61 @@
-fn main() {}
+//! The `finetp` command. Errors get context here (anyhow); the libraries return typed errors.
+//!
+//! Exit codes: 0 success, 1 runtime failure, 2 bad input (flags, config, model shapes).
+
+mod args;
+mod plan_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "finetp", version, about = "Fine-grained tensor parallelism for LLM inference")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the groups of each component and the per-rank weight memory they save.
+    Plan(plan_cmd::PlanArgs),
+}
+
+/// An error with the exit code it maps to.
+pub enum Failure {
+    /// Bad flags, config or model shapes (exit 2).
+    Input(anyhow::Error),
+    /// Anything else (exit 1).
+    Runtime(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::Runtime(e.into())
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Plan(a) => plan_cmd::run(&a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Input(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

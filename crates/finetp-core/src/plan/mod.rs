@@ -134,32 +134,29 @@ impl fmt::Display for Plan {
         )?;
         for cp in &self.components {
             let how = if cp.size == 1 { " (replicated)" } else { "" };
-            write!(f, "{:<10} size {:<3}{how}: ", cp.component.name(), cp.size)?;
-            write_groups(f, &cp.groups)?;
-            writeln!(f)?;
+            writeln!(f, "{:<10} size {:<3}{how}: {}", cp.component.name(), cp.size, format_groups(&cp.groups))?;
         }
         Ok(())
     }
 }
 
-/// Prints groups compactly, `[0..7]` for a contiguous run, eliding the middle of long lists.
-fn write_groups(f: &mut fmt::Formatter<'_>, groups: &[Vec<usize>]) -> fmt::Result {
+/// Groups written compactly, `[0..7]` for a contiguous run, eliding the middle of long lists.
+fn format_groups(groups: &[Vec<usize>]) -> String {
     const SHOWN: usize = 8;
-    for (i, g) in groups.iter().enumerate() {
-        if groups.len() > SHOWN && i == SHOWN / 2 {
-            write!(f, "... ({} more) ", groups.len() - SHOWN)?;
-        }
-        if groups.len() > SHOWN && (SHOWN / 2..groups.len() - SHOWN / 2).contains(&i) {
-            continue;
-        }
+    let one = |g: &Vec<usize>| {
         let contiguous = g.windows(2).all(|w| w[1] == w[0] + 1);
         match (contiguous, g.len()) {
-            (_, 1) => write!(f, "[{}] ", g[0])?,
-            (true, _) => write!(f, "[{}..{}] ", g[0], g[g.len() - 1])?,
-            (false, _) => write!(f, "[{}] ", g.iter().map(ToString::to_string).collect::<Vec<_>>().join(","))?,
+            (_, 1) => format!("[{}]", g[0]),
+            (true, _) => format!("[{}..{}]", g[0], g[g.len() - 1]),
+            (false, _) => format!("[{}]", g.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")),
         }
+    };
+    if groups.len() <= SHOWN {
+        return groups.iter().map(one).collect::<Vec<_>>().join(" ");
     }
-    Ok(())
+    let head: Vec<String> = groups[..SHOWN / 2].iter().map(one).collect();
+    let tail: Vec<String> = groups[groups.len() - SHOWN / 2..].iter().map(one).collect();
+    format!("{} ... ({} more) {}", head.join(" "), groups.len() - SHOWN, tail.join(" "))
 }
 
 #[cfg(test)]

@@ -1,0 +1,123 @@
+//! `finetp plan`: the groups of each component and, given a model config, the per-rank weight
+//! memory with and without fine-grained TP. Needs no weights: a bare `config.json` is enough.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use finetp_core::backend::DType;
+use finetp_core::config::{ModelConfig, ParallelConfig};
+use finetp_core::memory::{MemoryReport, Quantization, WeightFormat, gib};
+use finetp_core::plan::Plan;
+
+use crate::Failure;
+use crate::args::ParallelArgs;
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub parallel: ParallelArgs,
+    /// A model directory or its config.json (no weights needed).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// dtype of the weights that are not quantized.
+    #[arg(long, value_enum, default_value_t = WeightDtype::Bf16)]
+    pub dtype: WeightDtype,
+    /// Linear-layer quantization of the checkpoint.
+    #[arg(long, value_enum, default_value_t = QuantArg::None)]
+    pub quantization: QuantArg,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum WeightDtype {
+    Bf16,
+    F16,
+    F32,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum QuantArg {
+    None,
+    W8a8,
+}
+
+impl PlanArgs {
+    fn format(&self) -> WeightFormat {
+        WeightFormat {
+            dtype: match self.dtype {
+                WeightDtype::Bf16 => DType::BF16,
+                WeightDtype::F16 => DType::F16,
+                WeightDtype::F32 => DType::F32,
+            },
+            quantization: match self.quantization {
+                QuantArg::None => Quantization::None,
+                QuantArg::W8a8 => Quantization::W8A8,
+            },
+        }
+    }
+}
+
+/// Loads the model config (if any) and checks the sizes against its shapes: bad input.
+pub fn load_model(path: Option<&PathBuf>, parallel: &ParallelConfig) -> Result<Option<ModelConfig>, Failure> {
+    let Some(path) = path else { return Ok(None) };
+    let model = ModelConfig::from_path(path).map_err(|e| Failure::Input(e.into()))?;
+    model
+        .validate_parallel(parallel)
+        .with_context(|| format!("fine-grained TP sizes do not fit the model {}", path.display()))
+        .map_err(Failure::Input)?;
+    Ok(Some(model))
+}
+
+pub fn run(args: &PlanArgs) -> Result<(), Failure> {
+    let parallel = args.parallel.to_config()?;
+    let model = load_model(args.model.as_ref(), &parallel)?;
+    let plan = Plan::new(&parallel);
+    let memory = model.as_ref().map(|m| MemoryReport::new(m, &parallel, args.format()));
+    if args.json {
+        let out = serde_json::json!({ "plan": plan, "model": model, "memory": memory });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    print!("{plan}");
+    if let (Some(m), Some(r)) = (&model, &memory) {
+        println!();
+        print!("{}", memory_table(m, r));
+    } else {
+        println!("\n(pass --model <dir or config.json> for the per-rank memory report)");
+    }
+    Ok(())
+}
+
+/// The per-rank memory table. Every rank of a uniform layout holds the same bytes.
+fn memory_table(model: &ModelConfig, r: &MemoryReport) -> String {
+    let mut s = String::new();
+    let quant = match r.format.quantization {
+        Quantization::None => String::new(),
+        Quantization::W8A8 => ", linear layers W8A8 (int8 + per-channel scale/offset)".into(),
+    };
+    let _ = writeln!(
+        s,
+        "Per-rank weight memory, GiB ({:?}, {} weights{quant}; every rank holds the same)",
+        model.architecture, r.format.dtype
+    );
+    let _ = writeln!(s, "{:<18} {:>7} {:>12} {:>13} {:>9}", "module", "ft size", "without", "fine-grained", "saving");
+    for row in &r.rows {
+        let size = if row.module.component().is_some() { row.finegrained_size.to_string() } else { "-".into() };
+        let _ = writeln!(
+            s,
+            "{:<18} {:>7} {:>12.3} {:>13.3} {:>9.3}",
+            row.module.name(),
+            size,
+            gib(row.baseline_bytes as i64),
+            gib(row.bytes as i64),
+            gib(row.saving_bytes())
+        );
+    }
+    let (b, t) = (r.baseline_total() as i64, r.total() as i64);
+    let _ = writeln!(s, "{:<18} {:>7} {:>12.3} {:>13.3} {:>9.3}", "total", "", gib(b), gib(t), gib(b - t));
+    s
+}

@@ -1,0 +1,111 @@
+//! `finetp plan` end to end: every validation rule fed through the CLI (exit code and message),
+//! and the seed's DeepSeek-R1 memory table.
+
+use std::process::{Command, Output};
+
+const DEEPSEEK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../finetp-core/tests/data/deepseek-r1.config.json");
+
+fn finetp(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_finetp")).args(args).output().expect("run finetp")
+}
+
+/// Asserts exit code 2 (bad input) and that stderr names every needle.
+fn rejects(args: &[&str], needles: &[&str]) {
+    let out = finetp(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "args {args:?}: stderr {err}");
+    for n in needles {
+        assert!(err.contains(n), "args {args:?}: stderr lacks {n:?}:\n{err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+fn fg(json_body: &str) -> String {
+    format!(r#"{{"finegrained_tp_config":{{{json_body}}}}}"#)
+}
+
+#[test]
+fn malformed_json_reports_line_and_column() {
+    rejects(&["plan", "-d", "4", "--additional-config", "{\"finegrained_tp_config\": {"], &["not valid JSON", "line 1, column"]);
+}
+
+#[test]
+fn unknown_key_names_the_key_and_the_valid_ones() {
+    rejects(
+        &["plan", "-d", "4", "--additional-config", &fg(r#""mlp_tp_size":2"#)],
+        &["\"mlp_tp_size\"", "mlp_tensor_parallel_size", "embedding_tensor_parallel_size"],
+    );
+}
+
+#[test]
+fn non_integer_and_non_positive_sizes() {
+    rejects(&["plan", "-d", "4", "--additional-config", &fg(r#""oproj_tensor_parallel_size":2.5"#)], &["oproj_tensor_parallel_size", "2.5", "positive integer"]);
+    rejects(&["plan", "-d", "4", "--additional-config", &fg(r#""oproj_tensor_parallel_size":"2""#)], &["oproj_tensor_parallel_size", "positive integer"]);
+    rejects(&["plan", "-d", "4", "--additional-config", &fg(r#""lmhead_tensor_parallel_size":0"#)], &["lmhead_tensor_parallel_size = 0", ">= 1"]);
+    rejects(&["plan", "-d", "4", "--additional-config", &fg(r#""lmhead_tensor_parallel_size":-2"#)], &["lmhead_tensor_parallel_size = -2", ">= 1"]);
+    rejects(&["plan", "-d", "4", "--additional-config", r#"{"finegrained_tp_config":[8]}"#], &["finegrained_tp_config must be a JSON object"]);
+}
+
+#[test]
+fn size_must_fit_and_divide_data_parallel() {
+    rejects(&["plan", "-d", "4", "--additional-config", &fg(r#""mlp_tensor_parallel_size":8"#)], &["mlp_tensor_parallel_size = 8", "exceeds --data-parallel-size 4"]);
+    rejects(&["plan", "-d", "12", "--additional-config", &fg(r#""embedding_tensor_parallel_size":8"#)], &["embedding_tensor_parallel_size = 8", "does not divide --data-parallel-size 12"]);
+    rejects(&["plan", "-d", "0"], &["--data-parallel-size must be >= 1"]);
+}
+
+#[test]
+fn sizes_must_divide_the_model_shapes() {
+    // DeepSeek-R1: padded vocab 129280, o_proj width 128*128 = 16384, dense intermediate 18432.
+    rejects(&["plan", "-d", "3", "--model", DEEPSEEK, "--additional-config", &fg(r#""embedding_tensor_parallel_size":3"#)], &["embedding_tensor_parallel_size = 3", "padded vocabulary", "129280"]);
+    rejects(&["plan", "-d", "3", "--model", DEEPSEEK, "--additional-config", &fg(r#""lmhead_tensor_parallel_size":3"#)], &["lmhead_tensor_parallel_size = 3", "129280"]);
+    rejects(&["plan", "-d", "3", "--model", DEEPSEEK, "--additional-config", &fg(r#""oproj_tensor_parallel_size":3"#)], &["oproj_tensor_parallel_size = 3", "o_proj input width", "16384"]);
+    rejects(&["plan", "-d", "5", "--model", DEEPSEEK, "--additional-config", &fg(r#""mlp_tensor_parallel_size":5"#)], &["mlp_tensor_parallel_size = 5", "intermediate_size", "18432"]);
+}
+
+#[test]
+fn bad_model_and_config_paths() {
+    rejects(&["plan", "-d", "2", "--model", "/nonexistent/model"], &["/nonexistent/model", "cannot read model config"]);
+    rejects(&["plan", "-d", "2", "--additional-config", "@/nonexistent.json"], &["/nonexistent.json"]);
+    let dir = std::env::temp_dir().join(format!("finetp-plan-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), "{\"model_type\": \"llama\",\n \"vocab_size\": }").unwrap();
+    rejects(&["plan", "-d", "2", "--model", dir.to_str().unwrap()], &["config.json", "line 2"]);
+    std::fs::write(dir.join("ft.json"), fg(r#""mlp_tensor_parallel_size":2"#)).unwrap();
+    let out = finetp(&["plan", "-d", "2", "--additional-config", &format!("@{}", dir.join("ft.json").display())]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("mlp        size 2  : [0..1]"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The seed's table: DeepSeek-R1-W8A8, DP32 + EP32, every component at size 8.
+#[test]
+fn deepseek_r1_savings_match_the_seed_within_10_percent() {
+    let cfg = fg(r#""embedding_tensor_parallel_size":8,"lmhead_tensor_parallel_size":8,"oproj_tensor_parallel_size":8,"mlp_tensor_parallel_size":8"#);
+    let out = finetp(&[
+        "plan", "--data-parallel-size", "32", "--tensor-parallel-size", "1", "--enable-expert-parallel",
+        "--additional-config", &cfg, "--model", DEEPSEEK, "--quantization", "w8a8", "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let saving = |module: &str| {
+        let row = v["memory"]["rows"].as_array().unwrap().iter().find(|r| r["module"] == module).unwrap();
+        (row["baseline_bytes"].as_f64().unwrap() - row["bytes"].as_f64().unwrap()) / (1u64 << 30) as f64
+    };
+    for (module, seed) in [("o_proj", 5.8), ("lm_head", 1.51), ("dense_mlp", 0.9), ("embedding", 1.51)] {
+        let got = saving(module);
+        assert!((got - seed).abs() / seed <= 0.10, "{module}: {got:.3} GiB vs seed {seed} GiB");
+    }
+    assert_eq!(v["plan"]["components"][0]["groups"][1], serde_json::json!([8, 9, 10, 11, 12, 13, 14, 15]));
+
+    // The table form carries the same numbers.
+    let out = finetp(&["plan", "-d", "32", "--enable-expert-parallel", "--additional-config", &cfg, "--model", DEEPSEEK, "--quantization", "w8a8"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("o_proj                   8        6.675         0.837     5.838"), "{text}");
+}
+
+#[test]
+fn other_top_level_keys_warn_but_work() {
+    let out = finetp(&["plan", "-d", "2", "--additional-config", r#"{"ascend_scheduler_config":{},"finegrained_tp_config":{"mlp_tensor_parallel_size":2}}"#]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ascend_scheduler_config"));
+}
