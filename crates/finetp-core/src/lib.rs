@@ -18,6 +18,9 @@
 
 pub mod backend;
 pub mod config;
+pub mod decoder;
+pub mod layers;
 pub mod memory;
 pub mod parallel;
 pub mod plan;
+pub mod shard;

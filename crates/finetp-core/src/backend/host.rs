@@ -96,3 +96,37 @@ impl HostTensor {
         Ok(HostTensor { data, shape: self.shape.clone() })
     }
 }
+
+impl HostTensor {
+    /// Stacks tensors with equal row length and dtype along the first dimension
+    /// (e.g. a gate shard and an up shard into one `gate_up` shard).
+    pub fn concat_rows(parts: &[HostTensor]) -> Result<HostTensor, BackendError> {
+        let first = parts.first().ok_or_else(|| BackendError::Shape("concat_rows of nothing".into()))?;
+        let tail: Vec<usize> = first.shape[1..].to_vec();
+        let mut rows = 0;
+        for p in parts {
+            if p.shape[1..] != tail[..] || p.dtype() != first.dtype() {
+                return Err(BackendError::Shape(format!(
+                    "concat_rows: {:?} {} does not stack on {:?} {}",
+                    p.shape,
+                    p.dtype(),
+                    first.shape,
+                    first.dtype()
+                )));
+            }
+            rows += p.shape[0];
+        }
+        fn cat<T: Clone>(parts: &[HostTensor], get: impl Fn(&HostData) -> &Vec<T>) -> Vec<T> {
+            parts.iter().flat_map(|p| get(&p.data).iter().cloned()).collect()
+        }
+        let data = match &first.data {
+            HostData::F32(_) => HostData::F32(cat(parts, |d| match d { HostData::F32(v) => v, _ => unreachable!("dtype checked") })),
+            HostData::F16(_) => HostData::F16(cat(parts, |d| match d { HostData::F16(v) => v, _ => unreachable!("dtype checked") })),
+            HostData::BF16(_) => HostData::BF16(cat(parts, |d| match d { HostData::BF16(v) => v, _ => unreachable!("dtype checked") })),
+            HostData::U32(_) => HostData::U32(cat(parts, |d| match d { HostData::U32(v) => v, _ => unreachable!("dtype checked") })),
+        };
+        let mut shape = vec![rows];
+        shape.extend(tail);
+        HostTensor::new(data, &shape)
+    }
+}

@@ -1,0 +1,61 @@
+//! What a decoder model and the engine exchange each step, and the pieces every decoder shares
+//! (KV cache, per-sequence causal attention, RoPE frequencies).
+
+mod attention;
+mod batch;
+mod kv_cache;
+mod rope;
+
+pub use attention::cached_attention;
+pub use batch::{SeqInBatch, StepBatch};
+pub use kv_cache::KvCache;
+pub use rope::rope_inv_freq;
+
+use crate::backend::{BackendError, CommError, Device, Tensor};
+use crate::layers::LayerError;
+
+/// What a model's forward can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModelError {
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Comm(#[from] CommError),
+    #[error("model config: {0}")]
+    Config(String),
+    #[error("batch: {0}")]
+    Batch(String),
+}
+
+impl From<crate::shard::LoadError> for ModelError {
+    fn from(e: crate::shard::LoadError) -> Self {
+        ModelError::Layer(LayerError::Load(e))
+    }
+}
+
+/// Resident weight bytes of one module class on this rank, measured from live buffers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ModuleBytes {
+    pub module: &'static str,
+    pub bytes: usize,
+}
+
+/// A causal language model on one rank. Object-safe so the engine can hold any model.
+pub trait CausalLm<B: Device>: Send {
+    /// Runs one step: `batch` holds this rank's tokens (possibly none: an idle rank still
+    /// calls, so its groups' collectives stay in lock-step). Returns f32 logits
+    /// `[batch.logit_rows.len(), vocab]`, one row per entry of `batch.logit_rows`.
+    fn forward(&self, be: &B, batch: &StepBatch<B>, kv: &mut KvCache<B>) -> Result<Tensor<B>, ModelError>;
+
+    /// An empty KV cache for `slots` sequences of up to `max_len` tokens.
+    fn new_kv_cache(&self, be: &B, slots: usize, max_len: usize) -> Result<KvCache<B>, ModelError>;
+
+    /// Vocabulary size (columns of the logits).
+    fn vocab_size(&self) -> usize;
+
+    /// Weight bytes per module class, measured from the live buffers.
+    fn weight_bytes(&self) -> Vec<ModuleBytes>;
+}

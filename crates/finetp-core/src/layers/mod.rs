@@ -1,0 +1,56 @@
+//! The four sharded components, written once, generic over the backend.
+//!
+//! Each layer owns its weight shard and its group's communicator; its `forward` takes this
+//! rank's tokens (`Shard(tokens)`) and the group's per-member `counts`, and returns this rank's
+//! tokens. Uneven counts and idle members (0 tokens) are handled by the variable-size
+//! collectives; an idle member still calls every collective, so a group never deadlocks.
+//!
+//! | component | data flow (P = group size, ΣT = group's tokens) |
+//! |---|---|
+//! | embedding | all-gather ids → masked lookup in `[Vp/P, H]` → reduce-scatter rows |
+//! | lm_head   | all-gather hidden → `[ΣT, Vp/P]` logits → all-to-all → `[T, V]` full-vocab logits |
+//! | o_proj    | all-to-all (tokens ↔ head slices) → `[ΣT, H]` partial → reduce-scatter rows |
+//! | MLP       | all-gather hidden → gate_up, SiLU·mul, down → `[ΣT, H]` partial → reduce-scatter rows |
+
+mod o_proj;
+mod parallel_lm_head;
+mod parallel_mlp;
+mod vocab_parallel_embedding;
+
+pub use o_proj::RowParallelOProj;
+pub use parallel_lm_head::ParallelLmHead;
+pub use parallel_mlp::ParallelMlp;
+pub use vocab_parallel_embedding::VocabParallelEmbedding;
+
+use crate::backend::{BackendError, CommError, DType, Device, Tensor};
+use crate::shard::LoadError;
+
+/// What a layer's `load` or `forward` can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LayerError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Comm(#[from] CommError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("{layer}: {detail}")]
+    Shape { layer: &'static str, detail: String },
+}
+
+/// `x [m, k] · w [n, k]ᵀ (+ bias)` into a new f32 tensor `[m, n]`.
+pub fn linear<B: Device>(be: &B, x: &Tensor<B>, w: &Tensor<B>, bias: Option<&Tensor<B>>) -> Result<Tensor<B>, BackendError> {
+    let mut y = be.zeros(&[x.rows(), w.rows()], DType::F32)?;
+    be.linear(x, w, bias, &mut y)?;
+    Ok(y)
+}
+
+/// Errors unless `total` splits evenly into `size` parts (config validation should have
+/// caught it; this keeps a layer built by hand from mis-sharding silently).
+fn check_divides(layer: &'static str, what: &str, total: usize, size: usize) -> Result<usize, LayerError> {
+    if size == 0 || total % size != 0 {
+        return Err(LayerError::Shape { layer, detail: format!("{what} {total} is not divisible by the group size {size}") });
+    }
+    Ok(total / size)
+}

@@ -1,0 +1,81 @@
+//! Parallel lm_head over the lm_head group.
+
+use std::sync::Arc;
+
+use super::{LayerError, check_divides, linear};
+use crate::backend::{Collective, DType, Device, Tensor};
+use crate::config::pad_vocab;
+use crate::parallel::mappings::{exchange, gather_tokens};
+use crate::shard::{ShardSpec, WeightSource};
+
+/// Each member holds `Vp/P` vocabulary rows of the output projection. The group's hidden
+/// states are gathered, every member computes the logits of all group tokens for its vocabulary
+/// shard, and an all-to-all returns to each member the full-vocabulary logits of **its own**
+/// tokens (vLLM-Ascend's scheme, research §4.2), padding columns removed. Sampling then stays
+/// local to each DP rank.
+pub struct ParallelLmHead<B: Device> {
+    weight: Arc<Tensor<B>>,
+    vocab: usize,
+    per_rank: usize,
+    group: Arc<dyn Collective<B>>,
+}
+
+impl<B: Device> ParallelLmHead<B> {
+    /// Loads this member's rows of `name` (`[vocab, hidden]` in the checkpoint; for tied
+    /// embeddings with a different group size, the embedding's tensor name).
+    pub fn load(
+        be: &B,
+        src: &dyn WeightSource,
+        name: &str,
+        vocab: usize,
+        hidden: usize,
+        group: Arc<dyn Collective<B>>,
+    ) -> Result<Self, LayerError> {
+        src.expect_shape(name, &[vocab, hidden])?;
+        let (rank, size) = (group.info().rank, group.info().size());
+        let padded = pad_vocab(vocab);
+        let per_rank = check_divides("ParallelLmHead", "padded vocabulary", padded, size)?;
+        let host = src.load(name, &ShardSpec::vocab(vocab, padded, rank, size))?;
+        Ok(Self { weight: Arc::new(be.upload(&host)?), vocab, per_rank, group })
+    }
+
+    /// Shares an embedding's shard (tied embeddings, same group size, hence the same layout).
+    pub fn tied(shard: Arc<Tensor<B>>, vocab: usize, group: Arc<dyn Collective<B>>) -> Result<Self, LayerError> {
+        let per_rank = check_divides("ParallelLmHead", "padded vocabulary", pad_vocab(vocab), group.info().size())?;
+        if shard.rows() != per_rank {
+            return Err(LayerError::Shape {
+                layer: "ParallelLmHead",
+                detail: format!("tied shard has {} rows, this group needs {per_rank}", shard.rows()),
+            });
+        }
+        Ok(Self { weight: shard, vocab, per_rank, group })
+    }
+
+    /// `h`: f32 `[T, H]` (this rank's rows that need logits; T may be 0) → f32 `[T, vocab]`.
+    pub fn forward(&self, be: &B, h: Tensor<B>, counts: &[usize]) -> Result<Tensor<B>, LayerError> {
+        let t = h.rows();
+        let size = self.group.info().size();
+        let hg = gather_tokens(be, &*self.group, h, counts)?; //          [ΣT, H]     Replicated
+        let local = linear(be, &hg, &self.weight, None)?; //               [ΣT, Vp/P]  block q = member q's rows
+        let mine = vec![t; size];
+        let recv = exchange(be, &*self.group, local, counts, &mine)?; //  [P·T, Vp/P] block s = vocab shard s
+        let mut logits = be.zeros(&[t, self.vocab], DType::F32)?; //     [T, V]      padding dropped
+        for s in 0..size {
+            let first = s * self.per_rank;
+            let cols = self.per_rank.min(self.vocab.saturating_sub(first));
+            if cols > 0 {
+                be.copy_block(&recv, s * t, 0, &mut logits, 0, first, t, cols)?;
+            }
+        }
+        Ok(logits)
+    }
+
+    pub fn weight_bytes(&self) -> usize {
+        self.weight.size_in_bytes()
+    }
+
+    /// True when this head shares its buffer with another layer (tied embeddings).
+    pub fn is_shared(&self) -> bool {
+        Arc::strong_count(&self.weight) > 1
+    }
+}

@@ -1,0 +1,61 @@
+//! Dense MLP, tensor-parallel over the MLP group.
+
+use std::sync::Arc;
+
+use super::{LayerError, check_divides, linear};
+use crate::backend::{Collective, DType, Device, HostTensor, Tensor};
+use crate::parallel::mappings::{gather_tokens, reduce_scatter_tokens};
+use crate::shard::{Axis, ShardSpec, WeightSource};
+
+/// SwiGLU MLP with the intermediate dimension split in `P` blocks (Megatron's
+/// sequence-parallel MLP): gather the group's tokens, column-parallel `gate_up [2I/P, H]` (gate
+/// block then up block), SiLU·mul, row-parallel `down [H, I/P]`, reduce-scatter back to each
+/// rank's own tokens. Applies to dense models and to the dense layers of MoE models.
+pub struct ParallelMlp<B: Device> {
+    gate_up: Tensor<B>,
+    down: Tensor<B>,
+    intermediate_per_rank: usize,
+    group: Arc<dyn Collective<B>>,
+}
+
+impl<B: Device> ParallelMlp<B> {
+    /// Loads `{prefix}.gate_proj.weight`, `{prefix}.up_proj.weight` (`[I, H]`) and
+    /// `{prefix}.down_proj.weight` (`[H, I]`), this member's blocks only.
+    pub fn load(
+        be: &B,
+        src: &dyn WeightSource,
+        prefix: &str,
+        hidden: usize,
+        intermediate: usize,
+        group: Arc<dyn Collective<B>>,
+    ) -> Result<Self, LayerError> {
+        let (rank, size) = (group.info().rank, group.info().size());
+        let per = check_divides("ParallelMlp", "intermediate size", intermediate, size)?;
+        let rows = ShardSpec::even(Axis::Rows, intermediate, rank, size);
+        let mut parts = Vec::with_capacity(2);
+        for proj in ["gate_proj", "up_proj"] {
+            let name = format!("{prefix}.{proj}.weight");
+            src.expect_shape(&name, &[intermediate, hidden])?;
+            parts.push(src.load(&name, &rows)?);
+        }
+        let gate_up = be.upload(&HostTensor::concat_rows(&parts)?)?;
+        let down_name = format!("{prefix}.down_proj.weight");
+        src.expect_shape(&down_name, &[hidden, intermediate])?;
+        let down = be.upload(&src.load(&down_name, &ShardSpec::even(Axis::Cols, intermediate, rank, size))?)?;
+        Ok(Self { gate_up, down, intermediate_per_rank: per, group })
+    }
+
+    /// `x`: f32 `[T, H]` of this rank → f32 `[T, H]`.
+    pub fn forward(&self, be: &B, x: Tensor<B>, counts: &[usize]) -> Result<Tensor<B>, LayerError> {
+        let xg = gather_tokens(be, &*self.group, x, counts)?; //          [ΣT, H]     Replicated
+        let gu = linear(be, &xg, &self.gate_up, None)?; //                 [ΣT, 2I/P]  Shard(ff)
+        let mut act = be.zeros(&[gu.rows(), self.intermediate_per_rank], DType::F32)?;
+        be.silu_mul(&gu, &mut act)?; //                                    [ΣT, I/P]
+        let partial = linear(be, &act, &self.down, None)?; //              [ΣT, H]     Partial
+        Ok(reduce_scatter_tokens(be, &*self.group, partial, counts)?) //   [T, H]      Shard(tokens)
+    }
+
+    pub fn weight_bytes(&self) -> usize {
+        self.gate_up.size_in_bytes() + self.down.size_in_bytes()
+    }
+}

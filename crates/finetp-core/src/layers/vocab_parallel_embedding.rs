@@ -1,0 +1,68 @@
+//! Vocab-parallel embedding over the embedding group.
+
+use std::sync::Arc;
+
+use super::{LayerError, check_divides};
+use crate::backend::{Collective, DType, Device, Tensor};
+use crate::config::pad_vocab;
+use crate::parallel::mappings::{gather_tokens, reduce_scatter_tokens};
+use crate::shard::{ShardSpec, WeightSource};
+
+/// Each member holds `Vp/P` consecutive rows of the padded vocabulary (`[Vp/P, H]`, the padded
+/// tail zero). Ids of the whole group are gathered, looked up with out-of-shard ids masked to
+/// zero, and the partial rows are reduce-scattered back: each member receives exactly its own
+/// tokens' hidden states.
+///
+/// Reduce-scatter rather than all-reduce + slice: both give the same rows, but reduce-scatter
+/// delivers `(P−1)/P · T_me·H` elements per member instead of all-reduce's `2(P−1)/P · ΣT·H`.
+pub struct VocabParallelEmbedding<B: Device> {
+    table: Arc<Tensor<B>>,
+    /// First padded-vocabulary id this shard owns.
+    row_start: usize,
+    hidden: usize,
+    group: Arc<dyn Collective<B>>,
+}
+
+impl<B: Device> VocabParallelEmbedding<B> {
+    /// Loads this member's rows of `name` (`[vocab, hidden]` in the checkpoint).
+    pub fn load(
+        be: &B,
+        src: &dyn WeightSource,
+        name: &str,
+        vocab: usize,
+        hidden: usize,
+        group: Arc<dyn Collective<B>>,
+    ) -> Result<Self, LayerError> {
+        src.expect_shape(name, &[vocab, hidden])?;
+        let (rank, size) = (group.info().rank, group.info().size());
+        let padded = pad_vocab(vocab);
+        let per = check_divides("VocabParallelEmbedding", "padded vocabulary", padded, size)?;
+        let host = src.load(name, &ShardSpec::vocab(vocab, padded, rank, size))?;
+        Ok(Self { table: Arc::new(be.upload(&host)?), row_start: rank * per, hidden, group })
+    }
+
+    /// `ids`: u32 `[T]` of this rank (`T = counts[me]`, may be 0) → f32 `[T, H]`.
+    pub fn forward(&self, be: &B, ids: &Tensor<B>, counts: &[usize]) -> Result<Tensor<B>, LayerError> {
+        // The gather consumes its input; ids are T u32s, so copying them is cheaper than a clone API.
+        let mut mine = be.zeros(&[ids.rows()], DType::U32)?;
+        be.copy_block(ids, 0, 0, &mut mine, 0, 0, ids.rows(), 1)?;
+        let all_ids = gather_tokens(be, &*self.group, mine, counts)?; // [ΣT]      Replicated
+        let mut rows = be.zeros(&[all_ids.rows(), self.hidden], DType::F32)?;
+        be.embedding(&all_ids, &self.table, self.row_start, &mut rows)?; // [ΣT, H] Partial
+        Ok(reduce_scatter_tokens(be, &*self.group, rows, counts)?) // [T, H]      Shard(tokens)
+    }
+
+    /// The shard, for an lm_head tied to this embedding with the same group size.
+    pub fn shard(&self) -> Arc<Tensor<B>> {
+        self.table.clone()
+    }
+
+    pub fn group(&self) -> &Arc<dyn Collective<B>> {
+        &self.group
+    }
+
+    /// Resident bytes of this member's weights, measured from the live buffer.
+    pub fn weight_bytes(&self) -> usize {
+        self.table.size_in_bytes()
+    }
+}

@@ -1,0 +1,214 @@
+//! Which slice of a full weight a group member holds: a pure function shared by the layers and
+//! the loader, so that a rank reads only its slice and never materialises the full tensor.
+
+use crate::backend::{HostData, HostTensor};
+
+/// The axis a weight is split along.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Axis {
+    /// Split the first dimension (output features of a column-parallel linear, vocabulary rows).
+    Rows,
+    /// Split the second dimension (input features of a row-parallel linear).
+    Cols,
+}
+
+/// A member's slice of a 2-D (or 1-D, rows only) tensor: `len` elements along `axis` starting
+/// at `start` are read from the checkpoint; the slice is then zero-padded to `padded_len`
+/// (only vocabulary shards pad: the padded tail of the vocabulary has no checkpoint rows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardSpec {
+    pub axis: Axis,
+    pub start: usize,
+    pub len: usize,
+    pub padded_len: usize,
+}
+
+impl ShardSpec {
+    /// The whole tensor along `axis` (a replicated weight).
+    pub fn full(axis: Axis, len: usize) -> Self {
+        Self { axis, start: 0, len, padded_len: len }
+    }
+
+    /// Member `rank` of `size` of an even split of `total` along `axis`.
+    /// The caller has validated `total % size == 0` (config validation does).
+    pub fn even(axis: Axis, total: usize, rank: usize, size: usize) -> Self {
+        let part = total / size;
+        Self { axis, start: rank * part, len: part, padded_len: part }
+    }
+
+    /// vLLM's vocab-parallel layout: the vocabulary is padded to `padded_vocab` and split in
+    /// `size` equal row blocks; member `rank` owns padded rows `[rank·Vs, (rank+1)·Vs)`, of which
+    /// only those below `vocab` exist in the checkpoint.
+    pub fn vocab(vocab: usize, padded_vocab: usize, rank: usize, size: usize) -> Self {
+        let per = padded_vocab / size;
+        let start = (rank * per).min(vocab);
+        let end = ((rank + 1) * per).min(vocab);
+        Self { axis: Axis::Rows, start, len: end - start, padded_len: per }
+    }
+
+    /// First padded-vocabulary row this shard owns (the id offset of its lookups).
+    pub fn first_row(vocab_padded_per_rank: usize, rank: usize) -> usize {
+        rank * vocab_padded_per_rank
+    }
+
+    /// The shape of the slice given the full shape.
+    pub fn sliced_shape(&self, full: &[usize]) -> Vec<usize> {
+        let mut s = full.to_vec();
+        match self.axis {
+            Axis::Rows => s[0] = self.padded_len,
+            Axis::Cols => s[1] = self.padded_len,
+        }
+        s
+    }
+
+    /// Cuts this slice out of a full host tensor (for in-memory sources and tests; the
+    /// safetensors loader reads the slice straight from the file instead).
+    pub fn slice(&self, full: &HostTensor) -> Option<HostTensor> {
+        let (rows, cols) = match full.shape.as_slice() {
+            [r] => (*r, 1),
+            [r, c] => (*r, *c),
+            _ => return None,
+        };
+        let axis_len = if self.axis == Axis::Rows { rows } else { cols };
+        if self.start + self.len > axis_len || (self.axis == Axis::Cols && full.shape.len() != 2) {
+            return None;
+        }
+        let shape = self.sliced_shape(&full.shape);
+        fn cut<T: Copy + Default>(v: &[T], s: &ShardSpec, rows: usize, cols: usize) -> Vec<T> {
+            match s.axis {
+                Axis::Rows => {
+                    let mut out = v[s.start * cols..(s.start + s.len) * cols].to_vec();
+                    out.resize(s.padded_len * cols, T::default());
+                    out
+                }
+                Axis::Cols => {
+                    let mut out = Vec::with_capacity(rows * s.padded_len);
+                    for r in 0..rows {
+                        out.extend_from_slice(&v[r * cols + s.start..r * cols + s.start + s.len]);
+                        out.extend(std::iter::repeat_n(T::default(), s.padded_len - s.len));
+                    }
+                    out
+                }
+            }
+        }
+        let data = match &full.data {
+            HostData::F32(v) => HostData::F32(cut(v, self, rows, cols)),
+            HostData::F16(v) => HostData::F16(cut(v, self, rows, cols)),
+            HostData::BF16(v) => HostData::BF16(cut(v, self, rows, cols)),
+            HostData::U32(v) => HostData::U32(cut(v, self, rows, cols)),
+        };
+        HostTensor::new(data, &shape).ok()
+    }
+}
+
+/// Errors reading weights. Each names the tensor (and the file, where there is one).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    #[error("tensor \"{name}\" not found in {source_desc}")]
+    MissingTensor { name: String, source_desc: String },
+    #[error("tensor \"{name}\" in {source_desc} has shape {got:?}, the model config implies {expected:?}")]
+    ShapeMismatch { name: String, source_desc: String, expected: Vec<usize>, got: Vec<usize> },
+    #[error("tensor \"{name}\" in {source_desc}: {detail}")]
+    Invalid { name: String, source_desc: String, detail: String },
+    #[error("{path}: {detail}")]
+    File { path: String, detail: String },
+    #[error(transparent)]
+    Backend(#[from] crate::backend::BackendError),
+}
+
+/// Where weights come from: a safetensors directory, a GGUF file, or memory (tests).
+/// Implementations read only the requested slice.
+pub trait WeightSource {
+    /// The full shape of tensor `name` as stored.
+    fn shape(&self, name: &str) -> Result<Vec<usize>, LoadError>;
+
+    /// Reads `spec`'s slice of `name`, zero-padded as the spec says, in the stored float dtype
+    /// (or f32 where the storage format must be dequantised).
+    fn load(&self, name: &str, spec: &ShardSpec) -> Result<HostTensor, LoadError>;
+
+    /// Reads a replicated tensor whole.
+    fn load_full(&self, name: &str) -> Result<HostTensor, LoadError> {
+        let shape = self.shape(name)?;
+        self.load(name, &ShardSpec::full(Axis::Rows, shape.first().copied().unwrap_or(1)))
+    }
+
+    /// Checks the stored shape against what the config implies, before reading anything.
+    fn expect_shape(&self, name: &str, expected: &[usize]) -> Result<(), LoadError> {
+        let got = self.shape(name)?;
+        if got != expected {
+            return Err(LoadError::ShapeMismatch {
+                name: name.to_string(),
+                source_desc: self.describe(),
+                expected: expected.to_vec(),
+                got,
+            });
+        }
+        Ok(())
+    }
+
+    /// For error messages: the file or directory.
+    fn describe(&self) -> String;
+}
+
+/// Full tensors held in memory, keyed by name. Tests and the examples' random checkpoints use it.
+#[derive(Debug, Default, Clone)]
+pub struct InMemoryWeights {
+    pub tensors: std::collections::BTreeMap<String, HostTensor>,
+}
+
+impl InMemoryWeights {
+    pub fn insert(&mut self, name: impl Into<String>, t: HostTensor) {
+        self.tensors.insert(name.into(), t);
+    }
+
+    fn get(&self, name: &str) -> Result<&HostTensor, LoadError> {
+        self.tensors
+            .get(name)
+            .ok_or_else(|| LoadError::MissingTensor { name: name.to_string(), source_desc: self.describe() })
+    }
+}
+
+impl WeightSource for InMemoryWeights {
+    fn shape(&self, name: &str) -> Result<Vec<usize>, LoadError> {
+        Ok(self.get(name)?.shape.clone())
+    }
+
+    fn load(&self, name: &str, spec: &ShardSpec) -> Result<HostTensor, LoadError> {
+        let t = self.get(name)?;
+        spec.slice(t).ok_or_else(|| LoadError::Invalid {
+            name: name.to_string(),
+            source_desc: self.describe(),
+            detail: format!("slice {spec:?} does not fit shape {:?}", t.shape),
+        })
+    }
+
+    fn describe(&self) -> String {
+        "in-memory weights".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vocab_shards_cover_the_vocabulary_and_pad_the_tail() {
+        // vocab 100 padded to 128, 4 members of 32 rows.
+        let shards: Vec<_> = (0..4).map(|r| ShardSpec::vocab(100, 128, r, 4)).collect();
+        assert_eq!(shards[0], ShardSpec { axis: Axis::Rows, start: 0, len: 32, padded_len: 32 });
+        assert_eq!(shards[3], ShardSpec { axis: Axis::Rows, start: 96, len: 4, padded_len: 32 });
+        assert_eq!(shards.iter().map(|s| s.len).sum::<usize>(), 100);
+    }
+
+    #[test]
+    fn slices_rows_and_columns() {
+        let full = HostTensor::f32((0..12).map(|x| x as f32).collect(), &[3, 4]).unwrap();
+        let c = ShardSpec::even(Axis::Cols, 4, 1, 2).slice(&full).unwrap();
+        assert_eq!(c.shape, vec![3, 2]);
+        assert_eq!(c.to_f32_vec().unwrap(), vec![2., 3., 6., 7., 10., 11.]);
+        let r = ShardSpec::vocab(3, 4, 1, 2).slice(&full).unwrap();
+        assert_eq!(r.to_f32_vec().unwrap(), vec![8., 9., 10., 11., 0., 0., 0., 0.]);
+        assert!(ShardSpec::even(Axis::Cols, 8, 1, 2).slice(&full).is_none());
+    }
+}

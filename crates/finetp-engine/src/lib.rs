@@ -1,0 +1,19 @@
+//! # finetp-engine
+//!
+//! Runs a model data-parallel over `DP` ranks (threads of one process), each with its own
+//! requests and KV cache, with fine-grained TP groups cutting across them. Every step the ranks
+//! exchange their token counts on the DP group (one small all-gather, as vLLM does); every rank,
+//! busy or idle, then runs the same forward, so each component's collectives stay in lock-step.
+//!
+//! Modes: `eager` runs every step with the real, uneven token counts (variable-size
+//! collectives); `graph` runs decode steps with static shapes — every rank padded to the same
+//! capacity (`max_seqs_per_rank` tokens and logit rows), the shape a captured graph replays.
+//! Prefill steps are always eager, as in vLLM's `FULL_DECODE_ONLY`.
+
+mod rank;
+mod request;
+mod sampling;
+
+pub use rank::{DEFAULT_TIMEOUT, EngineConfig, EngineError, ExecMode, GenerationReport, RankReport, generate};
+pub use request::{Request, RequestOutput};
+pub use sampling::Sampling;

@@ -1,0 +1,119 @@
+//! One decoder layer: attention (data-parallel, o_proj fine-grained) and the MLP (fine-grained).
+
+use std::sync::Arc;
+
+use finetp_core::backend::{Collective, Device, RopeStyle, Tensor};
+use finetp_core::config::ModelConfig;
+use finetp_core::decoder::{KvCache, ModelError, StepBatch, cached_attention};
+use finetp_core::layers::{ParallelMlp, RowParallelOProj, linear};
+use finetp_core::shard::WeightSource;
+
+/// q/k/v projections with optional bias (Qwen2) and optional per-head norms (Qwen3).
+struct Qkv<B: Device> {
+    w: [Tensor<B>; 3],
+    bias: Option<[Tensor<B>; 3]>,
+    /// Per-head RMSNorm weights of q and k, `[head_dim]` each.
+    norms: Option<[Tensor<B>; 2]>,
+}
+
+pub struct DecoderLayer<B: Device> {
+    input_layernorm: Tensor<B>,
+    post_attention_layernorm: Tensor<B>,
+    qkv: Qkv<B>,
+    o_proj: RowParallelOProj<B>,
+    mlp: ParallelMlp<B>,
+}
+
+/// Per-step values every layer shares.
+pub struct LayerStep<'a> {
+    pub inv_freq: &'a [f32],
+    pub o_proj_counts: &'a [usize],
+    pub mlp_counts: &'a [usize],
+}
+
+impl<B: Device> DecoderLayer<B> {
+    pub fn load(
+        be: &B,
+        cfg: &ModelConfig,
+        src: &dyn WeightSource,
+        i: usize,
+        (o_group, mlp_group): (Arc<dyn Collective<B>>, Arc<dyn Collective<B>>),
+    ) -> Result<Self, ModelError> {
+        let p = format!("model.layers.{i}");
+        let (h, hd) = (cfg.hidden_size, cfg.head_dim);
+        let (q_out, kv_out) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
+        let full = |name: String, shape: &[usize]| -> Result<Tensor<B>, ModelError> {
+            src.expect_shape(&name, shape)?;
+            Ok(be.upload(&src.load_full(&name)?)?)
+        };
+        let proj = |n: &str, out: usize| full(format!("{p}.self_attn.{n}_proj.weight"), &[out, h]);
+        let bias = |n: &str, out: usize| full(format!("{p}.self_attn.{n}_proj.bias"), &[out]);
+        let qkv = Qkv {
+            w: [proj("q", q_out)?, proj("k", kv_out)?, proj("v", kv_out)?],
+            bias: if cfg.qkv_bias { Some([bias("q", q_out)?, bias("k", kv_out)?, bias("v", kv_out)?]) } else { None },
+            norms: if cfg.qk_norm {
+                Some([full(format!("{p}.self_attn.q_norm.weight"), &[hd])?, full(format!("{p}.self_attn.k_norm.weight"), &[hd])?])
+            } else {
+                None
+            },
+        };
+        Ok(Self {
+            input_layernorm: full(format!("{p}.input_layernorm.weight"), &[h])?,
+            post_attention_layernorm: full(format!("{p}.post_attention_layernorm.weight"), &[h])?,
+            qkv,
+            o_proj: RowParallelOProj::load(be, src, &format!("{p}.self_attn.o_proj.weight"), None, h, cfg.o_proj_in_features(), o_group)?,
+            mlp: ParallelMlp::load(be, src, &format!("{p}.mlp"), h, cfg.intermediate_size, mlp_group)?,
+        })
+    }
+
+    /// `x [rows, H]` → `x + attn + mlp`, pre-norm residual.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        be: &B,
+        cfg: &ModelConfig,
+        layer: usize,
+        mut x: Tensor<B>,
+        batch: &StepBatch<B>,
+        kv: &mut KvCache<B>,
+        step: &LayerStep<'_>,
+    ) -> Result<Tensor<B>, ModelError> {
+        let rows = x.rows();
+        let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+        let eps = cfg.rms_norm_eps as f32;
+        let h = norm(be, &x, &self.input_layernorm, eps)?;
+        let b = |i: usize| self.qkv.bias.as_ref().map(|b| &b[i]);
+        let mut q = linear(be, &h, &self.qkv.w[0], b(0))?.reshape(&[rows, nh, hd])?;
+        let mut k = linear(be, &h, &self.qkv.w[1], b(1))?.reshape(&[rows, nkv, hd])?;
+        let v = linear(be, &h, &self.qkv.w[2], b(2))?.reshape(&[rows, nkv, hd])?;
+        if let Some([qn, kn]) = &self.qkv.norms {
+            q = norm(be, &q, qn, eps)?;
+            k = norm(be, &k, kn, eps)?;
+        }
+        be.rope(&mut q, &batch.positions, step.inv_freq, RopeStyle::Neox)?;
+        be.rope(&mut k, &batch.positions, step.inv_freq, RopeStyle::Neox)?;
+        let attn = cached_attention(be, batch, kv, layer, (&q, &k, &v), 1.0 / (hd as f32).sqrt())?;
+        let o = self.o_proj.forward(be, &attn, step.o_proj_counts)?;
+        be.add_assign(&mut x, &o)?;
+        let h = norm(be, &x, &self.post_attention_layernorm, eps)?;
+        let m = self.mlp.forward(be, h, step.mlp_counts)?;
+        be.add_assign(&mut x, &m)?;
+        Ok(x)
+    }
+
+    /// (attention incl. norms, o_proj, mlp) resident bytes.
+    pub fn weight_bytes(&self) -> (usize, usize, usize) {
+        let q = &self.qkv;
+        let attn = q.w.iter().chain(q.bias.iter().flatten()).chain(q.norms.iter().flatten()).map(Tensor::size_in_bytes).sum::<usize>()
+            + self.input_layernorm.size_in_bytes()
+            + self.post_attention_layernorm.size_in_bytes();
+        (attn, self.o_proj.weight_bytes(), self.mlp.weight_bytes())
+    }
+}
+
+/// RMSNorm into a new tensor of the same shape.
+pub fn norm<B: Device>(be: &B, x: &Tensor<B>, w: &Tensor<B>, eps: f32) -> Result<Tensor<B>, ModelError> {
+    let mut y = be.zeros(x.shape(), x.dtype())?;
+    be.rms_norm(x, w, eps, &mut y)?;
+    Ok(y)
+}
