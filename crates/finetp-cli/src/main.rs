@@ -4,6 +4,7 @@
 
 mod args;
 mod plan_cmd;
+mod run_cmd;
 
 use std::process::ExitCode;
 
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Print the groups of each component and the per-rank weight memory they save.
     Plan(plan_cmd::PlanArgs),
+    /// Generate text with fine-grained TP across data-parallel ranks.
+    Run(run_cmd::RunArgs),
 }
 
 /// An error with the exit code it maps to.
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Plan(a) => plan_cmd::run(&a),
+        Command::Run(a) => run_cmd::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

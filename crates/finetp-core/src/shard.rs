@@ -162,6 +162,25 @@ impl InMemoryWeights {
         self.tensors.insert(name.into(), t);
     }
 
+    /// Random f32 weights for `shapes` (uniform in `[-scale, scale]`; norm weights near 1), from a
+    /// seeded generator: the random checkpoints of tests and examples. A large enough `scale`
+    /// (~0.3) keeps greedy choices away from near-ties.
+    pub fn random(shapes: &[(String, Vec<usize>)], seed: u64, scale: f32) -> Self {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = move || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        };
+        let mut w = Self::default();
+        for (name, shape) in shapes {
+            let n: usize = shape.iter().product();
+            let v: Vec<f32> =
+                if name.contains("norm") { (0..n).map(|_| 1.0 + 0.1 * next()).collect() } else { (0..n).map(|_| scale * next()).collect() };
+            w.insert(name.clone(), HostTensor { data: HostData::F32(v), shape: shape.clone() });
+        }
+        w
+    }
+
     fn get(&self, name: &str) -> Result<&HostTensor, LoadError> {
         self.tensors
             .get(name)

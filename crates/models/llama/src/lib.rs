@@ -6,5 +6,7 @@
 
 mod layer;
 mod model;
+mod tensors;
 
 pub use model::Llama;
+pub use tensors::tensor_shapes;

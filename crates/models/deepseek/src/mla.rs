@@ -1,0 +1,141 @@
+//! Multi-head latent attention with a fine-grained o_proj.
+
+use std::sync::Arc;
+
+use finetp_core::backend::{Collective, DType, Device, RopeStyle, Tensor};
+use finetp_core::config::{MlaConfig, ModelConfig};
+use finetp_core::decoder::{KvCache, ModelError, StepBatch, cached_attention};
+use finetp_core::layers::{RowParallelOProj, linear};
+use finetp_core::shard::WeightSource;
+
+/// Query path: low-rank (`q_a_proj` → norm → `q_b_proj`) or a plain `q_proj`.
+enum QueryProj<B: Device> {
+    LowRank { a: Tensor<B>, norm: Tensor<B>, b: Tensor<B> },
+    Full(Tensor<B>),
+}
+
+pub struct Mla<B: Device> {
+    q: QueryProj<B>,
+    /// `[kv_lora_rank + qk_rope_head_dim, H]`.
+    kv_a: Tensor<B>,
+    kv_a_norm: Tensor<B>,
+    /// `[nh · (qk_nope + v), kv_lora_rank]`.
+    kv_b: Tensor<B>,
+    o_proj: RowParallelOProj<B>,
+    m: MlaConfig,
+    heads: usize,
+    eps: f32,
+}
+
+/// Loads a replicated tensor after checking its shape.
+pub fn full<B: Device>(be: &B, src: &dyn WeightSource, name: &str, shape: &[usize]) -> Result<Tensor<B>, ModelError> {
+    src.expect_shape(name, shape)?;
+    Ok(be.upload(&src.load_full(name)?)?)
+}
+
+impl<B: Device> Mla<B> {
+    pub fn load(be: &B, cfg: &ModelConfig, src: &dyn WeightSource, prefix: &str, o_group: Arc<dyn Collective<B>>) -> Result<Self, ModelError> {
+        let m = cfg.mla.ok_or_else(|| ModelError::Config("DeepSeek-V3 needs MLA fields (kv_lora_rank, ...)".into()))?;
+        let (h, nh) = (cfg.hidden_size, cfg.num_attention_heads);
+        let qk = m.qk_nope_head_dim + m.qk_rope_head_dim;
+        let p = |n: &str| format!("{prefix}.{n}");
+        let q = match m.q_lora_rank {
+            Some(r) => QueryProj::LowRank {
+                a: full(be, src, &p("q_a_proj.weight"), &[r, h])?,
+                norm: full(be, src, &p("q_a_layernorm.weight"), &[r])?,
+                b: full(be, src, &p("q_b_proj.weight"), &[nh * qk, r])?,
+            },
+            None => QueryProj::Full(full(be, src, &p("q_proj.weight"), &[nh * qk, h])?),
+        };
+        Ok(Self {
+            q,
+            kv_a: full(be, src, &p("kv_a_proj_with_mqa.weight"), &[m.kv_lora_rank + m.qk_rope_head_dim, h])?,
+            kv_a_norm: full(be, src, &p("kv_a_layernorm.weight"), &[m.kv_lora_rank])?,
+            kv_b: full(be, src, &p("kv_b_proj.weight"), &[nh * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank])?,
+            o_proj: RowParallelOProj::load(be, src, &p("o_proj.weight"), None, h, nh * m.v_head_dim, o_group)?,
+            m,
+            heads: nh,
+            eps: cfg.rms_norm_eps as f32,
+        })
+    }
+
+    /// `h [rows, H]` (normed) → attention output projected to `[rows, H]`.
+    pub fn forward(
+        &self,
+        be: &B,
+        h: &Tensor<B>,
+        batch: &StepBatch<B>,
+        kv: &mut KvCache<B>,
+        layer: usize,
+        inv_freq: &[f32],
+        o_counts: &[usize],
+    ) -> Result<Tensor<B>, ModelError> {
+        let (rows, nh, m) = (h.rows(), self.heads, &self.m);
+        let (nope, rope, vd) = (m.qk_nope_head_dim, m.qk_rope_head_dim, m.v_head_dim);
+        let qk = nope + rope;
+        let q = match &self.q {
+            QueryProj::LowRank { a, norm, b } => {
+                let qa = linear(be, h, a, None)?;
+                linear(be, &rms(be, &qa, norm, self.eps)?, b, None)?
+            }
+            QueryProj::Full(w) => linear(be, h, w, None)?,
+        }; // [rows, nh·qk]
+        let mut q = q.reshape(&[rows * nh, qk])?;
+        rope_tail(be, &mut q, nope, rope, &batch.positions, nh, inv_freq)?;
+        let ckv = linear(be, h, &self.kv_a, None)?; // [rows, kv_lora + rope]
+        let mut latent = be.zeros(&[rows, m.kv_lora_rank], DType::F32)?;
+        be.copy_block(&ckv, 0, 0, &mut latent, 0, 0, rows, m.kv_lora_rank)?;
+        let mut k_pe = be.zeros(&[rows, 1, rope], DType::F32)?;
+        be.copy_block(&ckv, 0, m.kv_lora_rank, &mut k_pe, 0, 0, rows, rope)?;
+        be.rope(&mut k_pe, &batch.positions, inv_freq, RopeStyle::Interleaved)?;
+        let kvb = linear(be, &rms(be, &latent, &self.kv_a_norm, self.eps)?, &self.kv_b, None)?.reshape(&[rows * nh, nope + vd])?;
+        let mut k = be.zeros(&[rows * nh, qk], DType::F32)?;
+        be.copy_block(&kvb, 0, 0, &mut k, 0, 0, rows * nh, nope)?;
+        let mut k = k.reshape(&[rows, nh * qk])?;
+        for head in 0..nh {
+            be.copy_block(&k_pe, 0, 0, &mut k, 0, head * qk + nope, rows, rope)?; // shared rope key
+        }
+        let mut v = be.zeros(&[rows * nh, vd], DType::F32)?;
+        be.copy_block(&kvb, 0, nope, &mut v, 0, 0, rows * nh, vd)?;
+        let (q, k, v) = (q.reshape(&[rows, nh, qk])?, k.reshape(&[rows, nh, qk])?, v.reshape(&[rows, nh, vd])?);
+        let attn = cached_attention(be, batch, kv, layer, (&q, &k, &v), 1.0 / (qk as f32).sqrt())?;
+        Ok(self.o_proj.forward(be, &attn, o_counts)?)
+    }
+
+    pub fn weight_bytes(&self) -> (usize, usize) {
+        let q = match &self.q {
+            QueryProj::LowRank { a, norm, b } => a.size_in_bytes() + norm.size_in_bytes() + b.size_in_bytes(),
+            QueryProj::Full(w) => w.size_in_bytes(),
+        };
+        (q + self.kv_a.size_in_bytes() + self.kv_a_norm.size_in_bytes() + self.kv_b.size_in_bytes(), self.o_proj.weight_bytes())
+    }
+}
+
+/// RMSNorm into a new tensor.
+pub fn rms<B: Device>(be: &B, x: &Tensor<B>, w: &Tensor<B>, eps: f32) -> Result<Tensor<B>, ModelError> {
+    let mut y = be.zeros(x.shape(), DType::F32)?;
+    be.rms_norm(x, w, eps, &mut y)?;
+    Ok(y)
+}
+
+/// Applies RoPE to the last `rope` dims of each `[nope + rope]` head row of `q [rows·nh, qk]`.
+/// DeepSeek's HF code de-interleaves before a NeoX rotation; applying it to q and k alike is the
+/// interleaved rotation up to a fixed permutation of dims, which leaves q·k unchanged.
+fn rope_tail<B: Device>(
+    be: &B,
+    q: &mut Tensor<B>,
+    nope: usize,
+    rope: usize,
+    positions: &[u32],
+    nh: usize,
+    inv_freq: &[f32],
+) -> Result<(), ModelError> {
+    let n = q.rows();
+    let mut pe = be.zeros(&[n, rope], DType::F32)?;
+    be.copy_block(q, 0, nope, &mut pe, 0, 0, n, rope)?;
+    let mut pe = pe.reshape(&[n / nh.max(1), nh, rope])?;
+    be.rope(&mut pe, positions, inv_freq, RopeStyle::Interleaved)?;
+    let pe = pe.reshape(&[n, rope])?;
+    be.copy_block(&pe, 0, 0, q, 0, nope, n, rope)?;
+    Ok(())
+}

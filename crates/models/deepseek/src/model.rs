@@ -1,0 +1,138 @@
+//! The whole DeepSeek-V3 model on one rank.
+
+use finetp_core::backend::{DType, Device, Tensor};
+use finetp_core::config::{Architecture, Component, ModelConfig};
+use finetp_core::decoder::{CausalLm, KvCache, ModelError, ModuleBytes, StepBatch, rope_inv_freq};
+use finetp_core::layers::{ParallelLmHead, ParallelMlp, VocabParallelEmbedding};
+use finetp_core::parallel::GroupSet;
+use finetp_core::shard::WeightSource;
+
+use crate::mla::{Mla, full, rms};
+use crate::moe::Moe;
+pub use crate::moe::MoeExtra;
+
+enum Ffn<B: Device> {
+    /// Layers `< first_k_dense_replace`: fine-grained MLP TP applies.
+    Dense(ParallelMlp<B>),
+    Moe(Moe<B>),
+}
+
+struct Layer<B: Device> {
+    input_ln: Tensor<B>,
+    post_ln: Tensor<B>,
+    attn: Mla<B>,
+    ffn: Ffn<B>,
+}
+
+pub struct DeepseekV3<B: Device> {
+    cfg: ModelConfig,
+    groups: GroupSet<B>,
+    embed: VocabParallelEmbedding<B>,
+    layers: Vec<Layer<B>>,
+    norm: Tensor<B>,
+    lm_head: ParallelLmHead<B>,
+    inv_freq: Vec<f32>,
+}
+
+impl<B: Device> DeepseekV3<B> {
+    pub fn load(be: &B, cfg: &ModelConfig, src: &dyn WeightSource, groups: &GroupSet<B>, moe: MoeExtra) -> Result<Self, ModelError> {
+        if cfg.architecture != Architecture::DeepseekV3 {
+            return Err(ModelError::Config(format!("{:?} is not a DeepSeek-V3 model", cfg.architecture)));
+        }
+        let (v, h) = (cfg.vocab_size, cfg.hidden_size);
+        let embed = VocabParallelEmbedding::load(be, src, "model.embed_tokens.weight", v, h, groups.embedding.clone())?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| {
+                let p = format!("model.layers.{i}");
+                let ffn = if cfg.is_moe_layer(i) {
+                    Ffn::Moe(Moe::load(be, cfg, src, &format!("{p}.mlp"), &moe)?)
+                } else {
+                    Ffn::Dense(ParallelMlp::load(be, src, &format!("{p}.mlp"), h, cfg.intermediate_size, groups.mlp.clone())?)
+                };
+                Ok(Layer {
+                    input_ln: full(be, src, &format!("{p}.input_layernorm.weight"), &[h])?,
+                    post_ln: full(be, src, &format!("{p}.post_attention_layernorm.weight"), &[h])?,
+                    attn: Mla::load(be, cfg, src, &format!("{p}.self_attn"), groups.o_proj.clone())?,
+                    ffn,
+                })
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        let lm_head = if cfg.tie_word_embeddings && groups.embedding.info().size() == groups.lm_head.info().size() {
+            ParallelLmHead::tied(embed.shard(), v, groups.lm_head.clone())?
+        } else {
+            let name = if cfg.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" };
+            ParallelLmHead::load(be, src, name, v, h, groups.lm_head.clone())?
+        };
+        let rope = cfg.mla.map_or(cfg.head_dim, |m| m.qk_rope_head_dim);
+        Ok(Self {
+            cfg: cfg.clone(),
+            groups: groups.clone(),
+            embed,
+            layers,
+            norm: full(be, src, "model.norm.weight", &[h])?,
+            lm_head,
+            inv_freq: rope_inv_freq(cfg.rope_theta, rope),
+        })
+    }
+
+    fn counts(&self, c: Component, batch: &StepBatch<B>) -> Vec<usize> {
+        let counts = if c == Component::LmHead { &batch.logit_counts } else { &batch.token_counts };
+        counts.for_group(self.groups.get(c).info())
+    }
+}
+
+impl<B: Device> CausalLm<B> for DeepseekV3<B> {
+    fn forward(&self, be: &B, batch: &StepBatch<B>, kv: &mut KvCache<B>) -> Result<Tensor<B>, ModelError> {
+        let eps = self.cfg.rms_norm_eps as f32;
+        let (o_counts, mlp_counts) = (self.counts(Component::OProj, batch), self.counts(Component::Mlp, batch));
+        let mut x = self.embed.forward(be, &batch.ids, &self.counts(Component::Embedding, batch))?;
+        for (i, l) in self.layers.iter().enumerate() {
+            let a = l.attn.forward(be, &rms(be, &x, &l.input_ln, eps)?, batch, kv, i, &self.inv_freq, &o_counts)?;
+            be.add_assign(&mut x, &a)?;
+            let h = rms(be, &x, &l.post_ln, eps)?;
+            let f = match &l.ffn {
+                Ffn::Dense(m) => m.forward(be, h, &mlp_counts)?,
+                Ffn::Moe(m) => m.forward(be, &h)?,
+            };
+            be.add_assign(&mut x, &f)?;
+        }
+        let x = rms(be, &x, &self.norm, eps)?;
+        let mut sel = be.zeros(&[batch.logit_rows.len(), self.cfg.hidden_size], DType::F32)?;
+        for (i, &r) in batch.logit_rows.iter().enumerate() {
+            be.copy_block(&x, r, 0, &mut sel, i, 0, 1, self.cfg.hidden_size)?;
+        }
+        Ok(self.lm_head.forward(be, sel, &self.counts(Component::LmHead, batch))?)
+    }
+
+    fn new_kv_cache(&self, be: &B, slots: usize, max_len: usize) -> Result<KvCache<B>, ModelError> {
+        let m = self.cfg.mla.ok_or_else(|| ModelError::Config("no MLA config".into()))?;
+        let nh = self.cfg.num_attention_heads;
+        Ok(KvCache::new(be, self.cfg.num_hidden_layers, slots, max_len, (nh, m.qk_nope_head_dim + m.qk_rope_head_dim), m.v_head_dim)?)
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.cfg.vocab_size
+    }
+
+    fn weight_bytes(&self) -> Vec<ModuleBytes> {
+        let (mut attn, mut o, mut dense, mut moe) = (self.norm.size_in_bytes(), 0, 0, 0);
+        for l in &self.layers {
+            let (a, b) = l.attn.weight_bytes();
+            attn += a + l.input_ln.size_in_bytes() + l.post_ln.size_in_bytes();
+            o += b;
+            match &l.ffn {
+                Ffn::Dense(m) => dense += m.weight_bytes(),
+                Ffn::Moe(m) => moe += m.weight_bytes(),
+            }
+        }
+        let lm_head = if self.lm_head.is_shared() { 0 } else { self.lm_head.weight_bytes() };
+        vec![
+            ModuleBytes { module: "embedding", bytes: self.embed.weight_bytes() },
+            ModuleBytes { module: "lm_head", bytes: lm_head },
+            ModuleBytes { module: "attention (MLA, norms)", bytes: attn },
+            ModuleBytes { module: "o_proj", bytes: o },
+            ModuleBytes { module: "dense mlp", bytes: dense },
+            ModuleBytes { module: "moe experts", bytes: moe },
+        ]
+    }
+}
