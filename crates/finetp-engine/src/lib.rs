@@ -10,6 +10,7 @@
 //! capacity (`max_seqs_per_rank` tokens and logit rows), the shape a captured graph replays.
 //! Prefill steps are always eager, as in vLLM's `FULL_DECODE_ONLY`.
 
+pub mod bench;
 mod rank;
 mod request;
 mod sampling;

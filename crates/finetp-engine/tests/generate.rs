@@ -15,8 +15,12 @@ use finetp_engine::{EngineConfig, EngineError, ExecMode, GenerationReport, Reque
 use finetp_model_llama::Llama;
 
 fn config(tied: bool) -> ModelConfig {
+    config_of("llama", tied)
+}
+
+fn config_of(model_type: &str, tied: bool) -> ModelConfig {
     ModelConfig::from_json_str(&format!(
-        r#"{{"model_type":"llama","vocab_size":97,"hidden_size":32,"intermediate_size":64,"num_hidden_layers":2,
+        r#"{{"model_type":"{model_type}","vocab_size":97,"hidden_size":32,"intermediate_size":64,"num_hidden_layers":2,
             "num_attention_heads":4,"num_key_value_heads":2,"rms_norm_eps":1e-5,"rope_theta":10000.0,
             "tie_word_embeddings":{tied}}}"#
     ))
@@ -76,6 +80,19 @@ fn every_layout_and_mode_generates_the_replicated_tokens() {
                 assert_eq!(got, reference, "tied={tied} {fg:?} {mode:?}");
             }
         }
+    }
+}
+
+/// Qwen2 (q/k/v bias) and Qwen3 (per-head q/k norm) through the same blocks.
+#[test]
+fn qwen_variants_generate_the_replicated_tokens() {
+    for model_type in ["qwen2", "qwen3"] {
+        let cfg = config_of(model_type, true);
+        assert!(cfg.qkv_bias || cfg.qk_norm);
+        let reqs = requests(2, 6);
+        let reference = tokens(&run(&cfg, 2, FinegrainedTpConfig::default(), ExecMode::Eager, &reqs).unwrap());
+        let sharded = tokens(&run(&cfg, 2, FinegrainedTpConfig::uniform(2), ExecMode::Graph, &reqs).unwrap());
+        assert_eq!(sharded, reference, "{model_type}");
     }
 }
 

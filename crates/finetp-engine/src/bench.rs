@@ -1,0 +1,221 @@
+//! Component micro-benchmarks: one component's decode-step forward, sharded vs replicated, and
+//! the collectives alone — the measurements `finetp bench` prints and the cost model is
+//! calibrated from.
+
+use std::sync::Barrier;
+use std::time::Instant;
+
+use finetp_core::backend::{DType, Device, HostTensor};
+use finetp_core::config::{Component, FinegrainedTpConfig, ModelConfig, ParallelConfig};
+use finetp_core::layers::{ParallelLmHead, ParallelMlp, RowParallelOProj, VocabParallelEmbedding};
+use finetp_core::parallel::GroupSet;
+use finetp_core::plan::Plan;
+use finetp_core::shard::InMemoryWeights;
+
+use crate::EngineError;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub data_parallel_size: usize,
+    /// Tokens per rank per decode step.
+    pub batch_per_rank: usize,
+    pub warmup: usize,
+    pub repeats: usize,
+}
+
+/// Median time of one call of a component's forward on one rank (one layer for o_proj/MLP).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ComponentTiming {
+    pub component: Component,
+    pub size: usize,
+    pub median_s: f64,
+    /// Resident weight bytes of one layer's shard on rank 0.
+    pub weight_bytes: usize,
+}
+
+/// Median time of one collective on a group of `group_size` ranks.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CollectiveTiming {
+    pub op: &'static str,
+    pub group_size: usize,
+    /// Bytes each member contributes.
+    pub bytes_per_member: usize,
+    pub median_s: f64,
+}
+
+/// The layer under test on one rank, with its input.
+enum Probe<B: Device> {
+    Embedding(VocabParallelEmbedding<B>),
+    LmHead(ParallelLmHead<B>),
+    OProj(RowParallelOProj<B>),
+    Mlp(ParallelMlp<B>),
+}
+
+fn weights_for(c: Component, m: &ModelConfig) -> InMemoryWeights {
+    let (h, v) = (m.hidden_size, m.vocab_size);
+    let shapes: Vec<(String, Vec<usize>)> = match c {
+        Component::Embedding | Component::LmHead => vec![("w".into(), vec![v, h])],
+        Component::OProj => vec![("w".into(), vec![h, m.o_proj_in_features()])],
+        Component::Mlp => {
+            let i = m.intermediate_size;
+            vec![("mlp.gate_proj.weight".into(), vec![i, h]), ("mlp.up_proj.weight".into(), vec![i, h]), ("mlp.down_proj.weight".into(), vec![h, i])]
+        }
+    };
+    InMemoryWeights::random(&shapes, 1, 0.1)
+}
+
+impl<B: Device> Probe<B> {
+    fn load(c: Component, be: &B, m: &ModelConfig, w: &InMemoryWeights, g: &GroupSet<B>) -> Result<Self, EngineError> {
+        let err = |e: finetp_core::layers::LayerError| EngineError::Setup { rank: 0, message: e.to_string() };
+        let (h, v) = (m.hidden_size, m.vocab_size);
+        Ok(match c {
+            Component::Embedding => Probe::Embedding(VocabParallelEmbedding::load(be, w, "w", v, h, g.embedding.clone()).map_err(err)?),
+            Component::LmHead => Probe::LmHead(ParallelLmHead::load(be, w, "w", v, h, g.lm_head.clone()).map_err(err)?),
+            Component::OProj => Probe::OProj(RowParallelOProj::load(be, w, "w", None, h, m.o_proj_in_features(), g.o_proj.clone()).map_err(err)?),
+            Component::Mlp => Probe::Mlp(ParallelMlp::load(be, w, "mlp", h, m.intermediate_size, g.mlp.clone()).map_err(err)?),
+        })
+    }
+
+    fn weight_bytes(&self) -> usize {
+        match self {
+            Probe::Embedding(l) => l.weight_bytes(),
+            Probe::LmHead(l) => l.weight_bytes(),
+            Probe::OProj(l) => l.weight_bytes(),
+            Probe::Mlp(l) => l.weight_bytes(),
+        }
+    }
+
+    fn run(&self, be: &B, m: &ModelConfig, t: usize, counts: &[usize]) -> Result<(), EngineError> {
+        let err = |e: finetp_core::layers::LayerError| EngineError::Setup { rank: 0, message: e.to_string() };
+        let berr = |e: finetp_core::backend::BackendError| EngineError::Setup { rank: 0, message: e.to_string() };
+        let x = |w: usize| be.zeros(&[t, w], DType::F32).map_err(berr);
+        match self {
+            Probe::Embedding(l) => {
+                let ids = be.upload(&HostTensor::u32((0..t as u32).collect(), &[t]).map_err(berr)?).map_err(berr)?;
+                l.forward(be, &ids, counts).map_err(err)?;
+            }
+            Probe::LmHead(l) => drop(l.forward(be, x(m.hidden_size)?, counts).map_err(err)?),
+            Probe::OProj(l) => drop(l.forward(be, &x(m.o_proj_in_features())?, counts).map_err(err)?),
+            Probe::Mlp(l) => drop(l.forward(be, x(m.hidden_size)?, counts).map_err(err)?),
+        }
+        be.synchronize().map_err(berr)
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Times `component` at group `size` inside the DP world: every rank runs the forward on
+/// `batch_per_rank` tokens, `warmup` times unmeasured then `repeats` times; returns rank 0's
+/// median (the collectives synchronise the group, so rank 0 waits for the slowest member).
+pub fn time_component<B, F, G>(cfg: &BenchConfig, model: &ModelConfig, component: Component, size: usize, open: F) -> Result<ComponentTiming, EngineError>
+where
+    B: Device,
+    F: Fn(&Plan) -> G,
+    G: Fn(usize) -> Result<(B, GroupSet<B>), EngineError> + Sync,
+{
+    let dp = cfg.data_parallel_size;
+    let mut fg = FinegrainedTpConfig::default();
+    fg.set(component, Some(size));
+    let parallel = ParallelConfig::new(dp, 1, 1, false, fg).map_err(|e| EngineError::Config(e.to_string()))?;
+    model.validate_parallel(&parallel).map_err(|e| EngineError::Config(e.to_string()))?;
+    let setup = open(&Plan::new(&parallel));
+    let weights = weights_for(component, model);
+    let barrier = Barrier::new(dp);
+    let t = cfg.batch_per_rank;
+    let results: Vec<Result<(Vec<f64>, usize), EngineError>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..dp)
+            .map(|rank| {
+                let (setup, weights, barrier) = (&setup, &weights, &barrier);
+                s.spawn(move || {
+                    let (be, groups) = setup(rank)?;
+                    let probe = Probe::load(component, &be, model, weights, &groups)?;
+                    let counts = vec![t; groups.get(component).info().size()];
+                    let mut times = Vec::with_capacity(cfg.repeats);
+                    for i in 0..cfg.warmup + cfg.repeats {
+                        barrier.wait();
+                        let t0 = Instant::now();
+                        probe.run(&be, model, t, &counts)?;
+                        if i >= cfg.warmup {
+                            times.push(t0.elapsed().as_secs_f64());
+                        }
+                    }
+                    Ok((times, probe.weight_bytes()))
+                })
+            })
+            .collect();
+        hs.into_iter().enumerate().map(|(rank, h)| h.join().unwrap_or_else(|_| Err(EngineError::Panicked { rank, message: "bench rank".into() }))).collect()
+    });
+    let mut results = results.into_iter();
+    let (times, weight_bytes) = results.next().ok_or_else(|| EngineError::Config("empty world".into()))??;
+    for r in results {
+        r?;
+    }
+    Ok(ComponentTiming { component, size, median_s: median(times), weight_bytes })
+}
+
+/// Times all-gather, reduce-scatter and all-to-all of `bytes_per_member` on groups of `size`
+/// (group 0 of a plan where every component has that size).
+pub fn time_collectives<B, F, G>(cfg: &BenchConfig, size: usize, bytes_per_member: usize, open: F) -> Result<Vec<CollectiveTiming>, EngineError>
+where
+    B: Device,
+    F: Fn(&Plan) -> G,
+    G: Fn(usize) -> Result<(B, GroupSet<B>), EngineError> + Sync,
+{
+    let parallel = ParallelConfig::new(size, 1, 1, false, FinegrainedTpConfig::uniform(size)).map_err(|e| EngineError::Config(e.to_string()))?;
+    let setup = open(&Plan::new(&parallel));
+    let rows = (bytes_per_member / 4 / 64).max(1);
+    let results: Vec<Result<Vec<(&'static str, f64)>, EngineError>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..size)
+            .map(|rank| {
+                let setup = &setup;
+                s.spawn(move || -> Result<Vec<(&'static str, f64)>, EngineError> {
+                    let (be, groups) = setup(rank)?;
+                    let g = &groups.mlp;
+                    let comm = |e| EngineError::Comm { rank, source: e };
+                    let berr = |e| EngineError::Backend { rank, source: e };
+                    let counts = vec![rows; size];
+                    let mine = be.zeros(&[rows, 64], DType::F32).map_err(berr)?;
+                    let mut all = be.zeros(&[rows * size, 64], DType::F32).map_err(berr)?;
+                    let mut out = be.zeros(&[rows, 64], DType::F32).map_err(berr)?;
+                    let mut times = Vec::new();
+                    for op in ["all_gather", "reduce_scatter", "all_to_all"] {
+                        let mut v = Vec::new();
+                        for i in 0..cfg.warmup + cfg.repeats {
+                            g.barrier().map_err(comm)?;
+                            let t0 = Instant::now();
+                            match op {
+                                "all_gather" => g.all_gather(&mine, &counts, &mut all),
+                                "reduce_scatter" => g.reduce_scatter_sum(&all, &counts, &mut out),
+                                _ => {
+                                    let send = be.zeros(&[rows * size, 64], DType::F32).map_err(berr)?;
+                                    g.all_to_all(&send, &counts, &counts, &mut all)
+                                }
+                            }
+                            .map_err(comm)?;
+                            if i >= cfg.warmup {
+                                v.push(t0.elapsed().as_secs_f64());
+                            }
+                        }
+                        times.push((op, median(v)));
+                    }
+                    Ok(times)
+                })
+            })
+            .collect();
+        hs.into_iter().enumerate().map(|(rank, h)| h.join().unwrap_or_else(|_| Err(EngineError::Panicked { rank, message: "bench rank".into() }))).collect()
+    });
+    let mut first = None;
+    for r in results {
+        let r = r?;
+        first.get_or_insert(r);
+    }
+    Ok(first
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(op, median_s)| CollectiveTiming { op, group_size: size, bytes_per_member: rows * 64 * 4, median_s })
+        .collect())
+}
