@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 runtime failure, 2 bad input (flags, config, model shapes).
 
 mod args;
+mod bench_cmd;
 mod plan_cmd;
 mod run_cmd;
 
@@ -23,6 +24,8 @@ enum Command {
     Plan(plan_cmd::PlanArgs),
     /// Generate text with fine-grained TP across data-parallel ranks.
     Run(run_cmd::RunArgs),
+    /// Time each component's decode step sharded vs replicated, and the collectives alone.
+    Bench(bench_cmd::BenchArgs),
 }
 
 /// An error with the exit code it maps to.
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plan(a) => plan_cmd::run(&a),
         Command::Run(a) => run_cmd::run(&a),
+        Command::Bench(a) => bench_cmd::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

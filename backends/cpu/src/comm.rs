@@ -1,1 +1,0 @@
-//! In-process collectives (to be written).

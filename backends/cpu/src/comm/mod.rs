@@ -1,0 +1,68 @@
+//! In-process collectives: ranks are threads of one process, and a group's members meet in
+//! shared memory.
+//!
+//! [`Fabric::new`] builds one shared rendezvous per planned group (every component group and
+//! every DP group, each with its own state so that two groups with the same members can never
+//! see each other's traffic); each rank thread calls [`Fabric::connect`] once and gets its
+//! [`GroupSet`](finetp_core::parallel::GroupSet) of [`InProcessComm`] handles.
+//! [`group_handles`] builds a single group without a plan (tests, other backends).
+//!
+//! # Protocol
+//! A collective is a *round* of a generation-counted barrier (one `Mutex` + `Condvar` per
+//! group, no spinning):
+//! 1. **arrive**: each member posts its op, its argument summary and a pointer to its buffer,
+//!    then sleeps until all members have arrived. The last one to arrive checks that everyone
+//!    called the same op with consistent arguments; a disagreement is a [`CommError::Mismatch`]
+//!    on every member (and [`CommError::InvalidArgument`] on the one with bad arguments), and
+//!    the group stays usable. This is the only wait that gives up: after the group's timeout
+//!    it fails with [`CommError::Timeout`] naming the members that never arrived, and a
+//!    dropped peer handle fails it at once with [`CommError::PeerFailed`]. Either leaves the
+//!    group *broken*: the lock-step invariant is lost, so every later call fails the same way
+//!    (like an aborted NCCL communicator; build a new [`Fabric`]).
+//! 2. **move**: each member reads its peers' buffers directly, through the posted pointers,
+//!    into its own output: no staging copy.
+//! 3. **leave**: a second barrier, so that no member returns (and frees or overwrites its
+//!    buffer) while a peer may still be reading it. Peers in step 2 only copy memory, so this
+//!    wait is bounded and has no timeout; a member that panics in step 2 still takes part in
+//!    it before unwinding, and its peers get [`CommError::PeerFailed`].
+//!
+//! # Bytes moved
+//! With `S` bytes per row, `T = sum(counts)` rows and `N` members (each figure is one member's
+//! reads + writes; every byte is copied once, straight from the source member's tensor):
+//! - `all_gather`: reads `T·S`, writes `T·S` (exactly a memcpy of its output).
+//! - `reduce_scatter_sum`: member `i` reads `N·counts[i]·S`, writes `counts[i]·S`; the
+//!   summing is split across members.
+//! - `all_reduce_sum` of `B` bytes: reduce-scatter then all-gather in place: reads about
+//!   `2·B`, writes `B`, with one more barrier between the two halves.
+//! - `all_to_all`: reads and writes `sum(recv_counts)·S`.
+//! - `broadcast` of `B` bytes: each non-root reads and writes `B`; the root moves nothing.
+//! - `barrier`: nothing; one rendezvous instead of two.
+//!
+//! A group of one member never locks: its collectives are local copies (or no-ops).
+
+mod check;
+mod fabric;
+mod handle;
+mod rendezvous;
+#[cfg(test)]
+mod tests;
+mod xfer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use fabric::Fabric;
+pub use handle::InProcessComm;
+
+#[cfg(doc)]
+use finetp_core::backend::CommError;
+
+/// One handle per member of a single group (index = rank-in-group), sharing fresh state.
+///
+/// For tests and for building groups outside a [`Plan`](finetp_core::plan::Plan); the handles
+/// are `Send + Sync`, so each can move to its member's thread. Dropping a handle tells the
+/// other members that this one has left (their collectives fail with `PeerFailed`).
+pub fn group_handles(name: &str, global_ranks: &[usize], timeout: Duration) -> Vec<InProcessComm> {
+    let shared = Arc::new(rendezvous::Shared::new(name.to_string(), global_ranks.to_vec(), timeout));
+    (0..global_ranks.len()).map(|i| InProcessComm::new(shared.clone(), i)).collect()
+}
