@@ -182,7 +182,7 @@ impl ModelConfig {
                 return Err(ModelConfigError::Field { field, detail: "must be > 0".into() });
             }
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
             return Err(ModelConfigError::Field {
                 field: "num_key_value_heads",
                 detail: format!(
@@ -231,7 +231,7 @@ impl ModelConfig {
         ];
         for (component, what, value, applies) in checks {
             let size = p.size(component);
-            if applies && value % size != 0 {
+            if applies && !value.is_multiple_of(size) {
                 return Err(ModelConfigError::ShapeNotDivisible {
                     component,
                     key: component.config_key(),

@@ -48,7 +48,7 @@ impl ParallelConfig {
             if size > dp {
                 return Err(ConfigError::SizeExceedsDp { component: c, key, size, dp });
             }
-            if dp % size != 0 {
+            if !dp.is_multiple_of(size) {
                 return Err(ConfigError::SizeDoesNotDivide { component: c, key, size, dp });
             }
         }

@@ -49,7 +49,7 @@ pub fn linear<B: Device>(be: &B, x: &Tensor<B>, w: &Tensor<B>, bias: Option<&Ten
 /// Errors unless `total` splits evenly into `size` parts (config validation should have
 /// caught it; this keeps a layer built by hand from mis-sharding silently).
 fn check_divides(layer: &'static str, what: &str, total: usize, size: usize) -> Result<usize, LayerError> {
-    if size == 0 || total % size != 0 {
+    if size == 0 || !total.is_multiple_of(size) {
         return Err(LayerError::Shape { layer, detail: format!("{what} {total} is not divisible by the group size {size}") });
     }
     Ok(total / size)
