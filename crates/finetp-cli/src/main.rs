@@ -5,6 +5,7 @@
 mod args;
 mod bench_cmd;
 mod plan_cmd;
+mod run_cmd;
 
 use std::process::ExitCode;
 
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Print the groups of each component and the per-rank weight memory they save.
     Plan(plan_cmd::PlanArgs),
+    /// Generate text with fine-grained TP across data-parallel ranks.
+    Run(run_cmd::RunArgs),
     /// Time each component's decode step sharded vs replicated, and the collectives alone.
     Bench(bench_cmd::BenchArgs),
 }
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Plan(a) => plan_cmd::run(&a),
+        Command::Run(a) => run_cmd::run(&a),
         Command::Bench(a) => bench_cmd::run(&a),
     };
     match result {

@@ -1,0 +1,111 @@
+//! GGML tensor types and their dequantisation to f32, row by row.
+
+use half::{bf16, f16};
+
+/// The GGML element types finetp reads (others are named in errors by id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GgmlType {
+    F32,
+    F16,
+    BF16,
+    Q4_0,
+    Q4_1,
+    Q8_0,
+    Other(u32),
+}
+
+impl GgmlType {
+    pub fn from_id(id: u32) -> Self {
+        match id {
+            0 => GgmlType::F32,
+            1 => GgmlType::F16,
+            2 => GgmlType::Q4_0,
+            3 => GgmlType::Q4_1,
+            8 => GgmlType::Q8_0,
+            30 => GgmlType::BF16,
+            other => GgmlType::Other(other),
+        }
+    }
+
+    /// (elements per block, bytes per block).
+    fn block(self) -> Option<(usize, usize)> {
+        match self {
+            GgmlType::F32 => Some((1, 4)),
+            GgmlType::F16 | GgmlType::BF16 => Some((1, 2)),
+            GgmlType::Q4_0 => Some((32, 18)),
+            GgmlType::Q4_1 => Some((32, 20)),
+            GgmlType::Q8_0 => Some((32, 34)),
+            GgmlType::Other(_) => None,
+        }
+    }
+
+    /// Bytes of `n` elements; `None` when `n` is not whole blocks. Unknown types are sized 0 so
+    /// the file still opens; reading such a tensor is an error.
+    pub fn bytes_for(self, n: usize) -> Option<usize> {
+        match self.block() {
+            Some((e, b)) => (n % e == 0).then_some(n / e * b),
+            None => Some(0),
+        }
+    }
+
+    /// Bytes of one row of `cols` elements.
+    pub fn row_bytes(self, cols: usize) -> Option<usize> {
+        self.bytes_for(cols)
+    }
+
+    pub fn is_supported(self) -> bool {
+        self.block().is_some()
+    }
+}
+
+fn half_at(b: &[u8], i: usize) -> f32 {
+    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+/// Dequantises `data` (whole blocks of `ty`) into `out` (same element count).
+pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) {
+    match ty {
+        GgmlType::F32 => {
+            for (o, c) in out.iter_mut().zip(data.chunks_exact(4)) {
+                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        GgmlType::F16 => {
+            for (o, c) in out.iter_mut().zip(data.chunks_exact(2)) {
+                *o = f16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+        GgmlType::BF16 => {
+            for (o, c) in out.iter_mut().zip(data.chunks_exact(2)) {
+                *o = bf16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+        GgmlType::Q8_0 => {
+            for (o, blk) in out.chunks_exact_mut(32).zip(data.chunks_exact(34)) {
+                let d = half_at(blk, 0);
+                for (v, q) in o.iter_mut().zip(&blk[2..]) {
+                    *v = d * f32::from(*q as i8);
+                }
+            }
+        }
+        GgmlType::Q4_0 => {
+            for (o, blk) in out.chunks_exact_mut(32).zip(data.chunks_exact(18)) {
+                let d = half_at(blk, 0);
+                for (j, q) in blk[2..].iter().enumerate() {
+                    o[j] = d * (f32::from(q & 0x0f) - 8.0);
+                    o[j + 16] = d * (f32::from(q >> 4) - 8.0);
+                }
+            }
+        }
+        GgmlType::Q4_1 => {
+            for (o, blk) in out.chunks_exact_mut(32).zip(data.chunks_exact(20)) {
+                let (d, m) = (half_at(blk, 0), half_at(blk, 2));
+                for (j, q) in blk[4..].iter().enumerate() {
+                    o[j] = d * f32::from(q & 0x0f) + m;
+                    o[j + 16] = d * f32::from(q >> 4) + m;
+                }
+            }
+        }
+        GgmlType::Other(_) => out.fill(0.0),
+    }
+}

@@ -1,0 +1,135 @@
+//! A Hugging Face safetensors checkpoint (one file or sharded with an index), memory-mapped;
+//! loads copy out only the requested slice, in the stored dtype.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use finetp_core::backend::{HostData, HostTensor};
+use finetp_core::shard::{Axis, LoadError, ShardSpec, WeightSource};
+use half::{bf16, f16};
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::LoaderError;
+
+struct Entry {
+    file: usize,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    /// Absolute byte range in the file.
+    start: usize,
+}
+
+pub struct SafetensorsDir {
+    dir: PathBuf,
+    files: Vec<(PathBuf, Mmap)>,
+    tensors: HashMap<String, Entry>,
+}
+
+impl SafetensorsDir {
+    /// Maps every `*.safetensors` file of `dir` (those listed by `model.safetensors.index.json`
+    /// when present) and reads their headers.
+    pub fn open(dir: &Path) -> Result<Self, LoaderError> {
+        let io = |p: &Path, e: String| LoaderError::Io { path: p.display().to_string(), message: e };
+        let index = dir.join("model.safetensors.index.json");
+        let mut names: Vec<PathBuf> = if index.is_file() {
+            let text = std::fs::read_to_string(&index).map_err(|e| io(&index, e.to_string()))?;
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| io(&index, format!("not valid JSON: {e}")))?;
+            let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| io(&index, "no \"weight_map\" object".into()))?;
+            let mut files: Vec<PathBuf> = map.values().filter_map(|f| f.as_str()).map(|f| dir.join(f)).collect();
+            files.sort();
+            files.dedup();
+            files
+        } else {
+            let rd = std::fs::read_dir(dir).map_err(|e| io(dir, e.to_string()))?;
+            rd.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "safetensors")).collect()
+        };
+        names.sort();
+        if names.is_empty() {
+            return Err(io(dir, "no *.safetensors files".into()));
+        }
+        let mut files = Vec::new();
+        let mut tensors = HashMap::new();
+        for (fi, path) in names.into_iter().enumerate() {
+            let f = File::open(&path).map_err(|e| io(&path, e.to_string()))?;
+            // SAFETY: read-only map of a checkpoint file that finetp never modifies.
+            let map = unsafe { Mmap::map(&f) }.map_err(|e| io(&path, e.to_string()))?;
+            let (n, meta) = SafeTensors::read_metadata(&map).map_err(|e| io(&path, format!("not a valid safetensors file (truncated?): {e}")))?;
+            let base = 8 + n;
+            for (name, info) in meta.tensors() {
+                let (s, e) = info.data_offsets;
+                if base + e > map.len() {
+                    return Err(io(&path, format!("truncated: tensor {name} ends at byte {} but the file has {}", base + e, map.len())));
+                }
+                tensors.insert(name, Entry { file: fi, dtype: info.dtype, shape: info.shape.clone(), start: base + s });
+            }
+            files.push((path, map));
+        }
+        Ok(Self { dir: dir.to_path_buf(), files, tensors })
+    }
+
+    fn entry(&self, name: &str) -> Result<&Entry, LoadError> {
+        self.tensors.get(name).ok_or_else(|| LoadError::MissingTensor { name: name.to_string(), source_desc: self.describe() })
+    }
+}
+
+/// Copies `len` elements of `es` bytes from `src` at element `at` to the end of `dst`.
+fn push_elems(dst: &mut Vec<u8>, src: &[u8], at: usize, len: usize, es: usize) {
+    dst.extend_from_slice(&src[at * es..(at + len) * es]);
+}
+
+fn to_host(dtype: Dtype, bytes: &[u8], shape: &[usize]) -> Option<HostTensor> {
+    let data = match dtype {
+        Dtype::F32 => HostData::F32(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
+        Dtype::BF16 => HostData::BF16(bytes.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]])).collect()),
+        Dtype::F16 => HostData::F16(bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]])).collect()),
+        _ => return None,
+    };
+    HostTensor::new(data, shape).ok()
+}
+
+impl WeightSource for SafetensorsDir {
+    fn shape(&self, name: &str) -> Result<Vec<usize>, LoadError> {
+        Ok(self.entry(name)?.shape.clone())
+    }
+
+    fn load(&self, name: &str, spec: &ShardSpec) -> Result<HostTensor, LoadError> {
+        let e = self.entry(name)?;
+        let (path, map) = &self.files[e.file];
+        let invalid = |detail: String| LoadError::Invalid { name: name.to_string(), source_desc: path.display().to_string(), detail };
+        let es = match e.dtype {
+            Dtype::F32 => 4,
+            Dtype::BF16 | Dtype::F16 => 2,
+            other => return Err(invalid(format!("dtype {other:?} is not supported (F32, BF16, F16 are)"))),
+        };
+        let (rows, cols) = match e.shape.as_slice() {
+            [c] => (*c, 1),
+            [r, c] => (*r, *c),
+            s => return Err(invalid(format!("{}-D tensor {s:?}", s.len()))),
+        };
+        let axis_len = if spec.axis == Axis::Rows { rows } else { cols };
+        if spec.start + spec.len > axis_len || (spec.axis == Axis::Cols && e.shape.len() != 2) {
+            return Err(invalid(format!("slice {spec:?} does not fit shape {:?}", e.shape)));
+        }
+        let data = &map[e.start..e.start + rows * cols * es];
+        let mut out = Vec::new();
+        match spec.axis {
+            Axis::Rows => {
+                push_elems(&mut out, data, spec.start * cols, spec.len * cols, es);
+                out.resize(spec.padded_len * cols * es, 0);
+            }
+            Axis::Cols => {
+                for r in 0..rows {
+                    push_elems(&mut out, data, r * cols + spec.start, spec.len, es);
+                    out.resize(out.len() + (spec.padded_len - spec.len) * es, 0);
+                }
+            }
+        }
+        to_host(e.dtype, &out, &spec.sliced_shape(&e.shape)).ok_or_else(|| invalid("conversion failed".into()))
+    }
+
+    fn describe(&self) -> String {
+        self.dir.display().to_string()
+    }
+}
