@@ -1,0 +1,206 @@
+//! GGUF and safetensors sources: dequantisation against the block formulas, slices equal
+//! full-then-slice, and every broken input is a typed error naming the file and tensor.
+
+use std::path::Path;
+
+use finetp_core::backend::{HostData, HostTensor};
+use finetp_core::shard::{Axis, ShardSpec, WeightSource};
+use finetp_loader::gguf::{GgufFile, GgufWeights};
+use finetp_loader::{Checkpoint, LoaderError, SafetensorsDir};
+use half::f16;
+
+/// A minimal GGUF v3 writer: llama metadata for a 1-layer model and the given tensors
+/// (GGUF name, dims in GGUF order, type id, raw bytes).
+fn write_gguf(path: &Path, tensors: &[(&str, Vec<u64>, u32, Vec<u8>)]) {
+    let mut b = Vec::new();
+    let s = |b: &mut Vec<u8>, x: &str| {
+        b.extend((x.len() as u64).to_le_bytes());
+        b.extend(x.as_bytes());
+    };
+    b.extend(b"GGUF");
+    b.extend(3u32.to_le_bytes());
+    b.extend((tensors.len() as u64).to_le_bytes());
+    let kv: Vec<(&str, u32)> = vec![
+        ("llama.block_count", 1),
+        ("llama.embedding_length", 64),
+        ("llama.feed_forward_length", 64),
+        ("llama.attention.head_count", 2),
+        ("llama.attention.head_count_kv", 1),
+        ("llama.vocab_size", 32),
+    ];
+    b.extend((kv.len() as u64 + 1).to_le_bytes());
+    s(&mut b, "general.architecture");
+    b.extend(8u32.to_le_bytes());
+    s(&mut b, "llama");
+    for (k, v) in kv {
+        s(&mut b, k);
+        b.extend(4u32.to_le_bytes());
+        b.extend(v.to_le_bytes());
+    }
+    let mut offset = 0u64;
+    for (name, dims, ty, data) in tensors {
+        s(&mut b, name);
+        b.extend((dims.len() as u32).to_le_bytes());
+        for d in dims {
+            b.extend(d.to_le_bytes());
+        }
+        b.extend(ty.to_le_bytes());
+        b.extend(offset.to_le_bytes());
+        offset += (data.len() as u64).div_ceil(32) * 32;
+    }
+    while b.len() % 32 != 0 {
+        b.push(0);
+    }
+    for (_, _, _, data) in tensors {
+        b.extend(data);
+        while b.len() % 32 != 0 {
+            b.push(0);
+        }
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+/// Q8_0 blocks of `v` (len a multiple of 32) and the values they decode to.
+fn q8_0(v: &[f32]) -> (Vec<u8>, Vec<f32>) {
+    let (mut bytes, mut dec) = (Vec::new(), Vec::new());
+    for blk in v.chunks(32) {
+        let amax = blk.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let d = f16::from_f32(amax / 127.0);
+        bytes.extend(d.to_le_bytes());
+        for x in blk {
+            let q = if d.to_f32() == 0.0 { 0 } else { (x / d.to_f32()).round() as i8 };
+            bytes.push(q as u8);
+            dec.push(d.to_f32() * f32::from(q));
+        }
+    }
+    (bytes, dec)
+}
+
+/// Q4_1 blocks (d, m, nibbles: element j low, j+16 high) and their decoded values.
+fn q4_1(v: &[f32]) -> (Vec<u8>, Vec<f32>) {
+    let (mut bytes, mut dec) = (Vec::new(), vec![0f32; v.len()]);
+    for (bi, blk) in v.chunks(32).enumerate() {
+        let (lo, hi) = blk.iter().fold((f32::MAX, f32::MIN), |(a, b), x| (a.min(*x), b.max(*x)));
+        let (d, m) = (f16::from_f32((hi - lo) / 15.0), f16::from_f32(lo));
+        bytes.extend(d.to_le_bytes());
+        bytes.extend(m.to_le_bytes());
+        let q = |x: f32| if d.to_f32() == 0.0 { 0u8 } else { ((x - m.to_f32()) / d.to_f32()).round().clamp(0.0, 15.0) as u8 };
+        for j in 0..16 {
+            let (a, b) = (q(blk[j]), q(blk[j + 16]));
+            bytes.push(a | (b << 4));
+            dec[bi * 32 + j] = d.to_f32() * f32::from(a) + m.to_f32();
+            dec[bi * 32 + j + 16] = d.to_f32() * f32::from(b) + m.to_f32();
+        }
+    }
+    (bytes, dec)
+}
+
+fn values(n: usize, seed: f32) -> Vec<f32> {
+    (0..n).map(|i| (i as f32 * 0.37 + seed).sin() * 2.0).collect()
+}
+
+#[test]
+fn gguf_dequantises_and_slices() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    let (h, v) = (64usize, 32usize);
+    let emb = values(v * h, 0.1);
+    let (q8, emb_dec) = q8_0(&emb);
+    let up = values(h * 64, 0.7);
+    let (q41, up_dec) = q4_1(&up);
+    let norm: Vec<u8> = values(h, 0.3).iter().flat_map(|x| x.to_le_bytes()).collect();
+    let f16s: Vec<u8> = values(h * 64, 0.9).iter().flat_map(|x| f16::from_f32(*x).to_le_bytes()).collect();
+    write_gguf(&path, &[
+        ("token_embd.weight", vec![h as u64, v as u64], 8, q8),
+        ("blk.0.ffn_up.weight", vec![h as u64, 64], 3, q41),
+        ("blk.0.attn_norm.weight", vec![h as u64], 0, norm),
+        ("blk.0.ffn_down.weight", vec![64, h as u64], 1, f16s),
+    ]);
+    let (w, cfg) = GgufWeights::open(&path).unwrap();
+    assert_eq!((cfg.hidden_size, cfg.vocab_size, cfg.num_key_value_heads), (64, 32, 1));
+    assert!(cfg.tie_word_embeddings, "no output.weight: tied");
+    assert_eq!(w.shape("model.embed_tokens.weight").unwrap(), vec![v, h]);
+    let full = w.load_full("model.embed_tokens.weight").unwrap();
+    assert_eq!(full.to_f32_vec().unwrap(), emb_dec, "Q8_0 decodes to d*q");
+    let up_full = w.load_full("model.layers.0.mlp.up_proj.weight").unwrap();
+    assert_eq!(up_full.to_f32_vec().unwrap(), up_dec, "Q4_1 decodes to d*q + m");
+    for spec in [ShardSpec::vocab(32, 64, 1, 4), ShardSpec::even(Axis::Cols, h, 1, 2), ShardSpec::even(Axis::Rows, v, 3, 4)] {
+        let got = w.load("model.embed_tokens.weight", &spec).unwrap();
+        assert_eq!(got, spec.slice(&full).unwrap(), "{spec:?}");
+    }
+    let down = w.load("model.layers.0.mlp.down_proj.weight", &ShardSpec::even(Axis::Cols, 64, 0, 2)).unwrap();
+    assert_eq!(down.shape, vec![h, 32]);
+    assert!(matches!(w.load_full("model.layers.0.mlp.gate_proj.weight"), Err(finetp_core::shard::LoadError::MissingTensor { .. })));
+}
+
+#[test]
+fn truncated_and_corrupt_gguf_files_are_named_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.gguf");
+    let norm: Vec<u8> = values(64, 0.3).iter().flat_map(|x| x.to_le_bytes()).collect();
+    write_gguf(&path, &[("blk.0.attn_norm.weight", vec![64], 0, norm)]);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 40]).unwrap();
+    let e = GgufFile::open(&path).err().expect("truncated file must fail");
+    assert!(matches!(e, LoaderError::Gguf { .. }) && e.to_string().contains("t.gguf") && e.to_string().contains("truncated"), "{e}");
+    for cut in [3, 20, 60, 200] {
+        std::fs::write(&path, &bytes[..cut.min(bytes.len())]).unwrap();
+        assert!(GgufFile::open(&path).is_err(), "cut at {cut}");
+    }
+    std::fs::write(&path, b"NOPE and more bytes").unwrap();
+    assert!(GgufFile::open(&path).err().unwrap().to_string().contains("bad magic"));
+}
+
+fn write_safetensors(dir: &Path, file: &str, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> =
+        tensors.iter().map(|(n, s, v)| (n.to_string(), v.iter().flat_map(|x| x.to_le_bytes()).collect(), s.clone())).collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
+        .iter()
+        .map(|(n, b, s)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, None, &dir.join(file)).unwrap();
+}
+
+#[test]
+fn safetensors_slices_index_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = values(6 * 8, 0.5);
+    write_safetensors(dir.path(), "model-00001-of-00002.safetensors", &[("a", vec![6, 8], a.clone())]);
+    write_safetensors(dir.path(), "model-00002-of-00002.safetensors", &[("b", vec![8], values(8, 0.2))]);
+    let s = SafetensorsDir::open(dir.path()).unwrap();
+    let full = HostTensor::f32(a, &[6, 8]).unwrap();
+    for spec in [ShardSpec::even(Axis::Rows, 6, 1, 3), ShardSpec::even(Axis::Cols, 8, 3, 4), ShardSpec::vocab(6, 8, 1, 2)] {
+        assert_eq!(s.load("a", &spec).unwrap(), spec.slice(&full).unwrap(), "{spec:?}");
+    }
+    assert!(matches!(s.load_full("b").unwrap().data, HostData::F32(_)));
+    let e = s.load_full("c").unwrap_err().to_string();
+    assert!(e.contains("\"c\"") && e.contains(&dir.path().display().to_string()), "{e}");
+    let e = s.expect_shape("a", &[6, 9]).unwrap_err().to_string();
+    assert!(e.contains("[6, 8]") && e.contains("[6, 9]"), "{e}");
+
+    // With an index that lists only the first file, "b" is not part of the checkpoint.
+    std::fs::write(dir.path().join("model.safetensors.index.json"), r#"{"weight_map":{"a":"model-00001-of-00002.safetensors"}}"#).unwrap();
+    assert!(SafetensorsDir::open(dir.path()).unwrap().load_full("b").is_err());
+    std::fs::write(dir.path().join("model.safetensors.index.json"), "{not json").unwrap();
+    assert!(SafetensorsDir::open(dir.path()).err().unwrap().to_string().contains("index.json"));
+    std::fs::remove_file(dir.path().join("model.safetensors.index.json")).unwrap();
+
+    // A truncated shard names its file.
+    let p = dir.path().join("model-00001-of-00002.safetensors");
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() - 10]).unwrap();
+    let e = SafetensorsDir::open(dir.path()).err().unwrap().to_string();
+    assert!(e.contains("model-00001-of-00002.safetensors"), "{e}");
+}
+
+#[test]
+fn checkpoint_paths_and_configs_are_checked() {
+    let e = Checkpoint::open(Path::new("/nonexistent/model")).err().unwrap().to_string();
+    assert!(e.contains("/nonexistent/model") && e.contains("no such file"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let e = Checkpoint::open(dir.path()).err().unwrap().to_string();
+    assert!(e.contains("config.json"), "{e}");
+    std::fs::write(dir.path().join("config.json"), r#"{"model_type":"llama","vocab_size":32,"hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2}"#).unwrap();
+    let e = Checkpoint::open(dir.path()).err().unwrap().to_string();
+    assert!(e.contains("no *.safetensors"), "{e}");
+}
