@@ -45,7 +45,7 @@ impl Kernels for CpuBackend {
     fn rms_norm(&self, x: &Tensor<Self>, w: &Tensor<Self>, eps: f32, y: &mut Tensor<Self>) -> Result<(), BackendError> {
         let h = w.numel();
         same_shape("rms_norm", x.shape(), y.shape())?;
-        if h == 0 || x.numel() % h != 0 {
+        if h == 0 || !x.numel().is_multiple_of(h) {
             return Err(BackendError::Shape(format!("rms_norm: weight of {h} does not tile {:?}", x.shape())));
         }
         let wv = floats(w.buffer(), "rms_norm (w)", 0..h)?;

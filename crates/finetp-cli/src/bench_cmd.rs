@@ -9,6 +9,7 @@ use clap::Args;
 use finetp_backend_cpu::CpuBackend;
 use finetp_backend_cpu::comm::Fabric;
 use finetp_core::config::{Component, ModelConfig};
+use finetp_core::parallel::GroupSet;
 use finetp_core::plan::Plan;
 use finetp_engine::bench::{BenchConfig, CollectiveTiming, ComponentTiming, time_collectives, time_component};
 use finetp_engine::{DEFAULT_TIMEOUT, EngineError};
@@ -35,8 +36,11 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
+/// Opens one rank's device and communicators.
+type RankSetup = Box<dyn Fn(usize) -> Result<(CpuBackend, GroupSet<CpuBackend>), EngineError> + Sync>;
+
 /// The CPU backend's per-plan rank setup: one fabric per plan, one pool per rank.
-pub fn cpu_opener(dp: usize) -> impl Fn(&Plan) -> Box<dyn Fn(usize) -> Result<(CpuBackend, finetp_core::parallel::GroupSet<CpuBackend>), EngineError> + Sync> {
+pub fn cpu_opener(dp: usize) -> impl Fn(&Plan) -> RankSetup {
     move |plan: &Plan| {
         let fabric = Arc::new(Fabric::new(plan, DEFAULT_TIMEOUT));
         let threads = CpuBackend::threads_per_rank(dp);

@@ -207,7 +207,7 @@ impl ModelConfig {
 
     /// True when layer `i`'s feed-forward is a mixture of experts (vLLM-Ascend's `is_moe_layer`).
     pub fn is_moe_layer(&self, i: usize) -> bool {
-        self.moe.is_some_and(|m| i >= m.first_k_dense_replace && i % m.moe_layer_freq == 0)
+        self.moe.is_some_and(|m| i >= m.first_k_dense_replace && i.is_multiple_of(m.moe_layer_freq))
     }
 
     /// Number of layers with a dense MLP: the layers MLP TP applies to.

@@ -43,7 +43,7 @@ impl GgmlType {
     /// the file still opens; reading such a tensor is an error.
     pub fn bytes_for(self, n: usize) -> Option<usize> {
         match self.block() {
-            Some((e, b)) => (n % e == 0).then_some(n / e * b),
+            Some((e, b)) => n.is_multiple_of(e).then_some(n / e * b),
             None => Some(0),
         }
     }

@@ -60,6 +60,7 @@ impl<B: Device> Mla<B> {
     }
 
     /// `h [rows, H]` (normed) → attention output projected to `[rows, H]`.
+    #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
         be: &B,
