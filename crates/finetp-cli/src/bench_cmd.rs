@@ -8,7 +8,10 @@ use anyhow::anyhow;
 use clap::Args;
 use finetp_backend_cpu::CpuBackend;
 use finetp_backend_cpu::comm::Fabric;
+use finetp_core::backend::DType;
 use finetp_core::config::{Component, ModelConfig};
+use finetp_core::cost::{HardwareProfile, component_times};
+use finetp_core::memory::{Quantization, WeightFormat};
 use finetp_core::parallel::GroupSet;
 use finetp_core::plan::Plan;
 use finetp_engine::bench::{BenchConfig, CollectiveTiming, ComponentTiming, time_collectives, time_component};
@@ -34,6 +37,11 @@ pub struct BenchArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Fit memory bandwidth and collective α/β from this run and write them as a hardware
+    /// profile (TOML) to this path; then print the calibrated model's predictions next to the
+    /// measurements.
+    #[arg(long, value_name = "PROFILE.toml")]
+    pub calibrate: Option<PathBuf>,
 }
 
 /// Opens one rank's device and communicators.
@@ -105,6 +113,19 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
+    print_report(&report, args);
+    if let Some(path) = &args.calibrate {
+        let profile = calibrate(&report, &model)?;
+        std::fs::write(path, format!("# Written by `finetp bench --calibrate` from one run on this machine.\n{}", profile.to_toml()))
+            .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
+        println!("\nCalibrated profile written to {}:\n{}", path.display(), profile.to_toml());
+        print_predictions(&report, &model, &profile);
+    }
+    Ok(())
+}
+
+fn print_report(report: &BenchReport, args: &BenchArgs) {
+    let dp = report.data_parallel_size;
     println!("Decode-step forward per call on rank 0 (median of {}, batch {} per rank, DP {dp}, CPU backend):", args.repeats, args.batch_size);
     println!("{:<10} {:>5} {:>14} {:>14} {:>12} {:>12}", "component", "size", "replicated ms", "sharded ms", "ratio", "shard MiB");
     for (rep, sh) in &report.components {
@@ -130,7 +151,96 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
             c.bytes_per_member as f64 * (c.group_size as f64 - 1.0) / c.median_s / 1e9
         );
     }
-    Ok(())
+}
+
+/// Fits the profile from this run. Collectives: α is the median time at the smallest message,
+/// the bus bandwidth comes from the largest message of at most 1 MiB per member (decode-sized;
+/// larger ones are dominated by cache effects on a CPU). GEMMs: `t − comm = bytes/bw + flops/peak`
+/// fitted by least squares (two unknowns, no intercept) over every component measured.
+fn calibrate(r: &BenchReport, model: &ModelConfig) -> anyhow::Result<HardwareProfile> {
+    let mut p = HardwareProfile::builtin("cpu-local")?;
+    p.activation_bytes = 4;
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    };
+    let min_bytes = r.collectives.iter().map(|c| c.bytes_per_member).min().unwrap_or(0);
+    if let Some(alpha) = median(&mut r.collectives.iter().filter(|c| c.bytes_per_member == min_bytes).map(|c| c.median_s).collect()) {
+        p.collective_alpha_us = alpha * 1e6;
+    }
+    let big = r.collectives.iter().map(|c| c.bytes_per_member).filter(|&b| b <= 1 << 20).max().unwrap_or(0);
+    let bws: Vec<f64> = r
+        .collectives
+        .iter()
+        .filter(|c| c.bytes_per_member == big && c.median_s > p.collective_alpha_us * 1e-6)
+        .map(|c| (c.group_size as f64 - 1.0) * c.bytes_per_member as f64 / (c.median_s - p.collective_alpha_us * 1e-6) / 1e9)
+        .collect();
+    if let Some(bw) = median(&mut bws.clone()) {
+        p.collective_bus_bandwidth_gbps = bw;
+    }
+    (p.inter_node_alpha_us, p.inter_node_bus_bandwidth_gbps) = (p.collective_alpha_us, p.collective_bus_bandwidth_gbps);
+    // GEMM terms per call: bytes and flops of one layer's shard, measured time minus comm.
+    let f = WeightFormat { dtype: DType::F32, quantization: Quantization::None };
+    let (mut sbb, mut sbf, mut sff, mut sbt, mut sft) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for t in r.components.iter().flat_map(|(a, b)| [a, b]).filter(|t| t.component != Component::Embedding) {
+        let (_, comm, _) = component_times(t.component, t.size, model, &f, r.batch_per_rank, &p);
+        let y = t.median_s - comm / layers(t.component, model);
+        let (b, fl) = (t.weight_bytes as f64, gemm_flops(t.component, model, r.batch_per_rank));
+        (sbb, sbf, sff, sbt, sft) = (sbb + b * b, sbf + b * fl, sff + fl * fl, sbt + b * y, sft + fl * y);
+    }
+    let det = sbb * sff - sbf * sbf;
+    if det > 0.0 {
+        let (a, b) = ((sbt * sff - sft * sbf) / det, (sft * sbb - sbt * sbf) / det);
+        if a > 0.0 {
+            p.memory_bandwidth_gbps = 1.0 / a / 1e9;
+        }
+        if b > 0.0 {
+            p.compute_tflops = 1.0 / b / 1e12;
+            p.compute_tops_int8 = p.compute_tflops;
+        }
+    }
+    Ok(p)
+}
+
+/// Layers a component's step spans (its per-call time is the step time over this).
+fn layers(c: Component, m: &ModelConfig) -> f64 {
+    match c {
+        Component::OProj => m.num_hidden_layers as f64,
+        Component::Mlp => m.dense_mlp_layers() as f64,
+        _ => 1.0,
+    }
+}
+
+/// FLOPs of one call of a component's GEMMs for one rank's batch (the same at every size).
+fn gemm_flops(c: Component, m: &ModelConfig, batch: usize) -> f64 {
+    let (b, h) = (batch as f64, m.hidden_size as f64);
+    match c {
+        Component::Embedding => 0.0,
+        Component::LmHead => 2.0 * b * m.padded_vocab() as f64 * h,
+        Component::OProj => 2.0 * b * m.o_proj_in_features() as f64 * h,
+        Component::Mlp => 6.0 * b * h * m.intermediate_size as f64,
+    }
+}
+
+/// The calibrated model's per-call time of each component next to the measurement.
+fn print_predictions(r: &BenchReport, model: &ModelConfig, hw: &HardwareProfile) {
+    let f = WeightFormat { dtype: DType::F32, quantization: Quantization::None };
+    println!("Predicted vs measured per call (one layer for o_proj/MLP):");
+    println!("{:<10} {:>5} {:>13} {:>13} {:>8}", "component", "size", "predicted ms", "measured ms", "error");
+    for (rep, sh) in &r.components {
+        for t in [rep, sh] {
+            let (g, c, _) = component_times(t.component, t.size, model, &f, r.batch_per_rank, hw);
+            let pred = (g + c) / layers(t.component, model);
+            println!(
+                "{:<10} {:>5} {:>13.3} {:>13.3} {:>+7.0}%",
+                t.component.name(),
+                t.size,
+                pred * 1e3,
+                t.median_s * 1e3,
+                (pred / t.median_s - 1.0) * 100.0
+            );
+        }
+    }
 }
 
 /// SmolLM2-135M's shapes (the default model), so `finetp bench` needs no download.

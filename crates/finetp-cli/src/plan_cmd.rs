@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use finetp_core::backend::DType;
 use finetp_core::config::{ModelConfig, ParallelConfig};
+use finetp_core::cost::{HardwareProfile, auto, estimate};
 use finetp_core::memory::{MemoryReport, Quantization, WeightFormat, gib};
 use finetp_core::plan::Plan;
 
@@ -30,6 +31,23 @@ pub struct PlanArgs {
     /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Estimate each component's memory saved, weight-read time saved, communication added and
+    /// net TPOT change per decode step (needs --model).
+    #[arg(long)]
+    pub estimate: bool,
+    /// Choose the sizes that minimise TPOT (under --memory-budget-gib) and print the
+    /// --additional-config to paste (needs --model; the given sizes are ignored).
+    #[arg(long)]
+    pub auto: bool,
+    /// Hardware profile: a built-in name (ascend-910b, h100-sxm, a100, cpu-local) or a TOML file.
+    #[arg(long, default_value = "ascend-910b")]
+    pub profile: String,
+    /// Decode batch (tokens) per rank for --estimate/--auto.
+    #[arg(long, default_value_t = 24)]
+    pub batch_size: usize,
+    /// Per-rank weight-memory budget for --auto, GiB.
+    #[arg(long)]
+    pub memory_budget_gib: Option<f64>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -75,6 +93,12 @@ pub fn load_model(path: Option<&PathBuf>, parallel: &ParallelConfig) -> Result<O
 pub fn run(args: &PlanArgs) -> Result<(), Failure> {
     let parallel = args.parallel.to_config()?;
     let model = load_model(args.model.as_ref(), &parallel)?;
+    if args.estimate || args.auto {
+        let Some(m) = &model else {
+            return Err(Failure::Input(anyhow::anyhow!("--estimate and --auto need --model <dir or config.json>")));
+        };
+        return cost(args, m, &parallel);
+    }
     let plan = Plan::new(&parallel);
     let memory = model.as_ref().map(|m| MemoryReport::new(m, &parallel, args.format()));
     if args.json {
@@ -120,4 +144,28 @@ fn memory_table(model: &ModelConfig, r: &MemoryReport) -> String {
     let (b, t) = (r.baseline_total() as i64, r.total() as i64);
     let _ = writeln!(s, "{:<18} {:>7} {:>12.3} {:>13.3} {:>9.3}", "total", "", gib(b), gib(t), gib(b - t));
     s
+}
+
+/// `--estimate` and `--auto`.
+fn cost(args: &PlanArgs, m: &ModelConfig, parallel: &ParallelConfig) -> Result<(), Failure> {
+    let hw = HardwareProfile::resolve(&args.profile).map_err(|e| Failure::Input(e.into()))?;
+    if args.auto {
+        let budget = args.memory_budget_gib.map(|g| (g * (1u64 << 30) as f64) as u64);
+        let choice = auto(m, parallel, args.format(), args.batch_size, &hw, budget).map_err(|e| Failure::Input(e.into()))?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&choice)?);
+            return Ok(());
+        }
+        print!("{}", choice.estimate);
+        println!("\nper-rank weights: {:.3} GiB", gib(choice.weight_bytes_per_rank as i64));
+        println!("--additional-config '{}'", choice.config.to_additional_config_json());
+        return Ok(());
+    }
+    let e = estimate(m, parallel, args.format(), args.batch_size, &hw);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&e)?);
+    } else {
+        print!("{e}");
+    }
+    Ok(())
 }
