@@ -109,3 +109,37 @@ fn other_top_level_keys_warn_but_work() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("ascend_scheduler_config"));
 }
+
+/// `--estimate` on the seed's scenario: the memory column within 10% and the TPOT directions
+/// of o_proj (degrades), lm_head and MLP (improve); `--auto` prints a config ready to paste.
+#[test]
+fn estimate_and_auto_on_the_seed_scenario() {
+    let cfg = fg(r#""embedding_tensor_parallel_size":8,"lmhead_tensor_parallel_size":8,"oproj_tensor_parallel_size":8,"mlp_tensor_parallel_size":8"#);
+    let base = ["plan", "-d", "32", "--enable-expert-parallel", "--model", DEEPSEEK, "--quantization", "w8a8", "--profile", "ascend-910b", "--batch-size", "24"];
+    let mut args = base.to_vec();
+    args.extend(["--additional-config", &cfg, "--estimate", "--json"]);
+    let out = finetp(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = |c: &str| v["rows"].as_array().unwrap().iter().find(|r| r["component"] == c).unwrap().clone();
+    for (c, seed) in [("o_proj", 5.8), ("lm_head", 1.51), ("mlp", 0.9), ("embedding", 1.51)] {
+        let got = row(c)["memory_saved_bytes"].as_f64().unwrap() / (1u64 << 30) as f64;
+        assert!((got - seed).abs() / seed <= 0.10, "{c}: {got:.3} GiB vs seed {seed}");
+    }
+    assert!(row("o_proj")["net_tpot_delta_s"].as_f64().unwrap() > 0.0);
+    assert!(row("lm_head")["net_tpot_delta_s"].as_f64().unwrap() < 0.0);
+    assert!(row("mlp")["net_tpot_delta_s"].as_f64().unwrap() < 0.0);
+
+    let mut args = base.to_vec();
+    args.push("--auto");
+    let out = finetp(&args);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("--additional-config '{\"finegrained_tp_config\":"), "{text}");
+    let mut args = base.to_vec();
+    args.extend(["--auto", "--memory-budget-gib", "5"]);
+    rejects(&args, &["GiB"]);
+    let mut args = base.to_vec();
+    args[9] = "/nonexistent.toml";
+    args.push("--estimate");
+    rejects(&args, &["nonexistent.toml"]);
+}
