@@ -156,7 +156,8 @@ fn print_report(report: &BenchReport, args: &BenchArgs) {
 /// Fits the profile from this run. Collectives: α is the median time at the smallest message,
 /// the bus bandwidth comes from the largest message of at most 1 MiB per member (decode-sized;
 /// larger ones are dominated by cache effects on a CPU). GEMMs: `t − comm = bytes/bw + flops/peak`
-/// fitted by least squares (two unknowns, no intercept) over every component measured.
+/// fitted by least squares on relative error (two unknowns, no intercept) over every component
+/// measured.
 fn calibrate(r: &BenchReport, model: &ModelConfig) -> anyhow::Result<HardwareProfile> {
     let mut p = HardwareProfile::builtin("cpu-local")?;
     p.activation_bytes = 4;
@@ -185,8 +186,10 @@ fn calibrate(r: &BenchReport, model: &ModelConfig) -> anyhow::Result<HardwarePro
     for t in r.components.iter().flat_map(|(a, b)| [a, b]).filter(|t| t.component != Component::Embedding) {
         let (_, comm, _) = component_times(t.component, t.size, model, &f, r.batch_per_rank, &p);
         let y = t.median_s - comm / layers(t.component, model);
+        // Weighted by 1/t²: relative errors count, so the big lm_head does not drown the rest.
+        let w = 1.0 / (t.median_s * t.median_s);
         let (b, fl) = (t.weight_bytes as f64, gemm_flops(t.component, model, r.batch_per_rank));
-        (sbb, sbf, sff, sbt, sft) = (sbb + b * b, sbf + b * fl, sff + fl * fl, sbt + b * y, sft + fl * y);
+        (sbb, sbf, sff, sbt, sft) = (sbb + w * b * b, sbf + w * b * fl, sff + w * fl * fl, sbt + w * b * y, sft + w * fl * y);
     }
     let det = sbb * sff - sbf * sbf;
     if det > 0.0 {

@@ -14,6 +14,9 @@ use finetp_core::shard::InMemoryWeights;
 
 use crate::EngineError;
 
+/// Bytes of distinct weights a benchmark cycles through: well past this machine's 32 MiB L3.
+const COLD_BYTES: usize = 128 << 20;
+
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
@@ -132,18 +135,26 @@ where
                 let (setup, weights, barrier) = (&setup, &weights, &barrier);
                 s.spawn(move || {
                     let (be, groups) = setup(rank)?;
-                    let probe = Probe::load(component, &be, model, weights, &groups)?;
+                    // Enough copies of the layer that together they overflow the caches, cycled
+                    // so every call streams its weights from memory, as a decode step through
+                    // all layers does (a single small layer would stay cache-resident).
+                    let first = Probe::load(component, &be, model, weights, &groups)?;
+                    let copies = (COLD_BYTES / first.weight_bytes().max(1)).clamp(1, 64);
+                    let mut probes = vec![first];
+                    for _ in 1..copies {
+                        probes.push(Probe::load(component, &be, model, weights, &groups)?);
+                    }
                     let counts = vec![t; groups.get(component).info().size()];
                     let mut times = Vec::with_capacity(cfg.repeats);
                     for i in 0..cfg.warmup + cfg.repeats {
                         barrier.wait();
                         let t0 = Instant::now();
-                        probe.run(&be, model, t, &counts)?;
+                        probes[i % copies].run(&be, model, t, &counts)?;
                         if i >= cfg.warmup {
                             times.push(t0.elapsed().as_secs_f64());
                         }
                     }
-                    Ok((times, probe.weight_bytes()))
+                    Ok((times, probes[0].weight_bytes()))
                 })
             })
             .collect();
