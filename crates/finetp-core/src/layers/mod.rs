@@ -46,6 +46,24 @@ pub fn linear<B: Device>(be: &B, x: &Tensor<B>, w: &Tensor<B>, bias: Option<&Ten
     Ok(y)
 }
 
+/// Loads this member's rows of a `[vocab, hidden]` table in the vocab-parallel layout shared by
+/// the embedding and the lm_head; returns the shard `[Vp/P, H]` and `Vp/P`.
+fn load_vocab_shard<B: Device>(
+    layer: &'static str,
+    be: &B,
+    src: &dyn crate::shard::WeightSource,
+    name: &str,
+    (vocab, hidden): (usize, usize),
+    group: &dyn crate::backend::Collective<B>,
+) -> Result<(Tensor<B>, usize), LayerError> {
+    src.expect_shape(name, &[vocab, hidden])?;
+    let (rank, size) = (group.info().rank, group.info().size());
+    let padded = crate::config::pad_vocab(vocab);
+    let per_rank = check_divides(layer, "padded vocabulary", padded, size)?;
+    let host = src.load(name, &crate::shard::ShardSpec::vocab(vocab, padded, rank, size))?;
+    Ok((be.upload(&host)?, per_rank))
+}
+
 /// Errors unless `total` splits evenly into `size` parts (config validation should have
 /// caught it; this keeps a layer built by hand from mis-sharding silently).
 fn check_divides(layer: &'static str, what: &str, total: usize, size: usize) -> Result<usize, LayerError> {

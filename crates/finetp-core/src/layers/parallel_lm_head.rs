@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use super::{LayerError, check_divides, linear};
+use super::{LayerError, check_divides, linear, load_vocab_shard};
 use crate::backend::{Collective, DType, Device, Tensor};
 use crate::config::pad_vocab;
 use crate::parallel::mappings::{exchange, gather_tokens};
-use crate::shard::{ShardSpec, WeightSource};
+use crate::shard::WeightSource;
 
 /// Each member holds `Vp/P` vocabulary rows of the output projection. The group's hidden
 /// states are gathered, every member computes the logits of all group tokens for its vocabulary
@@ -31,12 +31,8 @@ impl<B: Device> ParallelLmHead<B> {
         hidden: usize,
         group: Arc<dyn Collective<B>>,
     ) -> Result<Self, LayerError> {
-        src.expect_shape(name, &[vocab, hidden])?;
-        let (rank, size) = (group.info().rank, group.info().size());
-        let padded = pad_vocab(vocab);
-        let per_rank = check_divides("ParallelLmHead", "padded vocabulary", padded, size)?;
-        let host = src.load(name, &ShardSpec::vocab(vocab, padded, rank, size))?;
-        Ok(Self { weight: Arc::new(be.upload(&host)?), vocab, per_rank, group })
+        let (weight, per_rank) = load_vocab_shard("ParallelLmHead", be, src, name, (vocab, hidden), &*group)?;
+        Ok(Self { weight: Arc::new(weight), vocab, per_rank, group })
     }
 
     /// Shares an embedding's shard (tied embeddings, same group size, hence the same layout).

@@ -2,11 +2,10 @@
 
 use std::sync::Arc;
 
-use super::{LayerError, check_divides};
+use super::{LayerError, load_vocab_shard};
 use crate::backend::{Collective, DType, Device, Tensor};
-use crate::config::pad_vocab;
 use crate::parallel::mappings::{gather_tokens, reduce_scatter_tokens};
-use crate::shard::{ShardSpec, WeightSource};
+use crate::shard::WeightSource;
 
 /// Each member holds `Vp/P` consecutive rows of the padded vocabulary (`[Vp/P, H]`, the padded
 /// tail zero). Ids of the whole group are gathered, looked up with out-of-shard ids masked to
@@ -33,12 +32,8 @@ impl<B: Device> VocabParallelEmbedding<B> {
         hidden: usize,
         group: Arc<dyn Collective<B>>,
     ) -> Result<Self, LayerError> {
-        src.expect_shape(name, &[vocab, hidden])?;
-        let (rank, size) = (group.info().rank, group.info().size());
-        let padded = pad_vocab(vocab);
-        let per = check_divides("VocabParallelEmbedding", "padded vocabulary", padded, size)?;
-        let host = src.load(name, &ShardSpec::vocab(vocab, padded, rank, size))?;
-        Ok(Self { table: Arc::new(be.upload(&host)?), row_start: rank * per, hidden, group })
+        let (table, per) = load_vocab_shard("VocabParallelEmbedding", be, src, name, (vocab, hidden), &*group)?;
+        Ok(Self { table: Arc::new(table), row_start: group.info().rank * per, hidden, group })
     }
 
     /// `ids`: u32 `[T]` of this rank (`T = counts[me]`, may be 0) → f32 `[T, H]`.
