@@ -6,7 +6,10 @@
 
 pub mod comm;
 mod gemm;
+mod gemm_ops;
+mod graph;
 mod kernels;
 mod storage;
 
+pub use graph::CpuGraph;
 pub use storage::{CpuBackend, CpuStorage, CpuTensor};

@@ -2,8 +2,10 @@
 
 use std::sync::Arc;
 
-use finetp_core::backend::{Backend, BackendError, DType, HostData, HostTensor, Tensor};
+use finetp_core::backend::{Backend, BackendError, CapturedGraph, DType, HostData, HostTensor, Tensor};
 use half::{bf16, f16};
+
+use crate::graph;
 
 /// Host memory of one CPU tensor.
 #[derive(Debug, Clone, PartialEq)]
@@ -12,6 +14,17 @@ pub enum CpuStorage {
     F16(Vec<f16>),
     BF16(Vec<bf16>),
     U32(Vec<u32>),
+}
+
+/// During graph capture a dropped tensor's memory moves into the recording instead of being
+/// freed: recorded calls still point at it (see [`crate::graph`]).
+impl Drop for CpuStorage {
+    fn drop(&mut self) {
+        if graph::capturing() && !self.is_empty() {
+            let s = std::mem::replace(self, CpuStorage::U32(Vec::new()));
+            drop(graph::keep(s));
+        }
+    }
 }
 
 impl CpuStorage {
@@ -145,11 +158,20 @@ impl Backend for CpuBackend {
         format!("cpu ({} threads)", self.threads())
     }
 
+    /// While capturing, the new tensor is also zeroed again at every replay, so code that
+    /// accumulates into a fresh buffer behaves as it does eagerly.
     fn zeros(&self, shape: &[usize], dtype: DType) -> Result<CpuTensor, BackendError> {
-        Ok(Tensor::from_parts(CpuStorage::zeros(dtype, shape.iter().product()), shape.to_vec(), dtype))
+        let mut t = Tensor::from_parts(CpuStorage::zeros(dtype, shape.iter().product()), shape.to_vec(), dtype);
+        if graph::capturing() {
+            self.fill_zero(&mut t)?;
+        }
+        Ok(t)
     }
 
     fn upload(&self, host: &HostTensor) -> Result<CpuTensor, BackendError> {
+        if graph::capturing() {
+            return Err(graph::host_sync("upload"));
+        }
         let buf = match &host.data {
             HostData::F32(v) => CpuStorage::F32(v.clone()),
             HostData::F16(v) => CpuStorage::F16(v.clone()),
@@ -160,6 +182,9 @@ impl Backend for CpuBackend {
     }
 
     fn download(&self, t: &CpuTensor) -> Result<HostTensor, BackendError> {
+        if graph::capturing() {
+            return Err(graph::host_sync("download"));
+        }
         let data = match t.buffer() {
             CpuStorage::F32(v) => HostData::F32(v.clone()),
             CpuStorage::F16(v) => HostData::F16(v.clone()),
@@ -184,30 +209,62 @@ impl Backend for CpuBackend {
         rows: usize,
         cols: usize,
     ) -> Result<(), BackendError> {
-        if src.dtype() != dst.dtype() {
-            return Err(BackendError::Shape(format!("copy_block: dtype {} into {}", src.dtype(), dst.dtype())));
+        self.launch("copy_block", &[src], &mut [dst], move |_, i, o| copy_block(i[0], src_row, src_col, o[0], dst_row, dst_col, rows, cols))
+    }
+
+    fn fill_zero(&self, t: &mut CpuTensor) -> Result<(), BackendError> {
+        self.launch("fill_zero", &[], &mut [t], |_, _, o| {
+            o[0].buffer_mut().as_bytes_mut().fill(0);
+            Ok(())
+        })
+    }
+
+    fn write(&self, t: &mut CpuTensor, host: &HostTensor) -> Result<(), BackendError> {
+        if graph::capturing() {
+            return Err(graph::host_sync("write"));
         }
-        let (sw, dw) = (src.row_len(), dst.row_len());
-        if src_row + rows > src.rows() || dst_row + rows > dst.rows() || src_col + cols > sw || dst_col + cols > dw {
-            return Err(BackendError::Shape(format!(
-                "copy_block: {rows}x{cols} block from ({src_row},{src_col}) of {:?} to ({dst_row},{dst_col}) of {:?} is out of bounds",
-                src.shape(),
-                dst.shape()
-            )));
+        if host.shape != t.shape() || host.dtype() != t.dtype() {
+            return Err(BackendError::Shape(format!("write: host {:?} {} into a tensor {:?} {}", host.shape, host.dtype(), t.shape(), t.dtype())));
         }
-        let es = src.dtype().size_in_bytes();
-        let s = src.buffer().as_bytes();
-        let d = dst.buffer_mut().as_bytes_mut();
-        for r in 0..rows {
-            let so = ((src_row + r) * sw + src_col) * es;
-            let doff = ((dst_row + r) * dw + dst_col) * es;
-            d[doff..doff + cols * es].copy_from_slice(&s[so..so + cols * es]);
+        match (&host.data, t.buffer_mut()) {
+            (HostData::F32(s), CpuStorage::F32(d)) => d.copy_from_slice(s),
+            (HostData::F16(s), CpuStorage::F16(d)) => d.copy_from_slice(s),
+            (HostData::BF16(s), CpuStorage::BF16(d)) => d.copy_from_slice(s),
+            (HostData::U32(s), CpuStorage::U32(d)) => d.copy_from_slice(s),
+            _ => return Err(BackendError::Shape("write: storage and tensor dtype disagree".into())),
         }
         Ok(())
     }
 
-    fn fill_zero(&self, t: &mut CpuTensor) -> Result<(), BackendError> {
-        t.buffer_mut().as_bytes_mut().fill(0);
-        Ok(())
+    fn begin_capture(&self) -> Result<(), BackendError> {
+        graph::begin()
     }
+
+    fn end_capture(&self) -> Result<Box<dyn CapturedGraph>, BackendError> {
+        Ok(Box::new(graph::end()?))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn copy_block(src: &CpuTensor, src_row: usize, src_col: usize, dst: &mut CpuTensor, dst_row: usize, dst_col: usize, rows: usize, cols: usize) -> Result<(), BackendError> {
+    if src.dtype() != dst.dtype() {
+        return Err(BackendError::Shape(format!("copy_block: dtype {} into {}", src.dtype(), dst.dtype())));
+    }
+    let (sw, dw) = (src.row_len(), dst.row_len());
+    if src_row + rows > src.rows() || dst_row + rows > dst.rows() || src_col + cols > sw || dst_col + cols > dw {
+        return Err(BackendError::Shape(format!(
+            "copy_block: {rows}x{cols} block from ({src_row},{src_col}) of {:?} to ({dst_row},{dst_col}) of {:?} is out of bounds",
+            src.shape(),
+            dst.shape()
+        )));
+    }
+    let es = src.dtype().size_in_bytes();
+    let s = src.buffer().as_bytes();
+    let d = dst.buffer_mut().as_bytes_mut();
+    for r in 0..rows {
+        let so = ((src_row + r) * sw + src_col) * es;
+        let doff = ((dst_row + r) * dw + dst_col) * es;
+        d[doff..doff + cols * es].copy_from_slice(&s[so..so + cols * es]);
+    }
+    Ok(())
 }

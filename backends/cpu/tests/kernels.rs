@@ -70,6 +70,10 @@ pub fn typed(v: &[f32], shape: &[usize], dtype: DType) -> (CpuTensor, Vec<f32>) 
     (Tensor::from_parts(buf, shape.to_vec(), dtype), rounded)
 }
 
+pub fn u32s(v: &[u32]) -> CpuTensor {
+    Tensor::from_parts(CpuStorage::U32(v.to_vec()), vec![v.len()], DType::U32)
+}
+
 pub fn data(t: &CpuTensor) -> &[f32] {
     t.buffer().as_f32("test").expect("f32 tensor")
 }
@@ -166,7 +170,7 @@ fn rope_rotates_pairs_of_both_styles() {
         for style in [RopeStyle::Neox, RopeStyle::Interleaved] {
             let x = rng.f32s(t * nh * d);
             let mut xt = f32t(x.clone(), &[t, nh, d]);
-            be.rope(&mut xt, &positions, &inv_freq, style).expect("rope");
+            be.rope(&mut xt, &u32s(&positions), &f32t(inv_freq.clone(), &[half]), style).expect("rope");
             for (row, &p) in positions.iter().enumerate() {
                 for h in 0..nh {
                     let base = (row * nh + h) * d;
@@ -194,12 +198,14 @@ fn rope_rotates_pairs_of_both_styles() {
         }
     }
     let mut x = f32t(vec![0.0; 16], &[2, 1, 8]);
-    assert!(is_shape_err(be.rope(&mut x, &[0], &[1.0], RopeStyle::Neox)), "1 position for 2 rows");
-    assert!(is_shape_err(be.rope(&mut x, &[0, 1], &[1.0; 5], RopeStyle::Neox)), "rotary_dim 10 > head_dim 8");
+    let one = f32t(vec![1.0], &[1]);
+    assert!(is_shape_err(be.rope(&mut x, &u32s(&[0]), &one, RopeStyle::Neox)), "1 position for 2 rows");
+    assert!(is_shape_err(be.rope(&mut x, &u32s(&[0, 1]), &f32t(vec![1.0; 5], &[5]), RopeStyle::Neox)), "rotary_dim 10 > head_dim 8");
+    assert!(is_dtype_err(be.rope(&mut x, &f32t(vec![0.0; 2], &[2]), &one, RopeStyle::Neox)), "f32 positions");
     let mut x2 = f32t(vec![0.0; 16], &[2, 8]);
-    assert!(is_shape_err(be.rope(&mut x2, &[0, 1], &[1.0], RopeStyle::Neox)), "2-D x");
+    assert!(is_shape_err(be.rope(&mut x2, &u32s(&[0, 1]), &one, RopeStyle::Neox)), "2-D x");
     let (mut xb, _) = typed(&[0.0; 16], &[2, 1, 8], DType::BF16);
-    assert!(is_dtype_err(be.rope(&mut xb, &[0, 1], &[1.0], RopeStyle::Interleaved)), "bf16 x");
+    assert!(is_dtype_err(be.rope(&mut xb, &u32s(&[0, 1]), &one, RopeStyle::Interleaved)), "bf16 x");
 }
 
 #[test]

@@ -1,13 +1,14 @@
 //! The four sharded layers against the unsharded single-device layers (and those against a
 //! naive f64 reference), for every group size inside DP 8 and DP 16, with random uneven token
-//! counts (zeros included), prefill and decode shapes, eager and graph execution.
+//! counts (zeros included), prefill and decode shapes, eager execution and a captured graph
+//! replayed step after step.
 //!
 //! Tolerance: 1e-5 relative (max |sharded − unsharded| / max |unsharded|), f32 weights.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use finetp_backend_cpu::CpuBackend;
+use finetp_backend_cpu::{CpuBackend, CpuTensor};
 use finetp_backend_cpu::comm::{Fabric, group_handles};
 use finetp_core::backend::{Backend, Collective, HostTensor};
 use finetp_core::config::{Component, FinegrainedTpConfig, ParallelConfig, pad_vocab};
@@ -105,33 +106,61 @@ fn pad<T: Copy + Default>(v: &[T], width: usize, capacity: usize) -> Vec<T> {
     out
 }
 
-/// Runs one step of all four layers on one rank. `capacity`: `Some(C)` = graph mode (inputs
-/// padded to C rows, every member's count C); `None` = eager (real counts).
-fn step(be: &CpuBackend, l: &Layers, g: &GroupSet<CpuBackend>, x: &Inputs, counts: &StepCounts, capacity: Option<usize>) -> Outputs {
-    let t = x.ids.len();
-    let rows = capacity.unwrap_or(t);
-    let up = |v: Vec<f32>, w: usize| be.upload(&HostTensor::f32(pad(&v, w, rows), &[rows, w]).unwrap()).unwrap();
-    let ids = be.upload(&HostTensor::u32(pad(&x.ids, 1, rows), &[rows]).unwrap()).unwrap();
+/// One rank's device inputs: ids `[rows]`, hidden `[rows, H]`, attention output `[rows, A]`.
+struct Device3([CpuTensor; 3]);
+
+/// The host tensors of `x` padded to `rows` rows.
+fn host_inputs(x: &Inputs, rows: usize) -> [HostTensor; 3] {
+    [
+        HostTensor::u32(pad(&x.ids, 1, rows), &[rows]).unwrap(),
+        HostTensor::f32(pad(&x.hidden, HIDDEN, rows), &[rows, HIDDEN]).unwrap(),
+        HostTensor::f32(pad(&x.attn, ATTN_WIDTH, rows), &[rows, ATTN_WIDTH]).unwrap(),
+    ]
+}
+
+/// The four layers' forwards on one rank's device inputs.
+fn forward(be: &CpuBackend, l: &Layers, g: &GroupSet<CpuBackend>, x: &Device3, counts: &StepCounts) -> [CpuTensor; 4] {
     let c = |grp: &Arc<dyn Collective<CpuBackend>>| counts.for_group(grp.info());
-    let outs = [
-        l.embed.forward(be, &ids, &c(&g.embedding)).unwrap(),
-        l.lm_head.forward(be, up(x.hidden.clone(), HIDDEN), &c(&g.lm_head)).unwrap(),
-        l.o_proj.forward(be, &up(x.attn.clone(), ATTN_WIDTH), &c(&g.o_proj)).unwrap(),
-        l.mlp.forward(be, up(x.hidden.clone(), HIDDEN), &c(&g.mlp)).unwrap(),
-    ];
-    Outputs(outs.map(|o| {
-        let width = o.row_len();
-        let mut v = be.download(&o).unwrap().to_f32_vec().unwrap();
-        v.truncate(t * width); // graph mode: drop the padded rows
+    let [ids, hidden, attn] = &x.0;
+    let copy = |t: &CpuTensor| {
+        let mut y = be.zeros(t.shape(), t.dtype()).unwrap();
+        be.copy_block(t, 0, 0, &mut y, 0, 0, t.rows(), t.row_len()).unwrap();
+        y
+    };
+    [
+        l.embed.forward(be, ids, &c(&g.embedding)).unwrap(),
+        l.lm_head.forward(be, copy(hidden), &c(&g.lm_head)).unwrap(),
+        l.o_proj.forward(be, attn, &c(&g.o_proj)).unwrap(),
+        l.mlp.forward(be, copy(hidden), &c(&g.mlp)).unwrap(),
+    ]
+}
+
+/// The first `t` rows of each output, on the host (graph mode drops the padded rows).
+fn outputs(be: &CpuBackend, outs: &[CpuTensor; 4], t: usize) -> Outputs {
+    Outputs(std::array::from_fn(|i| {
+        let mut v = be.download(&outs[i]).unwrap().to_f32_vec().unwrap();
+        v.truncate(t * outs[i].row_len());
         v
     }))
 }
 
+/// One eager step on one rank with the real counts.
+fn step(be: &CpuBackend, l: &Layers, g: &GroupSet<CpuBackend>, x: &Inputs, counts: &StepCounts) -> Outputs {
+    let t = x.ids.len();
+    let dev = Device3(host_inputs(x, t).map(|h| be.upload(&h).unwrap()));
+    outputs(be, &forward(be, l, g, &dev, counts), t)
+}
+
 /// Every rank of a DP world runs `steps` steps; returns outputs per step per rank.
+///
+/// Graph mode does what the engine does: one static capacity (the largest count of any step),
+/// the four layers captured once on fixed input tensors, and every step — the first included
+/// — a rewrite of those inputs and a replay.
 fn run_world(dp: usize, fg: FinegrainedTpConfig, steps: &[Vec<usize>], seed: u64, graph: bool) -> Vec<Vec<Outputs>> {
     let plan = Plan::new(&ParallelConfig::new(dp, 1, 1, false, fg).unwrap());
     let fabric = Arc::new(Fabric::new(&plan, TIMEOUT));
     let w = weights();
+    let capacity = steps.iter().flatten().copied().max().unwrap_or(0);
     let handles: Vec<_> = (0..dp)
         .map(|rank| {
             let (fabric, w, steps) = (fabric.clone(), w.clone(), steps.to_vec());
@@ -139,16 +168,25 @@ fn run_world(dp: usize, fg: FinegrainedTpConfig, steps: &[Vec<usize>], seed: u64
                 let be = CpuBackend::new(1).unwrap();
                 let g = fabric.connect(rank).unwrap();
                 let l = load(&be, &w, &g);
+                let x = |s: usize, tokens: &[usize]| inputs(rank, tokens[rank], seed + s as u64);
+                if !graph {
+                    return steps.iter().enumerate().map(|(s, tokens)| step(&be, &l, &g, &x(s, tokens), &StepCounts::new(tokens.clone(), 1))).collect();
+                }
+                let mut dev = Device3(host_inputs(&x(0, &steps[0]), capacity).map(|h| be.upload(&h).unwrap()));
+                be.begin_capture().unwrap();
+                let outs = forward(&be, &l, &g, &dev, &StepCounts::uniform(dp, capacity, 1));
+                let mut graph = be.end_capture().unwrap();
                 steps
                     .iter()
                     .enumerate()
                     .map(|(s, tokens)| {
-                        let capacity = graph.then(|| *tokens.iter().max().unwrap());
-                        let counts = match capacity {
-                            Some(c) => StepCounts::uniform(dp, c, 1),
-                            None => StepCounts::new(tokens.clone(), 1),
-                        };
-                        step(&be, &l, &g, &inputs(rank, tokens[rank], seed + s as u64), &counts, capacity)
+                        let xs = x(s, tokens);
+                        for (t, h) in dev.0.iter_mut().zip(host_inputs(&xs, capacity)) {
+                            be.write(t, &h).unwrap();
+                        }
+                        // SAFETY: the layers' weights, `dev` and `outs` are alive and idle.
+                        unsafe { graph.replay().unwrap() };
+                        outputs(&be, &outs, tokens[rank])
                     })
                     .collect::<Vec<_>>()
             })
@@ -165,7 +203,7 @@ fn unsharded(x: &Inputs) -> Outputs {
     let g = GroupSet { embedding: one(), lm_head: one(), o_proj: one(), mlp: one(), dp: one() };
     let l = load(&be, &weights(), &g);
     let t = x.ids.len();
-    step(&be, &l, &g, x, &StepCounts::new(vec![t], 1), None)
+    step(&be, &l, &g, x, &StepCounts::new(vec![t], 1))
 }
 
 fn assert_close(got: &[f32], want: &[f32], what: &str) {

@@ -7,14 +7,16 @@
 //!
 //! Modes: `eager` runs every step with the real, uneven token counts (variable-size
 //! collectives); `graph` runs decode steps with static shapes — every rank padded to the same
-//! capacity (`max_seqs_per_rank` tokens and logit rows), the shape a captured graph replays.
-//! Prefill steps are always eager, as in vLLM's `FULL_DECODE_ONLY`.
+//! capacity (`max_seqs_per_rank` tokens and logit rows) — captured once as a graph and replayed
+//! (`graph` module). Prefill steps are always eager, as in vLLM's `FULL_DECODE_ONLY`.
 
 pub mod bench;
+mod graph;
 mod rank;
 mod request;
 mod sampling;
 
+pub use graph::GraphReport;
 pub use rank::{DEFAULT_TIMEOUT, EngineConfig, EngineError, ExecMode, GenerationReport, RankReport, generate};
 pub use request::{Request, RequestOutput};
 pub use sampling::Sampling;

@@ -4,8 +4,10 @@
 use std::time::{Duration, Instant};
 
 use finetp_core::backend::{BackendError, CommError, DType, Device, HostTensor};
-use finetp_core::decoder::{CausalLm, ModelError, ModuleBytes, SeqInBatch, StepBatch};
+use finetp_core::decoder::{CausalLm, ModelError, ModuleBytes, StepBatch, StepInputs};
 use finetp_core::parallel::{GroupSet, StepCounts};
+
+use crate::graph::{DecodeGraph, GraphReport};
 
 use crate::request::{Request, RequestOutput};
 use crate::sampling::Sampler;
@@ -16,7 +18,8 @@ use crate::sampling::Sampler;
 pub enum ExecMode {
     /// Real, uneven token counts every step (variable-size collectives).
     Eager,
-    /// Decode steps padded to a static capacity on every rank (graph-replayable shapes).
+    /// Decode steps padded to a static capacity on every rank, captured once as a graph and
+    /// replayed (prefill steps stay eager, as vLLM's `FULL_DECODE_ONLY`).
     Graph,
 }
 
@@ -39,6 +42,8 @@ pub enum EngineError {
     Comm { rank: usize, source: CommError },
     #[error("rank {rank}: {source}")]
     Backend { rank: usize, source: BackendError },
+    #[error("rank {rank}: graph replay failed: {source}")]
+    Replay { rank: usize, source: finetp_core::backend::ReplayError },
     #[error("rank {rank}: setup failed: {message}")]
     Setup { rank: usize, message: String },
     #[error("rank {rank} panicked: {message}")]
@@ -68,6 +73,8 @@ pub struct RankReport {
     pub steps: usize,
     /// Wall time of each step in which every rank decoded (seconds).
     pub decode_step_s: Vec<f64>,
+    /// Graph mode: what was captured and replayed, or why decode ran eagerly.
+    pub graph: Option<GraphReport>,
 }
 
 /// Everything a generation run produced.
@@ -196,8 +203,12 @@ fn run_rank<B: Device>(
         .collect();
     groups.dp.barrier().map_err(comm_err)?;
     let start = Instant::now();
-    let mut report = RankReport { rank, weight_bytes: model.weight_bytes(), kv_cache_bytes: kv.bytes(), steps: 0, decode_step_s: vec![] };
+    let mut report =
+        RankReport { rank, weight_bytes: model.weight_bytes(), kv_cache_bytes: kv.bytes(), steps: 0, decode_step_s: vec![], graph: None };
     let vocab = model.vocab_size();
+    // Declared after `kv` and `model` is borrowed for the whole loop: the graph, which points
+    // into both, is dropped first.
+    let mut graph = DecodeGraph::new(cfg.mode == ExecMode::Graph);
     loop {
         let t0 = Instant::now();
         let local = LocalStep::build(&seqs);
@@ -205,10 +216,21 @@ fn run_rank<B: Device>(
         if world.active == 0 {
             break;
         }
-        let graph = cfg.mode == ExecMode::Graph && !world.any_prefill;
-        let batch = local.into_batch(be, &world, graph.then_some(capacity), cfg.ranks_per_replica).map_err(be_err)?;
-        let logits = model.forward(be, &batch, &mut kv).map_err(model_err)?;
-        let host = be.download(&logits).map_err(be_err)?.to_f32_vec().unwrap_or_default();
+        let dp = world.tokens.len();
+        let rpr = cfg.ranks_per_replica;
+        let host = if cfg.mode == ExecMode::Graph && !world.any_prefill {
+            // Static shapes: every rank runs `capacity` rows and logit rows.
+            let mut inputs = local.inputs;
+            inputs.pad_to(capacity, capacity);
+            let counts = StepCounts::uniform(dp, capacity, rpr);
+            graph.step(rank, be, model, &mut kv, &inputs, counts)?
+        } else {
+            let batch = StepBatch::upload(be, &local.inputs, StepCounts::new(world.tokens.clone(), rpr), StepCounts::new(world.logits.clone(), rpr))
+                .map_err(be_err)?;
+            let logits = model.forward(be, &batch, &mut kv).map_err(model_err)?;
+            be.download(&logits).map_err(be_err)?
+        };
+        let host = host.to_f32_vec().unwrap_or_default();
         for (i, seq) in seqs.iter_mut().filter(|s| !s.done).enumerate() {
             let tok = seq.sampler.sample(&host[i * vocab..(i + 1) * vocab]);
             seq.past += if seq.past == 0 { seq.req.prompt.len() } else { 1 };
@@ -221,6 +243,8 @@ fn run_rank<B: Device>(
             report.decode_step_s.push(t0.elapsed().as_secs_f64());
         }
     }
+    report.graph = graph.report();
+    drop(graph);
     let outputs = seqs
         .into_iter()
         .map(|s| RequestOutput { id: s.req.id, rank, tokens: s.generated, ttft_s: s.ttft_s.unwrap_or(0.0) })
@@ -230,48 +254,19 @@ fn run_rank<B: Device>(
 
 /// This rank's rows for the next step, before padding.
 struct LocalStep {
-    ids: Vec<u32>,
-    positions: Vec<u32>,
-    seqs: Vec<SeqInBatch>,
-    logit_rows: Vec<usize>,
+    inputs: StepInputs,
     prefill: bool,
 }
 
 impl LocalStep {
     fn build(seqs: &[Seq]) -> Self {
-        let mut s = LocalStep { ids: vec![], positions: vec![], seqs: vec![], logit_rows: vec![], prefill: false };
+        let mut s = LocalStep { inputs: StepInputs::default(), prefill: false };
         for q in seqs.iter().filter(|q| !q.done) {
             let toks: &[u32] = if q.past == 0 { &q.req.prompt } else { &q.generated[q.generated.len() - 1..] };
             s.prefill |= q.past == 0;
-            s.seqs.push(SeqInBatch { slot: q.slot, start: s.ids.len(), len: toks.len(), past: q.past });
-            s.positions.extend((q.past..q.past + toks.len()).map(|p| p as u32));
-            s.ids.extend_from_slice(toks);
-            s.logit_rows.push(s.ids.len() - 1);
+            s.inputs.push_sequence(q.slot, toks, q.past);
         }
         s
-    }
-
-    /// Pads to `capacity` rows and logit rows in graph mode; builds the device batch.
-    fn into_batch<B: Device>(mut self, be: &B, world: &WorldStep, capacity: Option<usize>, rpr: usize) -> Result<StepBatch<B>, BackendError> {
-        let dp = world.tokens.len();
-        let (token_counts, logit_counts) = match capacity {
-            Some(c) => {
-                self.ids.resize(c, 0);
-                self.positions.resize(c, 0);
-                self.logit_rows.resize(c, 0);
-                (StepCounts::uniform(dp, c, rpr), StepCounts::uniform(dp, c, rpr))
-            }
-            None => (StepCounts::new(world.tokens.clone(), rpr), StepCounts::new(world.logits.clone(), rpr)),
-        };
-        let n = self.ids.len();
-        Ok(StepBatch {
-            ids: be.upload(&HostTensor::u32(self.ids, &[n])?)?,
-            positions: self.positions,
-            seqs: self.seqs,
-            logit_rows: self.logit_rows,
-            token_counts,
-            logit_counts,
-        })
     }
 }
 
@@ -286,7 +281,8 @@ struct WorldStep {
 /// One all-gather of `[tokens, logit rows, prefill]` over the DP group.
 fn exchange_meta<B: Device>(be: &B, groups: &GroupSet<B>, local: &LocalStep) -> Result<WorldStep, CommError> {
     let dp = groups.dp.info().size();
-    let mine = be.upload(&HostTensor::u32(vec![local.ids.len() as u32, local.logit_rows.len() as u32, u32::from(local.prefill)], &[1, 3])?)?;
+    let (rows, logits) = (local.inputs.rows() as u32, local.inputs.logit_rows.len() as u32);
+    let mine = be.upload(&HostTensor::u32(vec![rows, logits, u32::from(local.prefill)], &[1, 3])?)?;
     let mut all = be.zeros(&[dp, 3], DType::U32)?;
     groups.dp.all_gather(&mine, &vec![1; dp], &mut all)?;
     let HostTensor { data: finetp_core::backend::HostData::U32(v), .. } = be.download(&all)? else {

@@ -57,6 +57,22 @@ fn run(cfg: &ModelConfig, dp: usize, fg: FinegrainedTpConfig, mode: ExecMode, re
     )
 }
 
+/// Graph mode must really have captured the decode step and replayed it on every rank (the idle
+/// one included); eager mode reports no graph.
+fn assert_graph_replayed(r: &GenerationReport, mode: ExecMode) {
+    for rank in &r.ranks {
+        match (mode, &rank.graph) {
+            (ExecMode::Eager, None) => {}
+            (ExecMode::Graph, Some(g)) => {
+                assert_eq!(g.eager_reason, None, "rank {}: the Llama decode step must be capturable", rank.rank);
+                assert!(g.captured_ops > 20, "rank {}: {} recorded calls is too few for a 2-layer decoder", rank.rank, g.captured_ops);
+                assert!(g.replays >= 9, "rank {}: only {} replays for 10+ decode steps", rank.rank, g.replays);
+            }
+            (m, g) => panic!("rank {}: mode {m:?} reported graph {g:?}", rank.rank),
+        }
+    }
+}
+
 fn tokens(r: &GenerationReport) -> Vec<Vec<u32>> {
     r.outputs.iter().map(|o| o.tokens.clone()).collect()
 }
@@ -76,8 +92,9 @@ fn every_layout_and_mode_generates_the_replicated_tokens() {
             FinegrainedTpConfig { o_proj: Some(2), ..Default::default() },
         ] {
             for mode in [ExecMode::Eager, ExecMode::Graph] {
-                let got = tokens(&run(&cfg, 4, fg, mode, &reqs).unwrap());
-                assert_eq!(got, reference, "tied={tied} {fg:?} {mode:?}");
+                let report = run(&cfg, 4, fg, mode, &reqs).unwrap();
+                assert_eq!(tokens(&report), reference, "tied={tied} {fg:?} {mode:?}");
+                assert_graph_replayed(&report, mode);
             }
         }
     }

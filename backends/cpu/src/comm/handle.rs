@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use finetp_core::backend::{Collective, CommError, DType, GroupInfo};
 
+use crate::graph;
+
 use super::check::{self, op};
 use super::rendezvous::{Post, Ptr, Shared, Src};
 use super::xfer::{Elem, chunk, copy_in, copy_range, sum_into};
@@ -18,7 +20,17 @@ pub(super) type Phase<'a> = dyn FnMut(&[Src]) + 'a;
 /// `Send + Sync`: it moves to its rank's thread, usually inside an `Arc<dyn Collective>`.
 /// Dropping it (the rank finished, or panicked and unwound) makes every current and later
 /// collective of its peers fail at once with [`CommError::PeerFailed`].
+///
+/// While its rank thread captures a graph, every collective also records itself (with a
+/// [`Member`] clone, which does not count as a handle) and runs again at each replay.
 pub struct InProcessComm {
+    pub(super) m: Member,
+}
+
+/// What a collective needs of its member: the group's state and this member's place in it.
+/// Clones are cheap and do not leave the group when dropped (only [`InProcessComm`] does).
+#[derive(Clone)]
+pub(super) struct Member {
     info: GroupInfo,
     pub(super) shared: Arc<Shared>,
 }
@@ -31,9 +43,11 @@ impl InProcessComm {
             rank,
             timeout: shared.timeout,
         };
-        Self { info, shared }
+        Self { m: Member { info, shared } }
     }
+}
 
+impl Member {
     fn me(&self) -> usize {
         self.info.rank
     }
@@ -88,13 +102,13 @@ impl InProcessComm {
 
 impl Drop for InProcessComm {
     fn drop(&mut self) {
-        self.shared.leave(self.me());
+        self.m.shared.leave(self.m.me());
     }
 }
 
 impl std::fmt::Debug for InProcessComm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InProcessComm").field("info", &self.info).finish()
+        f.debug_struct("InProcessComm").field("info", &self.m.info).finish()
     }
 }
 
@@ -140,15 +154,11 @@ fn all_reduce_phases<T: Elem>(
     (reduce, gather)
 }
 
-impl Collective<CpuBackend> for InProcessComm {
-    fn info(&self) -> &GroupInfo {
-        &self.info
-    }
-
+impl Member {
     /// Reduce-scatter then all-gather, in place in every member's tensor: about `2·B` read and
     /// `B` written per member for a `B`-byte tensor, the summing split evenly across members.
     /// u32 sums wrap.
-    fn all_reduce_sum(&self, t: &mut CpuTensor) -> Result<(), CommError> {
+    pub(super) fn all_reduce_sum(&self, t: &mut CpuTensor) -> Result<(), CommError> {
         let (me, n) = (self.me(), self.n());
         let checked = check::all_reduce(t);
         if n == 1 {
@@ -178,7 +188,7 @@ impl Collective<CpuBackend> for InProcessComm {
 
     /// Each member copies every member's rows straight into its `out`: `T·S` bytes read and
     /// written per member, the same as a memcpy of `out`.
-    fn all_gather(&self, mine: &CpuTensor, counts: &[usize], out: &mut CpuTensor) -> Result<(), CommError> {
+    pub(super) fn all_gather(&self, mine: &CpuTensor, counts: &[usize], out: &mut CpuTensor) -> Result<(), CommError> {
         let (me, n) = (self.me(), self.n());
         let checked = check::all_gather(mine, counts, out, me, n);
         if n == 1 {
@@ -212,7 +222,7 @@ impl Collective<CpuBackend> for InProcessComm {
 
     /// Member `i` sums rows `offset(i)..offset(i) + counts[i]` of every member's `all` into its
     /// `out`, in member order: `N·counts[i]·S` bytes read, `counts[i]·S` written.
-    fn reduce_scatter_sum(&self, all: &CpuTensor, counts: &[usize], out: &mut CpuTensor) -> Result<(), CommError> {
+    pub(super) fn reduce_scatter_sum(&self, all: &CpuTensor, counts: &[usize], out: &mut CpuTensor) -> Result<(), CommError> {
         let (me, n) = (self.me(), self.n());
         let checked = check::reduce_scatter(all, counts, out, me, n);
         if n == 1 {
@@ -245,7 +255,7 @@ impl Collective<CpuBackend> for InProcessComm {
 
     /// Each member copies the rows addressed to it straight from every sender's `send`:
     /// `sum(recv_counts)·S` bytes read and written per member.
-    fn all_to_all(
+    pub(super) fn all_to_all(
         &self,
         send: &CpuTensor,
         send_counts: &[usize],
@@ -296,7 +306,7 @@ impl Collective<CpuBackend> for InProcessComm {
 
     /// Every non-root copies the root's tensor straight into its own: `B` bytes read and
     /// written per non-root, nothing on the root.
-    fn broadcast(&self, t: &mut CpuTensor, root: usize) -> Result<(), CommError> {
+    pub(super) fn broadcast(&self, t: &mut CpuTensor, root: usize) -> Result<(), CommError> {
         let (me, n) = (self.me(), self.n());
         let checked = check::broadcast(t, root, n);
         if n == 1 {
@@ -324,10 +334,44 @@ impl Collective<CpuBackend> for InProcessComm {
     }
 
     /// One rendezvous; moves nothing.
-    fn barrier(&self) -> Result<(), CommError> {
+    pub(super) fn barrier(&self) -> Result<(), CommError> {
         if self.n() == 1 {
             return Ok(());
         }
         self.shared.arrive(self.me(), op::BARRIER, |_| {}, |p| p.buf).map(drop)
+    }
+}
+
+// Every collective goes through `graph::launch`: run now, and recorded while capturing.
+impl Collective<CpuBackend> for InProcessComm {
+    fn info(&self) -> &GroupInfo {
+        &self.m.info
+    }
+
+    fn all_reduce_sum(&self, t: &mut CpuTensor) -> Result<(), CommError> {
+        graph::launch(&self.m, op::ALL_REDUCE, &[], &mut [t], |m, _, o| m.all_reduce_sum(o[0]))
+    }
+
+    fn all_gather(&self, mine: &CpuTensor, counts: &[usize], out: &mut CpuTensor) -> Result<(), CommError> {
+        let counts = counts.to_vec();
+        graph::launch(&self.m, op::ALL_GATHER, &[mine], &mut [out], move |m, i, o| m.all_gather(i[0], &counts, o[0]))
+    }
+
+    fn reduce_scatter_sum(&self, all: &CpuTensor, counts: &[usize], out: &mut CpuTensor) -> Result<(), CommError> {
+        let counts = counts.to_vec();
+        graph::launch(&self.m, op::REDUCE_SCATTER, &[all], &mut [out], move |m, i, o| m.reduce_scatter_sum(i[0], &counts, o[0]))
+    }
+
+    fn all_to_all(&self, send: &CpuTensor, send_counts: &[usize], recv_counts: &[usize], out: &mut CpuTensor) -> Result<(), CommError> {
+        let (sc, rc) = (send_counts.to_vec(), recv_counts.to_vec());
+        graph::launch(&self.m, op::ALL_TO_ALL, &[send], &mut [out], move |m, i, o| m.all_to_all(i[0], &sc, &rc, o[0]))
+    }
+
+    fn broadcast(&self, t: &mut CpuTensor, root: usize) -> Result<(), CommError> {
+        graph::launch(&self.m, op::BROADCAST, &[], &mut [t], move |m, _, o| m.broadcast(o[0], root))
+    }
+
+    fn barrier(&self) -> Result<(), CommError> {
+        graph::launch(&self.m, op::BARRIER, &[], &mut [], |m, _, _| m.barrier())
     }
 }

@@ -21,11 +21,11 @@ fn a_panic_while_moving_data_waits_for_peers_and_fails_them() {
                 std::thread::sleep(Duration::from_millis(50));
                 slow_done.set(Instant::now()).unwrap();
             };
-            h0.round("test_op", |_| {}, |p| p.buf, [&mut phase])
+            h0.m.round("test_op", |_| {}, |p| p.buf, [&mut phase])
         });
         let j1 = s.spawn(move || {
             let mut phase = |_: &[Src]| panic!("member 1's copy panics (expected by the test)");
-            let r = catch_unwind(AssertUnwindSafe(|| h1.round("test_op", |_| {}, |p| p.buf, [&mut phase])));
+            let r = catch_unwind(AssertUnwindSafe(|| h1.m.round("test_op", |_| {}, |p| p.buf, [&mut phase])));
             assert!(r.is_err(), "the panic is resumed on its own member");
             Instant::now()
         });
@@ -45,7 +45,7 @@ fn a_panic_while_moving_data_waits_for_peers_and_fails_them() {
 #[test]
 fn a_poisoned_lock_is_an_error_not_a_panic() {
     let handles = group_handles("t", &[0, 1], Duration::from_secs(20));
-    handles[0].shared.poison(1);
+    handles[0].m.shared.poison(1);
     let start = Instant::now();
     let err = handles[0].barrier().unwrap_err();
     assert!(matches!(err, CommError::PeerFailed { member: 1, .. }), "{err}");

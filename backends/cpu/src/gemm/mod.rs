@@ -16,7 +16,7 @@
 mod tile;
 mod weights;
 
-use finetp_core::backend::{BackendError, Gemm, Tensor};
+use finetp_core::backend::{BackendError, Tensor};
 use rayon::prelude::*;
 
 use self::tile::{C, K_BLOCK, R, tile};
@@ -135,8 +135,9 @@ fn dims<const N: usize>(t: &Tensor<CpuBackend>, op: &str, what: &str) -> Result<
     t.shape().try_into().map_err(|_| BackendError::Shape(format!("{op}: {what} must be {N}-D, got {:?}", t.shape())))
 }
 
-impl Gemm for CpuBackend {
-    fn linear(
+// The `Gemm` impl (capture-aware) is in `crate::gemm_ops`; these run a call at once.
+impl CpuBackend {
+    pub(crate) fn linear_now(
         &self,
         x: &Tensor<Self>,
         w: &Tensor<Self>,
@@ -174,7 +175,7 @@ impl Gemm for CpuBackend {
         Ok(())
     }
 
-    fn batched_linear(&self, x: &Tensor<Self>, w: &Tensor<Self>, y: &mut Tensor<Self>) -> Result<(), BackendError> {
+    pub(crate) fn batched_linear_now(&self, x: &Tensor<Self>, w: &Tensor<Self>, y: &mut Tensor<Self>) -> Result<(), BackendError> {
         let [bx, m, k] = dims(x, "batched_linear", "x")?;
         let [bw, n, kw] = dims(w, "batched_linear", "w")?;
         if bx != bw || kw != k || y.shape() != [bx, m, n] {

@@ -1,10 +1,12 @@
-//! Causal GQA attention of one sequence over its KV cache.
+//! The KV cache on the CPU: storing new rows, and causal GQA attention of every query row over
+//! its own sequence's cached keys.
 //!
 //! One task per (query row, head): each owns its `dv` outputs in `y` (contiguous, so the pool
-//! writes `y` directly), which parallelises decode (one row, many heads) and prefill alike.
-//! The softmax subtracts the row maximum before `exp`, so large scores cannot overflow.
+//! writes `y` directly), which parallelises decode (one row per sequence, many heads) and
+//! prefill alike. The softmax subtracts the row maximum before `exp`, so large scores cannot
+//! overflow.
 
-use finetp_core::backend::{BackendError, Tensor};
+use finetp_core::backend::{BackendError, PAD_SLOT, Tensor};
 use rayon::prelude::*;
 
 use crate::storage::CpuBackend;
@@ -31,21 +33,30 @@ struct Call<'a> {
     qs: &'a [f32],
     ks: &'a [f32],
     vs: &'a [f32],
+    slots: &'a [u32],
+    positions: &'a [u32],
     scale: f32,
     nh: usize,
     nkv: usize,
     dk: usize,
     dv: usize,
-    past: usize,
+    /// Cache rows per slot.
+    len: usize,
 }
 
-/// Output row `idx = t·nh + h` into `out [dv]`; `scores` is scratch of at least `past + t + 1`.
+/// Output row `idx = t·nh + h` into `out [dv]`; `scores` is scratch.
 fn one(d: &Call<'_>, idx: usize, out: &mut [f32], scores: &mut Vec<f32>) {
-    let (qs, ks, vs) = (d.qs, d.ks, d.vs);
     let (t, h) = (idx / d.nh, idx % d.nh);
+    let slot = d.slots[t];
+    if slot == PAD_SLOT {
+        out.fill(0.0);
+        return;
+    }
     let kh = h / (d.nh / d.nkv);
-    let n = d.past + t + 1;
-    let q = &qs[idx * d.dk..(idx + 1) * d.dk];
+    let n = d.positions[t] as usize + 1;
+    let base = slot as usize * d.len * d.nkv;
+    let (ks, vs) = (&d.ks[base * d.dk..], &d.vs[base * d.dv..]);
+    let q = &d.qs[idx * d.dk..(idx + 1) * d.dk];
     scores.clear();
     scores.extend((0..n).map(|j| dot(q, &ks[(j * d.nkv + kh) * d.dk..][..d.dk]) * d.scale));
     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -64,57 +75,93 @@ fn one(d: &Call<'_>, idx: usize, out: &mut [f32], scores: &mut Vec<f32>) {
     out.iter_mut().for_each(|o| *o *= inv);
 }
 
-pub(super) fn attention(
+/// `[S, L, n, d]` of a cache tensor.
+fn cache_dims(c: &Tensor<CpuBackend>, what: &str) -> Result<[usize; 4], BackendError> {
+    c.shape().try_into().map_err(|_| BackendError::Shape(format!("{what} must be [slots, rows, heads, dim], got {:?}", c.shape())))
+}
+
+/// Every row's (slot, position) must address the cache, or be padding.
+fn check_rows(op: &str, slots: &[u32], positions: &[u32], t: usize, [s, l, ..]: [usize; 4]) -> Result<(), BackendError> {
+    if slots.len() != t || positions.len() != t {
+        return Err(BackendError::Shape(format!("{op}: {} slots and {} positions for {t} rows", slots.len(), positions.len())));
+    }
+    for (i, (&slot, &p)) in slots.iter().zip(positions).enumerate() {
+        if slot != PAD_SLOT && (slot as usize >= s || p as usize >= l) {
+            return Err(BackendError::Shape(format!("{op}: row {i} addresses slot {slot} position {p} of a cache of {s} slots x {l} rows")));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn kv_cache_write(
+    x: &Tensor<CpuBackend>,
+    cache: &mut Tensor<CpuBackend>,
+    slots: &Tensor<CpuBackend>,
+    positions: &Tensor<CpuBackend>,
+) -> Result<(), BackendError> {
+    let dims = cache_dims(cache, "kv_cache_write: cache")?;
+    let [_, l, n, d] = dims;
+    let t = x.rows();
+    if x.shape() != [t, n, d] {
+        return Err(BackendError::Shape(format!("kv_cache_write: rows {:?} for a cache {:?}", x.shape(), cache.shape())));
+    }
+    let (slots, positions) = (slots.buffer().as_u32("kv_cache_write (slots)")?, positions.buffer().as_u32("kv_cache_write (positions)")?);
+    check_rows("kv_cache_write", slots, positions, t, dims)?;
+    let xs = x.buffer().as_f32("kv_cache_write (x)")?;
+    let cs = cache.buffer_mut().as_f32_mut("kv_cache_write (cache)")?;
+    let row = n * d;
+    for (i, (&slot, &p)) in slots.iter().zip(positions).enumerate().filter(|(_, (s, _))| **s != PAD_SLOT) {
+        let at = (slot as usize * l + p as usize) * row;
+        cs[at..at + row].copy_from_slice(&xs[i * row..(i + 1) * row]);
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn kv_cache_attention(
     be: &CpuBackend,
     q: &Tensor<CpuBackend>,
     k: &Tensor<CpuBackend>,
     v: &Tensor<CpuBackend>,
-    past: usize,
+    slots: &Tensor<CpuBackend>,
+    positions: &Tensor<CpuBackend>,
     scale: f32,
     y: &mut Tensor<CpuBackend>,
 ) -> Result<(), BackendError> {
-    let bad = |why: &str| {
-        BackendError::Shape(format!(
-            "attention: q {:?}, k {:?}, v {:?}, y {:?}, past {past}: {why}",
-            q.shape(),
-            k.shape(),
-            v.shape(),
-            y.shape()
-        ))
+    let bad = |why: &str| BackendError::Shape(format!("kv_cache_attention: q {:?}, k {:?}, v {:?}, y {:?}: {why}", q.shape(), k.shape(), v.shape(), y.shape()));
+    let [t, nh, dk] = *q.shape() else {
+        return Err(bad("q must be [T, heads, dk]"));
     };
-    let ([t, nh, dk], [s, nkv, dk2], [s2, nkv2, dv]) = (q.shape(), k.shape(), v.shape()) else {
-        return Err(bad("q, k and v must be 3-D"));
-    };
-    let (t, nh, dk, s, nkv, dv) = (*t, *nh, *dk, *s, *nkv, *dv);
-    if dk != *dk2 || s != *s2 || nkv != *nkv2 {
-        return Err(bad("k and v do not match q"));
+    let kd = cache_dims(k, "kv_cache_attention: k cache")?;
+    let [s, l, nkv, dk2] = kd;
+    let [s2, l2, nkv2, dv] = cache_dims(v, "kv_cache_attention: v cache")?;
+    if dk != dk2 || (s, l, nkv) != (s2, l2, nkv2) {
+        return Err(bad("k and v caches do not match q"));
     }
     if nkv == 0 || nh % nkv != 0 {
         return Err(bad("query heads must be a multiple of kv heads"));
     }
-    if s < past + t {
-        return Err(bad("the cache holds fewer than past + T rows"));
-    }
     if y.shape() != [t, nh, dv] {
         return Err(bad("y must be [T, heads, dv]"));
     }
-    let (qs, ks, vs) = (q.buffer().as_f32("attention (q)")?, k.buffer().as_f32("attention (k)")?, v.buffer().as_f32("attention (v)")?);
-    let ys = y.buffer_mut().as_f32_mut("attention (y)")?;
+    let (slots, positions) = (slots.buffer().as_u32("kv_cache_attention (slots)")?, positions.buffer().as_u32("kv_cache_attention (positions)")?);
+    check_rows("kv_cache_attention", slots, positions, t, kd)?;
+    let (qs, ks, vs) = (q.buffer().as_f32("kv_cache_attention (q)")?, k.buffer().as_f32("kv_cache_attention (k)")?, v.buffer().as_f32("kv_cache_attention (v)")?);
+    let ys = y.buffer_mut().as_f32_mut("kv_cache_attention (y)")?;
     if ys.is_empty() {
         return Ok(());
     }
-    let d = Call { qs, ks, vs, scale, nh, nkv, dk, dv, past };
-    let macs = t * nh * (past + t) * (dk + dv);
+    let d = Call { qs, ks, vs, slots, positions, scale, nh, nkv, dk, dv, len: l };
+    let keys: usize = slots.iter().zip(positions).filter(|(s, _)| **s != PAD_SLOT).map(|(_, p)| *p as usize + 1).sum();
+    let macs = nh * keys * (dk + dv);
     if macs <= SERIAL_MACS || be.threads() == 1 {
-        let mut scores = Vec::with_capacity(past + t);
+        let mut scores = Vec::new();
         for (idx, out) in ys.chunks_exact_mut(dv).enumerate() {
             one(&d, idx, out, &mut scores);
         }
     } else {
         be.pool().install(|| {
-            ys.par_chunks_exact_mut(dv)
-                .enumerate()
-                .for_each_init(|| Vec::with_capacity(past + t), |scores, (idx, out)| one(&d, idx, out, scores));
+            ys.par_chunks_exact_mut(dv).enumerate().for_each_init(Vec::new, |scores, (idx, out)| one(&d, idx, out, scores));
         });
     }
     Ok(())

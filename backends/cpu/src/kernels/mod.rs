@@ -3,7 +3,8 @@
 //! and element-wise ops of long prefills).
 //!
 //! Every kernel checks shapes and dtypes first and answers a [`BackendError`] instead of
-//! panicking; nothing is precomputed or cached between calls.
+//! panicking; nothing is precomputed or cached between calls, so a recorded call replays
+//! exactly (see [`crate::graph`]).
 
 mod attention;
 mod rows;
@@ -12,6 +13,7 @@ mod sampling;
 use finetp_core::backend::{BackendError, DType, Kernels, RopeStyle, Tensor};
 use half::slice::HalfFloatSliceExt;
 
+use crate::graph;
 use crate::storage::{CpuBackend, CpuStorage};
 
 /// Elements below which a kernel stays on the calling thread.
@@ -48,40 +50,63 @@ fn rows_cols(t: &Tensor<CpuBackend>, op: &str) -> Result<(usize, usize), Backend
     }
 }
 
+// Every kernel goes through `launch`, so that a captured step records it (see `graph`). The
+// closures index `i`/`o` in the order the tensors were passed.
 impl Kernels for CpuBackend {
     fn embedding(&self, ids: &Tensor<Self>, table: &Tensor<Self>, row_start: usize, y: &mut Tensor<Self>) -> Result<(), BackendError> {
-        rows::embedding(self, ids, table, row_start, y)
+        self.launch("embedding", &[ids, table], &mut [y], move |be, i, o| rows::embedding(be, i[0], i[1], row_start, o[0]))
     }
 
     fn rms_norm(&self, x: &Tensor<Self>, w: &Tensor<Self>, eps: f32, y: &mut Tensor<Self>) -> Result<(), BackendError> {
-        rows::rms_norm(self, x, w, eps, y)
+        self.launch("rms_norm", &[x, w], &mut [y], move |be, i, o| rows::rms_norm(be, i[0], i[1], eps, o[0]))
     }
 
-    fn rope(&self, x: &mut Tensor<Self>, positions: &[u32], inv_freq: &[f32], style: RopeStyle) -> Result<(), BackendError> {
-        rows::rope(self, x, positions, inv_freq, style)
+    fn rope(&self, x: &mut Tensor<Self>, positions: &Tensor<Self>, inv_freq: &Tensor<Self>, style: RopeStyle) -> Result<(), BackendError> {
+        self.launch("rope", &[positions, inv_freq], &mut [x], move |be, i, o| rows::rope(be, o[0], i[0], i[1], style))
     }
 
     fn silu_mul(&self, gate_up: &Tensor<Self>, y: &mut Tensor<Self>) -> Result<(), BackendError> {
-        rows::silu_mul(self, gate_up, y)
+        self.launch("silu_mul", &[gate_up], &mut [y], |be, i, o| rows::silu_mul(be, i[0], o[0]))
     }
 
     fn add_assign(&self, a: &mut Tensor<Self>, b: &Tensor<Self>) -> Result<(), BackendError> {
-        rows::add_assign(self, a, b)
+        self.launch("add_assign", &[b], &mut [a], |be, i, o| rows::add_assign(be, o[0], i[0]))
     }
 
     fn scale(&self, a: &mut Tensor<Self>, s: f32) -> Result<(), BackendError> {
-        rows::scale(self, a, s)
+        self.launch("scale", &[], &mut [a], move |be, _, o| rows::scale(be, o[0], s))
     }
 
-    fn attention(&self, q: &Tensor<Self>, k: &Tensor<Self>, v: &Tensor<Self>, past: usize, scale: f32, y: &mut Tensor<Self>) -> Result<(), BackendError> {
-        attention::attention(self, q, k, v, past, scale, y)
+    fn kv_cache_write(&self, x: &Tensor<Self>, cache: &mut Tensor<Self>, slots: &Tensor<Self>, positions: &Tensor<Self>) -> Result<(), BackendError> {
+        self.launch("kv_cache_write", &[x, slots, positions], &mut [cache], |_, i, o| attention::kv_cache_write(i[0], o[0], i[1], i[2]))
+    }
+
+    fn kv_cache_attention(
+        &self,
+        q: &Tensor<Self>,
+        k_cache: &Tensor<Self>,
+        v_cache: &Tensor<Self>,
+        slots: &Tensor<Self>,
+        positions: &Tensor<Self>,
+        scale: f32,
+        y: &mut Tensor<Self>,
+    ) -> Result<(), BackendError> {
+        self.launch("kv_cache_attention", &[q, k_cache, v_cache, slots, positions], &mut [y], move |be, i, o| {
+            attention::kv_cache_attention(be, i[0], i[1], i[2], i[3], i[4], scale, o[0])
+        })
     }
 
     fn argmax(&self, logits: &Tensor<Self>) -> Result<Vec<u32>, BackendError> {
+        if graph::capturing() {
+            return Err(graph::host_sync("argmax"));
+        }
         sampling::argmax(logits)
     }
 
     fn top_k(&self, logits: &Tensor<Self>, k: usize) -> Result<Vec<Vec<(f32, u32)>>, BackendError> {
+        if graph::capturing() {
+            return Err(graph::host_sync("top_k"));
+        }
         sampling::top_k(logits, k)
     }
 }

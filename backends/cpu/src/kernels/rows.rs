@@ -75,14 +75,16 @@ pub(super) fn rms_norm(
 pub(super) fn rope(
     be: &CpuBackend,
     x: &mut Tensor<CpuBackend>,
-    positions: &[u32],
-    inv_freq: &[f32],
+    positions: &Tensor<CpuBackend>,
+    inv_freq: &Tensor<CpuBackend>,
     style: RopeStyle,
 ) -> Result<(), BackendError> {
     let (t, nh, d) = match x.shape() {
         [a, b, c] => (*a, *b, *c),
         s => return Err(BackendError::Shape(format!("rope: x must be [T, heads, head_dim], got {s:?}"))),
     };
+    let positions = positions.buffer().as_u32("rope (positions)")?;
+    let inv_freq = inv_freq.buffer().as_f32("rope (inv_freq)")?;
     let half = inv_freq.len();
     if positions.len() != t || 2 * half > d {
         return Err(BackendError::Shape(format!(

@@ -11,6 +11,7 @@
 mod collective;
 mod dtype;
 mod error;
+mod graph;
 mod host;
 mod ops;
 mod tensor;
@@ -18,8 +19,9 @@ mod tensor;
 pub use collective::{Collective, GroupInfo, total_rows};
 pub use dtype::DType;
 pub use error::{BackendError, CommError};
+pub use graph::{CapturedGraph, ReplayError};
 pub use host::{HostData, HostTensor};
-pub use ops::{Gemm, Kernels, RopeStyle};
+pub use ops::{Gemm, Kernels, PAD_SLOT, RopeStyle};
 pub use tensor::Tensor;
 
 /// A device handle with its own memory and (for asynchronous backends) its own stream.
@@ -65,6 +67,36 @@ pub trait Backend: Send + Sync + Sized + 'static {
 
     /// Sets every element to zero.
     fn fill_zero(&self, t: &mut Tensor<Self>) -> Result<(), BackendError>;
+
+    /// Copies host data into an existing tensor of the same shape and dtype: how a step's inputs
+    /// reach the fixed buffers of a captured graph. The default uploads a temporary and copies
+    /// it over; backends with a direct host-to-device copy override it.
+    fn write(&self, t: &mut Tensor<Self>, host: &HostTensor) -> Result<(), BackendError> {
+        if host.shape != t.shape() || host.dtype() != t.dtype() {
+            return Err(BackendError::Shape(format!(
+                "write: host {:?} {} into a tensor {:?} {}",
+                host.shape,
+                host.dtype(),
+                t.shape(),
+                t.dtype()
+            )));
+        }
+        let tmp = self.upload(host)?;
+        self.copy_block(&tmp, 0, 0, t, 0, 0, t.rows(), t.row_len())
+    }
+
+    /// Starts recording every call made on this handle (and on its communicators) from this
+    /// thread into a graph (see [`CapturedGraph`]). Backends that cannot capture say so here;
+    /// the engine then runs graph mode's static shapes eagerly.
+    fn begin_capture(&self) -> Result<(), BackendError> {
+        Err(BackendError::Unsupported(format!("the {} backend cannot capture graphs", Self::NAME)))
+    }
+
+    /// Stops recording and returns the graph. Called after [`Backend::begin_capture`] whatever
+    /// happened in between (the capture ends, and is dropped, on error too).
+    fn end_capture(&self) -> Result<Box<dyn CapturedGraph>, BackendError> {
+        Err(BackendError::Unsupported(format!("the {} backend cannot capture graphs", Self::NAME)))
+    }
 }
 
 /// Everything a decoder needs from one accelerator.

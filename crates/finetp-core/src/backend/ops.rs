@@ -8,6 +8,10 @@
 
 use super::{Backend, BackendError, Tensor};
 
+/// The KV-cache slot of a padding row: [`Kernels::kv_cache_write`] skips it and
+/// [`Kernels::kv_cache_attention`] gives it zeros.
+pub const PAD_SLOT: u32 = u32::MAX;
+
 /// Which pairs of dimensions RoPE rotates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RopeStyle {
@@ -45,6 +49,8 @@ pub trait Kernels: Backend {
     /// Vocab-parallel lookup: `y[t] = table[ids[t] - row_start]` when
     /// `row_start <= ids[t] < row_start + table.rows()`, else zeros (the id belongs to
     /// another shard). `ids`: u32 `[T]`; `table`: any float `[Vs, H]`; `y`: f32 `[T, H]`.
+    /// With `row_start = 0` it is also the row gather of any f32 matrix (picking the rows
+    /// whose logits are wanted).
     fn embedding(
         &self,
         ids: &Tensor<Self>,
@@ -63,15 +69,16 @@ pub trait Kernels: Backend {
         y: &mut Tensor<Self>,
     ) -> Result<(), BackendError>;
 
-    /// Rotates `x [T, n_heads, head_dim]` in place. Row `t` is at position `positions[t]`; the
-    /// first `rotary_dim = 2 * inv_freq.len()` dims of each head are rotated, the rest untouched.
-    /// The angle of pair `i` at position `p` is `p * inv_freq[i]` (scaling schemes such as YaRN
-    /// are folded into `inv_freq` by the caller).
+    /// Rotates `x [T, n_heads, head_dim]` in place. Row `t` is at position `positions[t]`
+    /// (u32 `[T]`, on the device, so a captured step reads each replay's positions); the first
+    /// `rotary_dim = 2 * inv_freq.numel()` dims of each head are rotated, the rest untouched.
+    /// The angle of pair `i` at position `p` is `p * inv_freq[i]` (f32 `[rotary_dim / 2]`;
+    /// scaling schemes such as YaRN are folded into `inv_freq` by the caller).
     fn rope(
         &self,
         x: &mut Tensor<Self>,
-        positions: &[u32],
-        inv_freq: &[f32],
+        positions: &Tensor<Self>,
+        inv_freq: &Tensor<Self>,
         style: RopeStyle,
     ) -> Result<(), BackendError>;
 
@@ -85,19 +92,35 @@ pub trait Kernels: Backend {
     /// `a *= s`, f32.
     fn scale(&self, a: &mut Tensor<Self>, s: f32) -> Result<(), BackendError>;
 
-    /// Causal softmax attention of one sequence over its KV cache, with GQA.
+    /// Stores new keys (or values) in a KV cache: row `t` of `x [T, n, d]` becomes row
+    /// `positions[t]` of slot `slots[t]` in `cache [S, L, n, d]` (`S` sequence slots of `L`
+    /// rows). Rows whose slot is [`PAD_SLOT`] are padding and are skipped. `slots`,
+    /// `positions`: u32 `[T]` on the device; all f32.
+    fn kv_cache_write(
+        &self,
+        x: &Tensor<Self>,
+        cache: &mut Tensor<Self>,
+        slots: &Tensor<Self>,
+        positions: &Tensor<Self>,
+    ) -> Result<(), BackendError>;
+
+    /// Causal softmax attention of every query row over its own sequence's cache, with GQA.
     ///
-    /// `q [T, nh, dk]`; `k [S, nkv, dk]`, `v [S, nkv, dv]` with rows `0..past + T` valid
-    /// (`S >= past + T`, the cache may be larger); `nh % nkv == 0`, query head `h` reads kv head
-    /// `h / (nh / nkv)`. Query row `t` is at position `past + t` and sees keys `0..=past + t`.
-    /// `y [T, nh, dv]`. Scores are `q·k * scale`.
+    /// Row `t` of `q [T, nh, dk]` belongs to slot `slots[t]` at position `positions[t]` and
+    /// attends keys `0..=positions[t]` of that slot in `k_cache [S, L, nkv, dk]` and
+    /// `v_cache [S, L, nkv, dv]` (written first by [`Kernels::kv_cache_write`]); `nh % nkv == 0`,
+    /// query head `h` reads kv head `h / (nh / nkv)`. Scores are `q·k * scale`. Prefill rows of
+    /// one sequence and decode rows of many mix freely in one call, which is what lets a decode
+    /// step be captured once and replayed. `y [T, nh, dv]`; padding rows ([`PAD_SLOT`]) get
+    /// zeros.
     #[allow(clippy::too_many_arguments)]
-    fn attention(
+    fn kv_cache_attention(
         &self,
         q: &Tensor<Self>,
-        k: &Tensor<Self>,
-        v: &Tensor<Self>,
-        past: usize,
+        k_cache: &Tensor<Self>,
+        v_cache: &Tensor<Self>,
+        slots: &Tensor<Self>,
+        positions: &Tensor<Self>,
         scale: f32,
         y: &mut Tensor<Self>,
     ) -> Result<(), BackendError>;

@@ -1,34 +1,84 @@
-//! One rank's batch for one step.
+//! One rank's batch for one step: host-built inputs, and their device tensors.
 
-use crate::backend::{Device, Tensor};
+use crate::backend::{BackendError, Device, HostTensor, PAD_SLOT, Tensor};
 use crate::parallel::StepCounts;
 
-/// One sequence's rows inside a step batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SeqInBatch {
-    /// KV-cache slot of the sequence.
-    pub slot: usize,
-    /// First row of the batch that belongs to it.
-    pub start: usize,
-    /// Its rows this step (prompt length in prefill, 1 in decode).
-    pub len: usize,
-    /// Tokens already in its cache (the position of its first row).
-    pub past: usize,
+/// A step's per-row inputs on the host, before upload.
+///
+/// Rows of several sequences are concatenated; each row carries its token id, position and
+/// KV-cache slot, so attention needs no host-side loop over sequences (and a decode step can be
+/// captured as a graph). Padding rows (graph mode's static capacity) have slot [`PAD_SLOT`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepInputs {
+    pub ids: Vec<u32>,
+    pub positions: Vec<u32>,
+    pub slots: Vec<u32>,
+    /// Rows whose logits are wanted: the last row of each sequence.
+    pub logit_rows: Vec<u32>,
 }
 
-/// This rank's tokens for one step, and the whole DP world's counts.
+impl StepInputs {
+    /// Appends `tokens` of the sequence in `slot` whose cache already holds `past` tokens, and
+    /// asks for the logits of its last row.
+    pub fn push_sequence(&mut self, slot: usize, tokens: &[u32], past: usize) {
+        let start = self.ids.len();
+        self.ids.extend_from_slice(tokens);
+        self.positions.extend((past..past + tokens.len()).map(|p| p as u32));
+        self.slots.extend(std::iter::repeat_n(slot as u32, tokens.len()));
+        if !tokens.is_empty() {
+            self.logit_rows.push((start + tokens.len() - 1) as u32);
+        }
+    }
+
+    /// Pads to `rows` token rows and `logit_rows` logit rows (graph mode's static shapes):
+    /// padding rows touch no cache; padded logit rows repeat row 0, and their logits are
+    /// dropped by the caller.
+    pub fn pad_to(&mut self, rows: usize, logit_rows: usize) {
+        self.ids.resize(rows.max(self.ids.len()), 0);
+        self.positions.resize(self.ids.len(), 0);
+        self.slots.resize(self.ids.len(), PAD_SLOT);
+        self.logit_rows.resize(logit_rows.max(self.logit_rows.len()), 0);
+    }
+
+    pub fn rows(&self) -> usize {
+        self.ids.len()
+    }
+
+    fn host(&self) -> Result<[HostTensor; 4], BackendError> {
+        let n = self.ids.len();
+        if self.positions.len() != n || self.slots.len() != n {
+            return Err(BackendError::Shape(format!(
+                "step inputs: {n} ids, {} positions, {} slots",
+                self.positions.len(),
+                self.slots.len()
+            )));
+        }
+        if let Some(r) = self.logit_rows.iter().find(|&&r| r as usize >= n.max(1)) {
+            return Err(BackendError::Shape(format!("step inputs: logit row {r} of {n} rows")));
+        }
+        Ok([
+            HostTensor::u32(self.ids.clone(), &[n])?,
+            HostTensor::u32(self.positions.clone(), &[n])?,
+            HostTensor::u32(self.slots.clone(), &[n])?,
+            HostTensor::u32(self.logit_rows.clone(), &[self.logit_rows.len()])?,
+        ])
+    }
+}
+
+/// This rank's tokens for one step on the device, and the whole DP world's counts.
 ///
 /// `ids` may have more rows than the sequences use (graph mode pads to a static capacity);
 /// padded rows belong to no sequence, touch no cache, and their outputs are dropped.
 pub struct StepBatch<B: Device> {
     /// u32 `[rows]`.
     pub ids: Tensor<B>,
-    /// Position of each row (0 for padding).
-    pub positions: Vec<u32>,
-    pub seqs: Vec<SeqInBatch>,
-    /// Rows whose logits are wanted (the last row of each sequence that samples), padded in
-    /// graph mode with row 0 up to the static count.
-    pub logit_rows: Vec<usize>,
+    /// u32 `[rows]`: each row's position in its sequence.
+    pub positions: Tensor<B>,
+    /// u32 `[rows]`: each row's KV-cache slot, [`PAD_SLOT`] for padding.
+    pub slots: Tensor<B>,
+    /// u32 `[M]`: rows whose logits are wanted, one per sampling sequence (graph mode pads
+    /// them with row 0 up to the static count).
+    pub logit_rows: Tensor<B>,
     /// Token rows of every DP rank this step (what each component's group reads its counts from).
     pub token_counts: StepCounts,
     /// Logit rows of every DP rank this step (the lm_head group's counts).
@@ -36,7 +86,35 @@ pub struct StepBatch<B: Device> {
 }
 
 impl<B: Device> StepBatch<B> {
+    /// Uploads `inputs` into fresh device tensors.
+    pub fn upload(be: &B, inputs: &StepInputs, token_counts: StepCounts, logit_counts: StepCounts) -> Result<Self, BackendError> {
+        let [ids, positions, slots, logit_rows] = inputs.host()?;
+        Ok(Self {
+            ids: be.upload(&ids)?,
+            positions: be.upload(&positions)?,
+            slots: be.upload(&slots)?,
+            logit_rows: be.upload(&logit_rows)?,
+            token_counts,
+            logit_counts,
+        })
+    }
+
+    /// Rewrites the tensors in place with a new step's inputs of the same shapes (the inputs of
+    /// a captured graph).
+    pub fn write(&mut self, be: &B, inputs: &StepInputs) -> Result<(), BackendError> {
+        let [ids, positions, slots, logit_rows] = inputs.host()?;
+        be.write(&mut self.ids, &ids)?;
+        be.write(&mut self.positions, &positions)?;
+        be.write(&mut self.slots, &slots)?;
+        be.write(&mut self.logit_rows, &logit_rows)
+    }
+
     pub fn rows(&self) -> usize {
         self.ids.rows()
+    }
+
+    /// Number of logit rows the forward returns.
+    pub fn logit_rows_len(&self) -> usize {
+        self.logit_rows.rows()
     }
 }

@@ -1,11 +1,13 @@
-//! A rank's KV cache: per layer and sequence slot, keys `[max_len, n_kv, dk]` and values
-//! `[max_len, n_kv, dv]`, preallocated so decode steps allocate nothing.
+//! A rank's KV cache: per layer, keys `[slots, max_len, n_kv, dk]` and values
+//! `[slots, max_len, n_kv, dv]`, preallocated so decode steps allocate nothing and a captured
+//! step always addresses the same buffers.
 
 use crate::backend::{BackendError, DType, Device, Tensor};
 
 pub struct KvCache<B: Device> {
-    /// `layers[l][slot] = (k, v)`.
-    layers: Vec<Vec<(Tensor<B>, Tensor<B>)>>,
+    /// `layers[l] = (k, v)`.
+    layers: Vec<(Tensor<B>, Tensor<B>)>,
+    slots: usize,
     max_len: usize,
 }
 
@@ -19,13 +21,9 @@ impl<B: Device> KvCache<B> {
         dv: usize,
     ) -> Result<Self, BackendError> {
         let layers = (0..n_layers)
-            .map(|_| {
-                (0..slots)
-                    .map(|_| Ok((be.zeros(&[max_len, n_kv, dk], DType::F32)?, be.zeros(&[max_len, n_kv, dv], DType::F32)?)))
-                    .collect::<Result<Vec<_>, BackendError>>()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { layers, max_len })
+            .map(|_| Ok((be.zeros(&[slots, max_len, n_kv, dk], DType::F32)?, be.zeros(&[slots, max_len, n_kv, dv], DType::F32)?)))
+            .collect::<Result<Vec<_>, BackendError>>()?;
+        Ok(Self { layers, slots, max_len })
     }
 
     pub fn max_len(&self) -> usize {
@@ -33,15 +31,16 @@ impl<B: Device> KvCache<B> {
     }
 
     pub fn slots(&self) -> usize {
-        self.layers.first().map_or(0, Vec::len)
+        self.slots
     }
 
-    pub fn layer_slot(&mut self, layer: usize, slot: usize) -> Option<&mut (Tensor<B>, Tensor<B>)> {
-        self.layers.get_mut(layer)?.get_mut(slot)
+    /// Keys and values of `layer`.
+    pub fn layer_mut(&mut self, layer: usize) -> Option<(&mut Tensor<B>, &mut Tensor<B>)> {
+        self.layers.get_mut(layer).map(|(k, v)| (k, v))
     }
 
     /// Resident bytes.
     pub fn bytes(&self) -> usize {
-        self.layers.iter().flatten().map(|(k, v)| k.size_in_bytes() + v.size_in_bytes()).sum()
+        self.layers.iter().map(|(k, v)| k.size_in_bytes() + v.size_in_bytes()).sum()
     }
 }

@@ -6,10 +6,10 @@ mod batch;
 mod kv_cache;
 mod rope;
 
-pub use attention::cached_attention;
-pub use batch::{SeqInBatch, StepBatch};
+pub use attention::{cached_attention, logit_rows};
+pub use batch::{StepBatch, StepInputs};
 pub use kv_cache::KvCache;
-pub use rope::rope_inv_freq;
+pub use rope::{rope_inv_freq, rope_inv_freq_tensor};
 
 use crate::backend::{BackendError, CommError, Device, Tensor};
 use crate::layers::LayerError;
@@ -47,7 +47,10 @@ pub struct ModuleBytes {
 pub trait CausalLm<B: Device>: Send {
     /// Runs one step: `batch` holds this rank's tokens (possibly none: an idle rank still
     /// calls, so its groups' collectives stay in lock-step). Returns f32 logits
-    /// `[batch.logit_rows.len(), vocab]`, one row per entry of `batch.logit_rows`.
+    /// `[batch.logit_rows_len(), vocab]`, one row per entry of `batch.logit_rows`.
+    ///
+    /// Everything that varies between steps is read from `batch`'s device tensors, so the
+    /// engine can capture a decode step once and replay it (graph mode).
     fn forward(&self, be: &B, batch: &StepBatch<B>, kv: &mut KvCache<B>) -> Result<Tensor<B>, ModelError>;
 
     /// An empty KV cache for `slots` sequences of up to `max_len` tokens.

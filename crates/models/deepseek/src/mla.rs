@@ -68,7 +68,7 @@ impl<B: Device> Mla<B> {
         batch: &StepBatch<B>,
         kv: &mut KvCache<B>,
         layer: usize,
-        inv_freq: &[f32],
+        inv_freq: &Tensor<B>,
         o_counts: &[usize],
     ) -> Result<Tensor<B>, ModelError> {
         let (rows, nh, m) = (h.rows(), self.heads, &self.m);
@@ -127,9 +127,9 @@ fn rope_tail<B: Device>(
     q: &mut Tensor<B>,
     nope: usize,
     rope: usize,
-    positions: &[u32],
+    positions: &Tensor<B>,
     nh: usize,
-    inv_freq: &[f32],
+    inv_freq: &Tensor<B>,
 ) -> Result<(), ModelError> {
     let n = q.rows();
     let mut pe = be.zeros(&[n, rope], DType::F32)?;

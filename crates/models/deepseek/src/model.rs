@@ -1,8 +1,8 @@
 //! The whole DeepSeek-V3 model on one rank.
 
-use finetp_core::backend::{DType, Device, Tensor};
+use finetp_core::backend::{Device, Tensor};
 use finetp_core::config::{Architecture, Component, ModelConfig};
-use finetp_core::decoder::{CausalLm, KvCache, ModelError, ModuleBytes, StepBatch, rope_inv_freq};
+use finetp_core::decoder::{CausalLm, KvCache, ModelError, ModuleBytes, StepBatch, logit_rows, rope_inv_freq_tensor};
 use finetp_core::layers::{ParallelLmHead, ParallelMlp, VocabParallelEmbedding};
 use finetp_core::parallel::GroupSet;
 use finetp_core::shard::WeightSource;
@@ -31,7 +31,8 @@ pub struct DeepseekV3<B: Device> {
     layers: Vec<Layer<B>>,
     norm: Tensor<B>,
     lm_head: ParallelLmHead<B>,
-    inv_freq: Vec<f32>,
+    /// RoPE frequencies of the rope part `[qk_rope_head_dim / 2]`, on the device.
+    inv_freq: Tensor<B>,
 }
 
 impl<B: Device> DeepseekV3<B> {
@@ -71,7 +72,7 @@ impl<B: Device> DeepseekV3<B> {
             layers,
             norm: full(be, src, "model.norm.weight", &[h])?,
             lm_head,
-            inv_freq: rope_inv_freq(cfg.rope_theta, rope),
+            inv_freq: rope_inv_freq_tensor(be, cfg.rope_theta, rope)?,
         })
     }
 
@@ -97,10 +98,7 @@ impl<B: Device> CausalLm<B> for DeepseekV3<B> {
             be.add_assign(&mut x, &f)?;
         }
         let x = rms(be, &x, &self.norm, eps)?;
-        let mut sel = be.zeros(&[batch.logit_rows.len(), self.cfg.hidden_size], DType::F32)?;
-        for (i, &r) in batch.logit_rows.iter().enumerate() {
-            be.copy_block(&x, r, 0, &mut sel, i, 0, 1, self.cfg.hidden_size)?;
-        }
+        let sel = logit_rows(be, batch, &x)?;
         Ok(self.lm_head.forward(be, sel, &self.counts(Component::LmHead, batch))?)
     }
 

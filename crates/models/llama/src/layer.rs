@@ -25,8 +25,8 @@ pub struct DecoderLayer<B: Device> {
 }
 
 /// Per-step values every layer shares.
-pub struct LayerStep<'a> {
-    pub inv_freq: &'a [f32],
+pub struct LayerStep<'a, B: Device> {
+    pub inv_freq: &'a Tensor<B>,
     pub o_proj_counts: &'a [usize],
     pub mlp_counts: &'a [usize],
 }
@@ -76,7 +76,7 @@ impl<B: Device> DecoderLayer<B> {
         mut x: Tensor<B>,
         batch: &StepBatch<B>,
         kv: &mut KvCache<B>,
-        step: &LayerStep<'_>,
+        step: &LayerStep<'_, B>,
     ) -> Result<Tensor<B>, ModelError> {
         let rows = x.rows();
         let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);

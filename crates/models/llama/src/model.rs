@@ -1,8 +1,8 @@
 //! The whole Llama-family model on one rank.
 
-use finetp_core::backend::{DType, Device, Tensor};
+use finetp_core::backend::{Device, Tensor};
 use finetp_core::config::{Architecture, Component, ModelConfig};
-use finetp_core::decoder::{CausalLm, KvCache, ModelError, ModuleBytes, StepBatch, rope_inv_freq};
+use finetp_core::decoder::{CausalLm, KvCache, ModelError, ModuleBytes, StepBatch, logit_rows, rope_inv_freq_tensor};
 use finetp_core::layers::{ParallelLmHead, VocabParallelEmbedding};
 use finetp_core::parallel::GroupSet;
 use finetp_core::shard::WeightSource;
@@ -16,7 +16,8 @@ pub struct Llama<B: Device> {
     layers: Vec<DecoderLayer<B>>,
     norm: Tensor<B>,
     lm_head: ParallelLmHead<B>,
-    inv_freq: Vec<f32>,
+    /// RoPE frequencies `[head_dim / 2]`, on the device.
+    inv_freq: Tensor<B>,
 }
 
 impl<B: Device> Llama<B> {
@@ -47,7 +48,7 @@ impl<B: Device> Llama<B> {
             layers,
             norm,
             lm_head,
-            inv_freq: rope_inv_freq(cfg.rope_theta, cfg.head_dim),
+            inv_freq: rope_inv_freq_tensor(be, cfg.rope_theta, cfg.head_dim)?,
         })
     }
 
@@ -67,10 +68,7 @@ impl<B: Device> CausalLm<B> for Llama<B> {
             x = layer.forward(be, &self.cfg, i, x, batch, kv, &step)?;
         }
         let x = norm(be, &x, &self.norm, self.cfg.rms_norm_eps as f32)?;
-        let mut sel = be.zeros(&[batch.logit_rows.len(), self.cfg.hidden_size], DType::F32)?; // [M, H]
-        for (i, &r) in batch.logit_rows.iter().enumerate() {
-            be.copy_block(&x, r, 0, &mut sel, i, 0, 1, self.cfg.hidden_size)?;
-        }
+        let sel = logit_rows(be, batch, &x)?; // [M, H]
         Ok(self.lm_head.forward(be, sel, &self.counts(Component::LmHead, batch))?) // [M, V]
     }
 

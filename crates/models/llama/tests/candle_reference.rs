@@ -11,9 +11,9 @@ use candle_core::{DType as CDType, Device as CDevice, Tensor as CTensor};
 use candle_nn::VarBuilder;
 use finetp_backend_cpu::CpuBackend;
 use finetp_backend_cpu::comm::Fabric;
-use finetp_core::backend::{Backend, HostTensor};
+use finetp_core::backend::Backend;
 use finetp_core::config::{FinegrainedTpConfig, ModelConfig, ParallelConfig};
-use finetp_core::decoder::{CausalLm, SeqInBatch, StepBatch};
+use finetp_core::decoder::{CausalLm, StepBatch, StepInputs};
 use finetp_core::parallel::StepCounts;
 use finetp_core::plan::Plan;
 use finetp_core::shard::InMemoryWeights;
@@ -50,14 +50,9 @@ fn ours(cfg: &ModelConfig, w: Arc<InMemoryWeights>, prompt: &[u32], next: u32) -
             let mut kv = model.new_kv_cache(&be, 1, 16).unwrap();
             let step = |ids: Vec<u32>, past: usize, kv: &mut _| {
                 let n = ids.len();
-                let batch = StepBatch {
-                    ids: be.upload(&HostTensor::u32(ids, &[n]).unwrap()).unwrap(),
-                    positions: (past as u32..(past + n) as u32).collect(),
-                    seqs: vec![SeqInBatch { slot: 0, start: 0, len: n, past }],
-                    logit_rows: vec![n - 1],
-                    token_counts: StepCounts::new(vec![n, n], 1),
-                    logit_counts: StepCounts::new(vec![1, 1], 1),
-                };
+                let mut inputs = StepInputs::default();
+                inputs.push_sequence(0, &ids, past);
+                let batch = StepBatch::upload(&be, &inputs, StepCounts::new(vec![n, n], 1), StepCounts::new(vec![1, 1], 1)).unwrap();
                 be.download(&model.forward(&be, &batch, kv).unwrap()).unwrap().to_f32_vec().unwrap()
             };
             let first = step(prompt.clone(), 0, &mut kv);

@@ -1,0 +1,137 @@
+//! Graph mode's decode steps: captured once, replayed every step.
+//!
+//! The first static-shape decode step uploads its inputs into tensors that then stay fixed,
+//! captures the model's forward on them (every kernel, GEMM, copy and collective; see
+//! `finetp_core::backend::CapturedGraph`), and replays it. Later decode steps only rewrite
+//! those input tensors and replay. A backend that cannot capture, or a model whose forward
+//! needs the host mid-step (DeepSeek's MoE routing today), runs the same static shapes eagerly
+//! instead, and the report says why.
+//!
+//! Lock-step: every rank captures on the same step (the first step where no DP rank
+//! prefills), so the collectives recorded by the members of a group match one for one.
+
+use finetp_core::backend::{BackendError, CapturedGraph, CommError, Device, HostTensor, Tensor};
+use finetp_core::decoder::{CausalLm, KvCache, ModelError, StepBatch, StepInputs};
+use finetp_core::layers::LayerError;
+use finetp_core::parallel::StepCounts;
+
+use crate::EngineError;
+
+/// What graph mode did on one rank.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GraphReport {
+    /// Calls recorded in the captured decode step (0 if none was captured).
+    pub captured_ops: usize,
+    /// Decode steps run by replaying it.
+    pub replays: usize,
+    /// Why decode steps ran eagerly (with the same static shapes) instead.
+    pub eager_reason: Option<String>,
+}
+
+enum State<B: Device> {
+    /// Nothing captured yet.
+    Empty,
+    /// The captured step and the tensors it reads and writes.
+    Ready { batch: StepBatch<B>, logits: Tensor<B>, graph: Box<dyn CapturedGraph>, kv_id: usize },
+    /// Capture is not possible here: run static shapes eagerly.
+    Eager { reason: String },
+}
+
+/// One rank's decode graph.
+pub(crate) struct DecodeGraph<B: Device> {
+    enabled: bool,
+    state: State<B>,
+    replays: usize,
+}
+
+impl<B: Device> DecodeGraph<B> {
+    pub(crate) fn new(enabled: bool) -> Self {
+        Self { enabled, state: State::Empty, replays: 0 }
+    }
+
+    pub(crate) fn report(&self) -> Option<GraphReport> {
+        self.enabled.then(|| match &self.state {
+            State::Empty => GraphReport { captured_ops: 0, replays: 0, eager_reason: None },
+            State::Ready { graph, .. } => GraphReport { captured_ops: graph.ops(), replays: self.replays, eager_reason: None },
+            State::Eager { reason } => GraphReport { captured_ops: 0, replays: 0, eager_reason: Some(reason.clone()) },
+        })
+    }
+
+    /// Runs one static-shape decode step (`inputs` already padded to the capacity, `counts`
+    /// uniform) and returns its logits. `model` and `kv` must be the same on every call: the
+    /// captured graph points into both.
+    pub(crate) fn step(
+        &mut self,
+        rank: usize,
+        be: &B,
+        model: &dyn CausalLm<B>,
+        kv: &mut KvCache<B>,
+        inputs: &StepInputs,
+        counts: StepCounts,
+    ) -> Result<HostTensor, EngineError> {
+        let be_err = |source| EngineError::Backend { rank, source };
+        let kv_id = std::ptr::from_ref(kv) as usize;
+        if matches!(self.state, State::Empty) {
+            self.capture(rank, be, model, kv, inputs, counts.clone())?;
+        }
+        match &mut self.state {
+            State::Ready { batch, logits, graph, kv_id: captured } => {
+                if *captured != kv_id {
+                    return Err(EngineError::Config("a decode graph was replayed with another KV cache than it captured".into()));
+                }
+                batch.write(be, inputs).map_err(be_err)?;
+                // SAFETY: the graph's buffers outside itself are the weights of `model`, the KV
+                // cache `kv` (checked above to be the captured one; neither moves nor is
+                // touched by anything else during this call) and `batch`/`logits`, which this
+                // state owns next to the graph.
+                unsafe { graph.replay() }.map_err(|source| EngineError::Replay { rank, source })?;
+                self.replays += 1;
+                be.download(logits).map_err(be_err)
+            }
+            _ => {
+                let batch = StepBatch::upload(be, inputs, counts.clone(), counts).map_err(be_err)?;
+                let logits = model.forward(be, &batch, kv).map_err(|source| EngineError::Model { rank, source })?;
+                be.download(&logits).map_err(be_err)
+            }
+        }
+    }
+
+    /// Captures the step into `State::Ready`, or settles on `State::Eager` when the backend or
+    /// the model cannot be captured.
+    fn capture(&mut self, rank: usize, be: &B, model: &dyn CausalLm<B>, kv: &mut KvCache<B>, inputs: &StepInputs, counts: StepCounts) -> Result<(), EngineError> {
+        let be_err = |source| EngineError::Backend { rank, source };
+        let batch = StepBatch::upload(be, inputs, counts.clone(), counts).map_err(be_err)?;
+        if let Err(e) = be.begin_capture() {
+            self.state = State::Eager { reason: e.to_string() };
+            return Ok(());
+        }
+        let out = model.forward(be, &batch, kv);
+        let graph = be.end_capture();
+        match (out, graph) {
+            (Ok(logits), Ok(graph)) => {
+                tracing::debug!(rank, ops = graph.ops(), "captured the decode step");
+                self.state = State::Ready { batch, logits, graph, kv_id: std::ptr::from_ref(kv) as usize };
+                Ok(())
+            }
+            (Err(e), _) => match unsupported(&e) {
+                Some(reason) => {
+                    tracing::info!(rank, %reason, "decode step not capturable; graph mode runs static shapes eagerly");
+                    self.state = State::Eager { reason: reason.to_string() };
+                    Ok(())
+                }
+                None => Err(EngineError::Model { rank, source: e }),
+            },
+            (Ok(_), Err(e)) => Err(be_err(e)),
+        }
+    }
+}
+
+/// The capture-refusal inside a forward error, if that is what it is.
+fn unsupported(e: &ModelError) -> Option<&BackendError> {
+    let b = match e {
+        ModelError::Backend(b) | ModelError::Comm(CommError::Backend(b)) => b,
+        ModelError::Layer(LayerError::Backend(b) | LayerError::Comm(CommError::Backend(b))) => b,
+        _ => return None,
+    };
+    matches!(b, BackendError::Unsupported(_)).then_some(b)
+}
