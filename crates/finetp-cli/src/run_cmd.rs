@@ -181,6 +181,15 @@ fn print_report(r: &GenerationReport) {
         let total: usize = rk.weight_bytes.iter().map(|m| m.bytes).sum();
         println!(" {:>10.2} {:>10.2}", mib(total), mib(rk.kv_cache_bytes));
     }
+    if let Some(g) = ranks.first().and_then(|x| x.graph.as_ref()) {
+        match &g.eager_reason {
+            None => println!(
+                "Graph mode: decode step captured once ({} recorded calls per rank) and replayed {} times",
+                g.captured_ops, g.replays
+            ),
+            Some(why) => println!("Graph mode: decode steps ran eagerly with static shapes ({why})"),
+        }
+    }
     let mut ttft: Vec<f64> = r.outputs.iter().map(|o| o.ttft_s).collect();
     ttft.sort_by(f64::total_cmp);
     let tokens: usize = r.outputs.iter().map(|o| o.tokens.len()).sum();
