@@ -2,12 +2,11 @@
 //!
 //! 16-bit weights are never materialised as f32 whole: at decode shapes the weight bytes *are*
 //! the cost, so reading half as many of them is the point of storing bf16/f16 at all. The tile
-//! either widens them in registers as it loads them (few activation rows: each weight is used
-//! once) or widens a small panel into an L1-resident buffer first (many activation rows: the
-//! panel is reused by every group of rows, so converting once is cheaper).
+//! widens them in registers as it loads them (and so again for each group of activation rows,
+//! which is cheap next to the FMAs); only the last few rows of a range, fewer than a tile, are
+//! widened into a small zero-padded panel first.
 
 use finetp_core::backend::{BackendError, DType};
-use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
 use crate::storage::CpuStorage;
@@ -39,49 +38,49 @@ impl<'a> Weights<'a> {
             Weights::F16(v) => Weights::F16(&v[range]),
         }
     }
+
+    /// Whether the kernel pairs lanes for this dtype (see [`Elem::PAIRED`]).
+    pub(super) fn paired(self) -> bool {
+        matches!(self, Weights::BF16(_))
+    }
 }
 
 /// A weight element type the microkernel can read directly.
 pub(super) trait Elem: Copy + Send + Sync + 'static {
-    /// True for f32, which never needs widening.
-    const IS_F32: bool;
+    /// The lane order of a 16-element step (see `tile`): `false`, lane `l` of half `h` is
+    /// element `8h + l`; `true` (bf16), it is element `2l + h`, so that one 32-byte load yields
+    /// both halves with a shift and a mask.
+    const PAIRED: bool;
 
     fn to_f32(self) -> f32;
 
-    /// Widens `src` into `dst` (same length).
-    fn widen(src: &[Self], dst: &mut [f32]);
-
-    /// Eight consecutive elements at `p` as f32 lanes.
+    /// The 16 elements at `p` as the two 8-lane f32 halves of a step, in lane order.
     ///
     /// # Safety
-    /// `p..p + 8` must be readable, and the CPU must have AVX2 and F16C (the caller is compiled
-    /// with them, see `tile`).
+    /// `p..p + 16` must be readable, and the caller must be compiled with AVX2 and F16C.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+    unsafe fn load_step(p: *const Self) -> [std::arch::x86_64::__m256; 2];
 }
 
 impl Elem for f32 {
-    const IS_F32: bool = true;
+    const PAIRED: bool = false;
 
     #[inline(always)]
     fn to_f32(self) -> f32 {
         self
     }
 
-    fn widen(src: &[Self], dst: &mut [f32]) {
-        dst.copy_from_slice(src);
-    }
-
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
-        // SAFETY: the caller guarantees 8 readable elements and AVX.
-        unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
+    unsafe fn load_step(p: *const Self) -> [std::arch::x86_64::__m256; 2] {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller guarantees 16 readable elements and AVX.
+        unsafe { [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))] }
     }
 }
 
 impl Elem for bf16 {
-    const IS_F32: bool = false;
+    const PAIRED: bool = true;
 
     /// Exact: the bf16 bits are the top half of the f32.
     #[inline(always)]
@@ -89,61 +88,38 @@ impl Elem for bf16 {
         f32::from_bits(u32::from(self.to_bits()) << 16)
     }
 
-    fn widen(src: &[Self], dst: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if super::tile::avx2_available() {
-                // SAFETY: AVX2 was detected at run time just above.
-                return unsafe { widen_bf16_avx2(src, dst) };
-            }
-        }
-        widen_bf16(src, dst);
-    }
-
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+    unsafe fn load_step(p: *const Self) -> [std::arch::x86_64::__m256; 2] {
         use std::arch::x86_64::*;
-        // SAFETY: the caller guarantees 8 readable elements (16 bytes) and AVX2.
+        // SAFETY: the caller guarantees 16 readable elements (32 bytes) and AVX2.
         unsafe {
-            let h = _mm_loadu_si128(p.cast::<__m128i>());
-            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+            // 32-bit lane l holds elements 2l (low half) and 2l + 1 (high half).
+            let v = _mm256_loadu_si256(p.cast::<__m256i>());
+            let even = _mm256_slli_epi32::<16>(v);
+            let odd = _mm256_and_si256(v, _mm256_set1_epi32(0xFFFF_0000_u32 as i32));
+            [_mm256_castsi256_ps(even), _mm256_castsi256_ps(odd)]
         }
     }
 }
 
 impl Elem for f16 {
-    const IS_F32: bool = false;
+    const PAIRED: bool = false;
 
     #[inline(always)]
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
     }
 
-    /// `half`'s slice conversion uses F16C when the CPU has it.
-    fn widen(src: &[Self], dst: &mut [f32]) {
-        src.convert_to_f32_slice(dst);
-    }
-
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+    unsafe fn load_step(p: *const Self) -> [std::arch::x86_64::__m256; 2] {
         use std::arch::x86_64::*;
-        // SAFETY: the caller guarantees 8 readable elements (16 bytes) and F16C.
-        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast::<__m128i>())) }
+        // SAFETY: the caller guarantees 16 readable elements (32 bytes) and F16C.
+        unsafe {
+            let lo = _mm256_cvtph_ps(_mm_loadu_si128(p.cast::<__m128i>()));
+            let hi = _mm256_cvtph_ps(_mm_loadu_si128(p.add(8).cast::<__m128i>()));
+            [lo, hi]
+        }
     }
-}
-
-#[inline(always)]
-fn widen_bf16(src: &[bf16], dst: &mut [f32]) {
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d = Elem::to_f32(*s);
-    }
-}
-
-/// The same loop compiled for AVX2, where it vectorises to a zero-extend and a shift.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn widen_bf16_avx2(src: &[bf16], dst: &mut [f32]) {
-    widen_bf16(src, dst);
 }

@@ -101,6 +101,30 @@ fn linear_rows_do_not_depend_on_batch_or_sharding() {
 }
 
 #[test]
+fn linear_walk_orders_and_row_blocks_agree_bitwise() {
+    // How a task walks its weights depends on the size of the packed activations (whole rows up
+    // to 512 KiB, block by block above), and more than 256 activation rows are cut into row
+    // blocks: a token's outputs must be the same bits whichever way they were computed (alone,
+    // a row is always walked whole), and right.
+    let be = be();
+    let mut rng = Rng::new(13);
+    for (m, n, k) in [(40, 37, 4009), (260, 11, 603)] {
+        for dt in FLOATS {
+            let x = rng.f32s(m * k);
+            let (w, wr) = typed(&rng.f32s(n * k), &[n, k], dt);
+            let mut full = f32t(vec![f32::NAN; m * n], &[m, n]);
+            be.linear(&f32t(x.clone(), &[m, k]), &w, None, &mut full).expect("batch");
+            check(&format!("linear m={m} n={n} k={k} {dt}"), data(&full), &linear_ref(&x, &wr, None, m, n, k));
+            for i in [0, 17, m - 1] {
+                let mut one = f32t(vec![0.0; n], &[1, n]);
+                be.linear(&f32t(x[i * k..(i + 1) * k].to_vec(), &[1, k]), &w, None, &mut one).expect("one row");
+                assert_eq!(data(&one), &data(&full)[i * n..(i + 1) * n], "{dt}: row {i} alone vs in a batch of {m}, k = {k} (bitwise)");
+            }
+        }
+    }
+}
+
+#[test]
 fn batched_linear_matches_f64_reference() {
     let be = be();
     let mut rng = Rng::new(12);
