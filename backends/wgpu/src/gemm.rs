@@ -17,7 +17,7 @@ use crate::shaders::{self, Stored};
 /// Activation rows per invocation for `m` rows: 1 keeps decode lean in registers; 4 reads
 /// each weight element once per 4 rows for prefill (more accumulators than that spill).
 fn rows_per_invocation(m: usize) -> usize {
-    if m >= 4 { 4 } else { m.max(1) }
+    m.clamp(1, 4)
 }
 
 fn dims<const N: usize>(t: &Tensor<WgpuBackend>, op: &str, what: &str) -> Result<[usize; N], BackendError> {
@@ -50,8 +50,11 @@ impl WgpuBackend {
             return Ok(());
         }
         let cr = rows_per_invocation(c.m);
-        let key = format!("linear_{}_{cr}", stored.tag());
-        let k = self.kernel(&key, || shaders::build(&shaders::linear_body(cr), &caps, &[("w", 2, stored)]))?;
+        // Vector loads need every row to start on a vector: k a multiple of 4 (windows start
+        // on 256-byte boundaries, so their element offsets are then multiples of 4 too).
+        let vec4 = c.k.is_multiple_of(4);
+        let key = format!("linear_{}_{cr}_{}", stored.tag(), if vec4 { "v4" } else { "s" });
+        let k = self.kernel(&key, || shaders::build_with(&shaders::linear_body(cr, vec4), &caps, &[("w", 2, stored)], vec4))?;
         let wb = c.w.buffer();
         let wins = if c.k == 0 {
             vec![crate::buffer::Window { offset: 0, size: wb.buf.size().min(caps.max_binding), first_row: 0, rows: c.batch * c.n, elem_off: 0 }]

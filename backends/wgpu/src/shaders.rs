@@ -61,6 +61,32 @@ impl Stored {
     }
 }
 
+/// The binding `@binding(b)` called `name` read four elements at a time: `ld4_<name>(i)` for
+/// `i % 4 == 0` is one vector load (f32: `vec4<f32>`, 16-bit: `vec2<u32>`), `ld_<name>(i)`
+/// any element. Only valid when every `ld4` index is a multiple of 4 (rows of a multiple of
+/// 4 elements, windows aligned to 256 bytes).
+fn float_input_vec4(name: &str, b: u32, s: Stored) -> String {
+    let (ty, ld, ld4) = match s {
+        Stored::F32 => ("vec4<f32>", format!("return {name}[i >> 2u][i & 3u];"), format!("return {name}[i >> 2u];")),
+        Stored::BF16 => (
+            "vec2<u32>",
+            format!("let w = {name}[i >> 2u][(i >> 1u) & 1u];\n    if ((i & 1u) == 0u) {{\n        return bitcast<f32>(w << 16u);\n    }}\n    return bitcast<f32>(w & 0xffff0000u);"),
+            format!("let w = {name}[i >> 2u];\n    return vec4<f32>(bitcast<f32>(w.x << 16u), bitcast<f32>(w.x & 0xffff0000u), bitcast<f32>(w.y << 16u), bitcast<f32>(w.y & 0xffff0000u));"),
+        ),
+        Stored::F16Native => ("vec4<f16>", format!("return f32({name}[i >> 2u][i & 3u]);"), format!("return vec4<f32>({name}[i >> 2u]);")),
+        Stored::F16Packed => (
+            "vec2<u32>",
+            format!("return unpack2x16float({name}[i >> 2u][(i >> 1u) & 1u])[i & 1u];"),
+            format!("let w = {name}[i >> 2u];\n    return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));"),
+        ),
+    };
+    format!(
+        "@group(0) @binding({b}) var<storage, read> {name}: array<{ty}>;\n\
+         fn ld_{name}(i: u32) -> f32 {{\n    {ld}\n}}\n\
+         fn ld4_{name}(i: u32) -> vec4<f32> {{\n    {ld4}\n}}\n"
+    )
+}
+
 /// The binding `@binding(b)` called `name` and its loaders `ld_<name>` / `ld4_<name>`.
 fn float_input(name: &str, b: u32, s: Stored) -> String {
     let (ty, ld) = match s {
@@ -86,6 +112,11 @@ fn float_input(name: &str, b: u32, s: Stored) -> String {
 /// A complete module: the shared prelude, the float inputs `(name, binding, stored)`, and
 /// `body`, in which `WG` is the workgroup size.
 pub(crate) fn build(body: &str, caps: &Caps, inputs: &[(&str, u32, Stored)]) -> String {
+    build_with(body, caps, inputs, false)
+}
+
+/// [`build`], with the float inputs bound as vectors when `vec4` (see [`float_input_vec4`]).
+pub(crate) fn build_with(body: &str, caps: &Caps, inputs: &[(&str, u32, Stored)], vec4: bool) -> String {
     let mut s = String::new();
     if inputs.iter().any(|i| i.2 == Stored::F16Native) {
         s.push_str("enable f16;\n");
@@ -96,7 +127,7 @@ pub(crate) fn build(body: &str, caps: &Caps, inputs: &[(&str, u32, Stored)]) -> 
         caps.wg
     ));
     for (name, b, st) in inputs {
-        s.push_str(&float_input(name, *b, *st));
+        s.push_str(&if vec4 { float_input_vec4(name, *b, *st) } else { float_input(name, *b, *st) });
     }
     s.push_str(body);
     s
@@ -104,8 +135,13 @@ pub(crate) fn build(body: &str, caps: &Caps, inputs: &[(&str, u32, Stored)]) -> 
 
 /// The GEMM body for `c` activation rows per invocation: every line holding `$c` is
 /// repeated for each row.
-pub(crate) fn linear_body(c: usize) -> String {
+pub(crate) fn linear_body(c: usize, vec4: bool) -> String {
     let mut out = format!("const C: u32 = {c}u;\n");
+    out.push_str(if vec4 {
+        "@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;\nfn xs(i: u32) -> f32 {\n    return x[i >> 2u][i & 3u];\n}\nfn xv4(i: u32) -> vec4<f32> {\n    return x[i >> 2u];\n}\n"
+    } else {
+        "@group(0) @binding(1) var<storage, read> x: array<f32>;\nfn xs(i: u32) -> f32 {\n    return x[i];\n}\nfn xv4(i: u32) -> vec4<f32> {\n    return vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]);\n}\n"
+    });
     for line in LINEAR.lines() {
         if line.contains("$c") {
             for i in 0..c {

@@ -6,18 +6,13 @@
 // blocks of KB; in a block, lane l of 8 sums k = l (mod 8) in order with fma; the lanes are
 // reduced as (a0+a4 + a2+a6) + (a1+a5 + a3+a7); the block's tail is added in order with fma;
 // block sums are added in order starting from 0. Lines with `$c` are repeated for each of
-// the C activation rows.
+// the C activation rows. `x` (binding 1) and its loaders `xs`/`xv4` are prepended.
 struct P { m: u32, k: u32, n: u32, r0: u32, rows: u32, w_off: u32, has_bias: u32 }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 const KB: u32 = 1024u;
-
-fn xv4(i: u32) -> vec4<f32> {
-    return vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]);
-}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -47,7 +42,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         var s$c = (h$c.x + h$c.z) + (h$c.y + h$c.w);
         for (var o = kv; o < k1; o += 1u) {
             let wv = ld_w(wb + o);
-            s$c = fma(x[xb$c + o], wv, s$c);
+            s$c = fma(xs(xb$c + o), wv, s$c);
         }
         t$c += s$c;
     }

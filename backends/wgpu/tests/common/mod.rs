@@ -99,8 +99,9 @@ pub fn assert_close(got: &[f32], want: &[f32], rel: f32, what: &str) {
     let mut worst = (0usize, 0f32);
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let err = (g - w).abs() / w.abs().max(1.0);
-        if !(err <= worst.1) {
-            worst = (i, err);
+        // NaN counts as the worst error.
+        if err.is_nan() || err > worst.1 {
+            worst = (i, if err.is_nan() { f32::INFINITY } else { err });
         }
     }
     let (i, e) = worst;
