@@ -19,12 +19,13 @@
 //!
 //! So an all-reduce of `B` bytes adds 4·B bytes of copies and one device round trip per
 //! member; `broadcast` skips steps 1–3 on non-root members (their input is overwritten) and
-//! `barrier` moves nothing. `backends/wgpu/benches/staging.rs` measures the overhead.
+//! `barrier` moves nothing. A group of one member stages nothing at all: its collectives are
+//! a device-side copy or nothing (the CPU collective still checks the arguments). `backends/wgpu/benches/staging.rs` measures the overhead.
 
 use std::sync::Arc;
 
 use finetp_backend_cpu::{CpuBackend, CpuStorage, CpuTensor};
-use finetp_core::backend::{Backend, BackendError, Collective, CommError, DType, GroupInfo, HostData, Tensor};
+use finetp_core::backend::{Backend, BackendError, Collective, CommError, GroupInfo, HostData, Tensor};
 use finetp_core::parallel::GroupSet;
 
 use crate::{WgpuBackend, WgpuTensor};
@@ -58,6 +59,19 @@ impl StagedComm {
         Tensor::from_parts(CpuStorage::zeros(t.dtype(), t.numel()), t.shape().to_vec(), t.dtype())
     }
 
+    /// A group of one: nothing to exchange, so nothing is staged. The CPU collective still
+    /// runs, on zero tensors of the same shapes, so its argument checks (and their errors) are
+    /// exactly a staged call's; the data then moves on the device with `local` (a copy or
+    /// nothing), without a sync point.
+    fn solo(&self) -> bool {
+        self.cpu.info().size() == 1
+    }
+
+    /// Rows `0..rows` of `src` into `dst`, on the device (`src` and `dst` have equal rows).
+    fn local_copy(&self, src: &WgpuTensor, dst: &mut WgpuTensor, rows: usize) -> Result<(), CommError> {
+        Ok(self.be.copy_block(src, 0, 0, dst, 0, 0, rows, src.row_len())?)
+    }
+
     /// Host → device: `src` into `dst` (same shape and dtype), enqueued.
     fn up(&self, src: &CpuTensor, dst: &mut WgpuTensor) -> Result<(), CommError> {
         if src.shape() != dst.shape() || src.dtype() != dst.dtype() {
@@ -79,12 +93,20 @@ impl Collective<WgpuBackend> for StagedComm {
     }
 
     fn all_reduce_sum(&self, t: &mut WgpuTensor) -> Result<(), CommError> {
+        if self.solo() {
+            // The sum over one member is the tensor itself.
+            return self.cpu.all_reduce_sum(&mut Self::like(t));
+        }
         let mut c = self.down(t)?;
         self.cpu.all_reduce_sum(&mut c)?;
         self.up(&c, t)
     }
 
     fn all_gather(&self, mine: &WgpuTensor, counts: &[usize], out: &mut WgpuTensor) -> Result<(), CommError> {
+        if self.solo() {
+            self.cpu.all_gather(&Self::like(mine), counts, &mut Self::like(out))?;
+            return self.local_copy(mine, out, mine.rows());
+        }
         let m = self.down(mine)?;
         let mut o = Self::like(out);
         self.cpu.all_gather(&m, counts, &mut o)?;
@@ -92,6 +114,10 @@ impl Collective<WgpuBackend> for StagedComm {
     }
 
     fn reduce_scatter_sum(&self, all: &WgpuTensor, counts: &[usize], out: &mut WgpuTensor) -> Result<(), CommError> {
+        if self.solo() {
+            self.cpu.reduce_scatter_sum(&Self::like(all), counts, &mut Self::like(out))?;
+            return self.local_copy(all, out, out.rows());
+        }
         let a = self.down(all)?;
         let mut o = Self::like(out);
         self.cpu.reduce_scatter_sum(&a, counts, &mut o)?;
@@ -99,6 +125,10 @@ impl Collective<WgpuBackend> for StagedComm {
     }
 
     fn all_to_all(&self, send: &WgpuTensor, send_counts: &[usize], recv_counts: &[usize], out: &mut WgpuTensor) -> Result<(), CommError> {
+        if self.solo() {
+            self.cpu.all_to_all(&Self::like(send), send_counts, recv_counts, &mut Self::like(out))?;
+            return self.local_copy(send, out, out.rows());
+        }
         let s = self.down(send)?;
         let mut o = Self::like(out);
         self.cpu.all_to_all(&s, send_counts, recv_counts, &mut o)?;
@@ -106,6 +136,9 @@ impl Collective<WgpuBackend> for StagedComm {
     }
 
     fn broadcast(&self, t: &mut WgpuTensor, root: usize) -> Result<(), CommError> {
+        if self.solo() {
+            return self.cpu.broadcast(&mut Self::like(t), root);
+        }
         // Only the root's contents matter; the others' are overwritten.
         let mut c = if self.cpu.info().rank == root { self.down(t)? } else { Self::like(t) };
         self.cpu.broadcast(&mut c, root)?;
@@ -125,11 +158,4 @@ impl Collective<WgpuBackend> for StagedComm {
 pub fn staged_groups(be: &WgpuBackend, cpu: GroupSet<CpuBackend>) -> GroupSet<WgpuBackend> {
     let wrap = |c: Arc<dyn Collective<CpuBackend>>| -> Arc<dyn Collective<WgpuBackend>> { Arc::new(StagedComm::new(be, c)) };
     GroupSet { embedding: wrap(cpu.embedding), lm_head: wrap(cpu.lm_head), o_proj: wrap(cpu.o_proj), mlp: wrap(cpu.mlp), dp: wrap(cpu.dp) }
-}
-
-#[allow(dead_code)]
-fn _assert_send_sync() {
-    fn is<T: Send + Sync>() {}
-    is::<StagedComm>();
-    let _ = DType::F32;
 }

@@ -84,6 +84,8 @@ pub(crate) struct Inner {
     pub uncaptured: Arc<Mutex<Vec<String>>>,
     /// For host-side work that reuses the CPU backend's code (top-k).
     cpu: OnceLock<CpuBackend>,
+    /// Whether the driver fuses WGSL `fma` (probed once at startup).
+    fma_fused: OnceLock<bool>,
 }
 
 /// One wgpu device and its queue: a rank's GPU. Cheap to clone (the clones share the device
@@ -176,7 +178,7 @@ impl WgpuBackend {
         };
         let status = Status::new(&device)?;
         let dummy = device.create_buffer(&wgpu::BufferDescriptor { label: Some("finetp dummy"), size: 4, usage: wgpu::BufferUsages::STORAGE, mapped_at_creation: false });
-        Ok(Self {
+        let be = Self {
             inner: Arc::new(Inner {
                 device,
                 queue,
@@ -188,8 +190,35 @@ impl WgpuBackend {
                 dummy,
                 uncaptured,
                 cpu: OnceLock::new(),
+                fma_fused: OnceLock::new(),
             }),
-        })
+        };
+        let fused = be.probe_fma()?;
+        be.inner.fma_fused.get_or_init(|| fused);
+        Ok(be)
+    }
+
+    /// Runs WGSL `fma(a, b, c)` on inputs where a fused multiply-add (one rounding) and a
+    /// multiply then an add (two) differ. WGSL allows either; Mesa's llvmpipe splits it.
+    fn probe_fma(&self) -> Result<bool, BackendError> {
+        use finetp_core::backend::{Backend, HostTensor};
+        let (a, c) = (1.0 + f32::EPSILON * 2048.0, -(1.0 + f32::EPSILON * 4096.0)); // 1 + 2^-12, -(1 + 2^-11)
+        let v = self.upload(&HostTensor::f32(vec![a, a, c], &[3])?)?;
+        let o = self.zeros(&[1], finetp_core::backend::DType::F32)?;
+        let caps = *self.caps();
+        let k = self.kernel("fma_probe", || crate::shaders::build(crate::shaders::FMA_PROBE, &caps, &[]))?;
+        let args = [v.buffer().buf.as_entire_binding(), o.buffer().buf.as_entire_binding()];
+        self.launch(&k, crate::dispatch::Params::new().u(1)?, &args, self.grid(1)?)?;
+        let got = self.download(&o)?.to_f32_vec().unwrap_or_default();
+        // Exactly: (1 + 2^-12)^2 - (1 + 2^-11) = 2^-24; rounding the product first gives 0.
+        Ok(got.first().is_some_and(|&r| r == a.mul_add(a, c) && r != 0.0))
+    }
+
+    /// Whether this driver fuses WGSL `fma` into one rounding, as the CPU backend's FMA does.
+    /// Where it does (GPUs), the GEMM is bit-identical to the CPU backend's; where it does not
+    /// (lavapipe) it differs by the extra rounding of each multiply.
+    pub fn fma_is_fused(&self) -> bool {
+        self.inner.fma_fused.get().copied().unwrap_or(false)
     }
 
     /// The adapter this backend runs on.

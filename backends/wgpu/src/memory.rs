@@ -55,11 +55,12 @@ impl Backend for WgpuBackend {
     fn describe(&self) -> String {
         let c = self.caps();
         format!(
-            "wgpu on {} (binding limit {} MiB, f16 weights {}, RMSNorm sum in {})",
+            "wgpu on {} (binding limit {} MiB, f16 weights {}, RMSNorm sum in {}, fma {})",
             self.adapter(),
             c.max_binding >> 20,
             if c.shader_f16 { "native (shader-f16)" } else { "unpacked (unpack2x16float)" },
-            if c.shader_f64 { "f64" } else { "f32" }
+            if c.shader_f64 { "f64" } else { "f32" },
+            if self.fma_is_fused() { "fused" } else { "split into mul + add by the driver" }
         )
     }
 

@@ -25,6 +25,7 @@ pub(crate) const KV_WRITE: &str = include_str!("shaders/kv_write.wgsl");
 pub(crate) const ATTENTION: &str = include_str!("shaders/attention.wgsl");
 pub(crate) const ARGMAX: &str = include_str!("shaders/argmax.wgsl");
 pub(crate) const ARGMAX_ROWS: &str = include_str!("shaders/argmax_rows.wgsl");
+pub(crate) const FMA_PROBE: &str = include_str!("shaders/fma_probe.wgsl");
 
 /// How a float tensor is stored and read by a kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
