@@ -154,7 +154,9 @@ impl WgpuBackend {
         if bytes.len() as u64 != t.buffer().len {
             return Err(BackendError::Shape(format!("write: {} bytes into a tensor of {} bytes", bytes.len(), t.buffer().len)));
         }
-        let staging = self.create_buffer_init(bytes, wgpu::BufferUsages::COPY_SRC, "write staging")?;
+        // MAP_WRITE: the mapping at creation is the staging memory itself (without it wgpu
+        // would stage the staging buffer through another one).
+        let staging = self.create_buffer_init(bytes, wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC, "write staging")?;
         let dst = &t.buffer().buf;
         let n = staging.size().min(dst.size());
         self.record(|e| e.copy_buffer_to_buffer(&staging, 0, dst, 0, n));
