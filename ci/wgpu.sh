@@ -35,8 +35,7 @@ echo "== wgpu test suite"
 cargo test --locked -p finetp-backend-wgpu
 
 echo "== finetp run --backend wgpu (DP 2, all components at size 2)"
-cargo build --release --locked -p finetp-cli --features wgpu
-./target/release/finetp run --backend wgpu --data-parallel-size 2 --tensor-parallel-size 1 \
+cargo run --release --locked -p finetp-cli --features wgpu -- run --backend wgpu --data-parallel-size 2 --tensor-parallel-size 1 \
   --additional-config '{"finegrained_tp_config":{"embedding_tensor_parallel_size":2,"lmhead_tensor_parallel_size":2,"oproj_tensor_parallel_size":2,"mlp_tensor_parallel_size":2}}' \
   --max-tokens 32
 
