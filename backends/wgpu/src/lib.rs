@@ -7,18 +7,20 @@
 //! CUDA nor Ascend is present.
 //!
 //! - **Enqueued, not eager.** Every kernel, copy and clear is recorded into one pending
-//!   command encoder per backend handle ([`stream`]); the encoder is submitted only at a sync
+//!   command encoder per backend handle (`stream.rs`); the encoder is submitted only at a sync
 //!   point: [`download`](finetp_core::backend::Backend::download),
 //!   [`synchronize`](finetp_core::backend::Backend::synchronize), `argmax`/`top_k` (they
 //!   return host values), or before a collective stages its tensors through the host. Buffers
 //!   stay on the device between ops.
 //! - **Adapter limits.** Storage bindings are capped (128 MiB on lavapipe and in WebGPU's
 //!   defaults), so weights bigger than one binding are read through several row windows of
-//!   the same buffer, one dispatch per window ([`buffer::windows`]).
+//!   the same buffer, one dispatch per window (`buffer.rs`).
 //! - **Numerics follow the CPU backend.** The GEMM reduces `k` in exactly the CPU kernel's
 //!   order (8 lanes per 1024-wide block, the same lane tree, FMA), so on a driver with fused
 //!   multiply-add its outputs are bit-identical to the CPU's; RMSNorm accumulates in f64 when
-//!   the adapter has `shader-f64` (as the CPU does). See `docs/wgpu.md` for the tolerances.
+//!   the adapter has `shader-f64` (as the CPU does). Drivers may split WGSL `fma` into a
+//!   multiply and an add (lavapipe does); [`WgpuBackend::fma_is_fused`] says which, and
+//!   `docs/wgpu.md` has the tolerances.
 //! - **Collectives** stage through host memory and reuse the CPU backend's in-process
 //!   collectives ([`comm`]).
 //! - **Device-side bounds checks.** KV-cache rows that address a slot or position outside the
