@@ -14,7 +14,7 @@ use finetp_core::cost::{HardwareProfile, component_times};
 use finetp_core::memory::{Quantization, WeightFormat};
 use finetp_core::parallel::GroupSet;
 use finetp_core::plan::Plan;
-use finetp_engine::bench::{BenchConfig, CollectiveTiming, ComponentTiming, time_collectives, time_component};
+use finetp_engine::bench::{BenchConfig, CollectiveTiming, ComponentTiming, GemmTiming, time_collectives, time_component, time_gemm};
 use finetp_engine::{DEFAULT_TIMEOUT, EngineError};
 
 use crate::Failure;
@@ -37,9 +37,9 @@ pub struct BenchArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-    /// Fit memory bandwidth and collective α/β from this run and write them as a hardware
-    /// profile (TOML) to this path; then print the calibrated model's predictions next to the
-    /// measurements.
+    /// Fit memory bandwidth, GEMM compute rate and collective α/β from this run's probes and
+    /// write them as a hardware profile (TOML) to this path; then print the calibrated model's
+    /// predictions of every component next to its measured time.
     #[arg(long, value_name = "PROFILE.toml")]
     pub calibrate: Option<PathBuf>,
 }
@@ -68,6 +68,10 @@ pub struct BenchReport {
     /// Replicated then sharded timing per component (one layer for o_proj/MLP).
     pub components: Vec<(ComponentTiming, ComponentTiming)>,
     pub collectives: Vec<CollectiveTiming>,
+    /// GEMM probes on every rank at once, at the batch sizes the components run (this rank's
+    /// tokens, and the largest group's): streaming cold weights from memory, and on
+    /// cache-resident weights (compute).
+    pub gemms: Vec<GemmTiming>,
 }
 
 pub fn measure(model: &ModelConfig, dp: usize, sizes: &[(Component, usize)], cfg: &BenchConfig) -> Result<BenchReport, anyhow::Error> {
@@ -92,7 +96,14 @@ pub fn measure(model: &ModelConfig, dp: usize, sizes: &[(Component, usize)], cfg
             collectives.extend(time_collectives(cfg, p, kib * 1024, cpu_opener(p))?);
         }
     }
-    Ok(BenchReport { batch_per_rank: cfg.batch_per_rank, data_parallel_size: dp, components, collectives })
+    let (h, b, pmax) = (model.hidden_size, cfg.batch_per_rank, group_sizes.iter().copied().max().unwrap_or(1));
+    eprintln!("bench: GEMM probes (memory and compute) on {dp} ranks at once ...");
+    let mut gemms = Vec::new();
+    for m in [b, pmax * b] {
+        gemms.push(time_gemm(cfg, (8192, h), m, true, cpu_opener(dp))?);
+        gemms.push(time_gemm(cfg, (64, h), m, false, cpu_opener(dp))?);
+    }
+    Ok(BenchReport { batch_per_rank: cfg.batch_per_rank, data_parallel_size: dp, components, collectives, gemms })
 }
 
 pub fn run(args: &BenchArgs) -> Result<(), Failure> {
@@ -115,7 +126,7 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     }
     print_report(&report, args);
     if let Some(path) = &args.calibrate {
-        let profile = calibrate(&report, &model)?;
+        let profile = calibrate(&report)?;
         std::fs::write(path, format!("# Written by `finetp bench --calibrate` from one run on this machine.\n{}", profile.to_toml()))
             .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
         println!("\nCalibrated profile written to {}:\n{}", path.display(), profile.to_toml());
@@ -139,6 +150,20 @@ fn print_report(report: &BenchReport, args: &BenchArgs) {
             sh.weight_bytes as f64 / (1u64 << 20) as f64
         );
     }
+    println!("\nGEMM probes, every rank at once (median per call on rank 0):");
+    println!("{:<8} {:>5} {:>6} {:>6} {:>10} {:>10} {:>10}", "probe", "m", "n", "k", "us", "GB/s", "GFLOP/s");
+    for g in &report.gemms {
+        println!(
+            "{:<8} {:>5} {:>6} {:>6} {:>10.1} {:>10.2} {:>10.2}",
+            if g.cold { "memory" } else { "compute" },
+            g.m,
+            g.n,
+            g.k,
+            g.median_s * 1e6,
+            g.weight_bytes as f64 / g.median_s / 1e9,
+            g.flops / g.median_s / 1e9
+        );
+    }
     println!("\nCollectives alone (median per call):");
     println!("{:<16} {:>6} {:>14} {:>12} {:>10}", "op", "group", "bytes/member", "us", "GB/s");
     for c in &report.collectives {
@@ -153,14 +178,18 @@ fn print_report(report: &BenchReport, args: &BenchArgs) {
     }
 }
 
-/// Fits the profile from this run. Collectives: α is the median time at the smallest message,
-/// the bus bandwidth comes from the largest message of at most 1 MiB per member (decode-sized;
-/// larger ones are dominated by cache effects on a CPU). GEMMs: `t − comm = bytes/bw + flops/peak`
-/// fitted by least squares on relative error (two unknowns, no intercept) over every component
-/// measured.
-fn calibrate(r: &BenchReport, model: &ModelConfig) -> anyhow::Result<HardwareProfile> {
+/// Fits the profile from this run's probes, not from the component timings it is then checked
+/// against. GEMMs on a CPU take `bytes/bw + flops/peak` (`compute_overlaps_memory = false`):
+/// `peak` is the compute probes' flops over their time (weights in cache), `bw` the memory
+/// probes' bytes over their time minus their compute share — the bandwidth the GEMM kernel
+/// reaches at these batch sizes, not a STREAM figure. Collectives: α is the median time at
+/// the smallest message; the bus bandwidth comes from the largest message of at most 1 MiB per
+/// member (decode-sized; larger ones are dominated by cache effects on a CPU).
+fn calibrate(r: &BenchReport) -> anyhow::Result<HardwareProfile> {
     let mut p = HardwareProfile::builtin("cpu-local")?;
+    p.description = format!("calibrated by `finetp bench --calibrate`: {} ranks as threads, batch {} per rank", r.data_parallel_size, r.batch_per_rank);
     p.activation_bytes = 4;
+    p.compute_overlaps_memory = false;
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied()
@@ -180,27 +209,18 @@ fn calibrate(r: &BenchReport, model: &ModelConfig) -> anyhow::Result<HardwarePro
         p.collective_bus_bandwidth_gbps = bw;
     }
     (p.inter_node_alpha_us, p.inter_node_bus_bandwidth_gbps) = (p.collective_alpha_us, p.collective_bus_bandwidth_gbps);
-    // GEMM terms per call: bytes and flops of one layer's shard, measured time minus comm.
-    let f = WeightFormat { dtype: DType::F32, quantization: Quantization::None };
-    let (mut sbb, mut sbf, mut sff, mut sbt, mut sft) = (0.0, 0.0, 0.0, 0.0, 0.0);
-    for t in r.components.iter().flat_map(|(a, b)| [a, b]).filter(|t| t.component != Component::Embedding) {
-        let (_, comm, _) = component_times(t.component, t.size, model, &f, r.batch_per_rank, &p);
-        let y = t.median_s - comm / layers(t.component, model);
-        // Weighted by 1/t²: relative errors count, so the big lm_head does not drown the rest.
-        let w = 1.0 / (t.median_s * t.median_s);
-        let (b, fl) = (t.weight_bytes as f64, gemm_flops(t.component, model, r.batch_per_rank));
-        (sbb, sbf, sff, sbt, sft) = (sbb + w * b * b, sbf + w * b * fl, sff + w * fl * fl, sbt + w * b * y, sft + w * fl * y);
+    let hot: Vec<&GemmTiming> = r.gemms.iter().filter(|g| !g.cold).collect();
+    let (flops, secs) = hot.iter().fold((0.0, 0.0), |(f, t), g| (f + g.flops, t + g.median_s));
+    if flops > 0.0 && secs > 0.0 {
+        p.compute_tflops = flops / secs / 1e12;
+        p.compute_tops_int8 = p.compute_tflops;
     }
-    let det = sbb * sff - sbf * sbf;
-    if det > 0.0 {
-        let (a, b) = ((sbt * sff - sft * sbf) / det, (sft * sbb - sbt * sbf) / det);
-        if a > 0.0 {
-            p.memory_bandwidth_gbps = 1.0 / a / 1e9;
-        }
-        if b > 0.0 {
-            p.compute_tflops = 1.0 / b / 1e12;
-            p.compute_tops_int8 = p.compute_tflops;
-        }
+    let (bytes, mem_s) = r.gemms.iter().filter(|g| g.cold).fold((0.0, 0.0), |(b, t), g| {
+        let act = (g.m * (g.n + g.k) * 4) as f64;
+        (b + g.weight_bytes as f64 + act, t + g.median_s - p.compute_s(g.flops, false))
+    });
+    if bytes > 0.0 && mem_s > 0.0 {
+        p.memory_bandwidth_gbps = bytes / mem_s / 1e9;
     }
     Ok(p)
 }
@@ -214,36 +234,32 @@ fn layers(c: Component, m: &ModelConfig) -> f64 {
     }
 }
 
-/// FLOPs of one call of a component's GEMMs for one rank's batch (the same at every size).
-fn gemm_flops(c: Component, m: &ModelConfig, batch: usize) -> f64 {
-    let (b, h) = (batch as f64, m.hidden_size as f64);
-    match c {
-        Component::Embedding => 0.0,
-        Component::LmHead => 2.0 * b * m.padded_vocab() as f64 * h,
-        Component::OProj => 2.0 * b * m.o_proj_in_features() as f64 * h,
-        Component::Mlp => 6.0 * b * h * m.intermediate_size as f64,
-    }
-}
-
-/// The calibrated model's per-call time of each component next to the measurement.
+/// The calibrated model's per-call time of each component next to the measurement, and the
+/// largest relative error.
 fn print_predictions(r: &BenchReport, model: &ModelConfig, hw: &HardwareProfile) {
     let f = WeightFormat { dtype: DType::F32, quantization: Quantization::None };
-    println!("Predicted vs measured per call (one layer for o_proj/MLP):");
-    println!("{:<10} {:>5} {:>13} {:>13} {:>8}", "component", "size", "predicted ms", "measured ms", "error");
+    println!("Predicted (calibrated profile) vs measured, per call (one layer for o_proj/MLP):");
+    println!("{:<10} {:>5} {:>13} {:>13} {:>13} {:>8}", "component", "size", "gemm+comm ms", "predicted ms", "measured ms", "error");
+    let mut worst: f64 = 0.0;
     for (rep, sh) in &r.components {
         for t in [rep, sh] {
             let (g, c, _) = component_times(t.component, t.size, model, &f, r.batch_per_rank, hw);
-            let pred = (g + c) / layers(t.component, model);
+            let per = layers(t.component, model);
+            let pred = (g + c) / per;
+            let err = pred / t.median_s - 1.0;
+            worst = worst.max(err.abs());
             println!(
-                "{:<10} {:>5} {:>13.3} {:>13.3} {:>+7.0}%",
+                "{:<10} {:>5} {:>13} {:>13.3} {:>13.3} {:>+7.0}%",
                 t.component.name(),
                 t.size,
+                format!("{:.3}+{:.3}", g / per * 1e3, c / per * 1e3),
                 pred * 1e3,
                 t.median_s * 1e3,
-                (pred / t.median_s - 1.0) * 100.0
+                err * 100.0
             );
         }
     }
+    println!("Largest |error|: {:.0}%", worst * 100.0);
 }
 
 /// SmolLM2-135M's shapes (the default model), so `finetp bench` needs no download.

@@ -36,6 +36,13 @@ fn generate(dp: usize, config: Option<&str>, mode: &str) -> Vec<Vec<u64>> {
     let out = cmd.output().expect("run finetp");
     assert!(out.status.success(), "finetp run failed: {}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    if mode == "graph" {
+        // Graph mode must have captured the decode step and replayed it on every rank.
+        for r in v["ranks"].as_array().expect("ranks") {
+            let g = &r["graph"];
+            assert!(g["eager_reason"].is_null() && g["captured_ops"].as_u64() > Some(100) && g["replays"].as_u64() > Some(10), "rank {}: {g}", r["rank"]);
+        }
+    }
     v["outputs"]
         .as_array()
         .expect("outputs")
@@ -52,6 +59,7 @@ fn sharded_greedy_tokens_equal_the_unsharded_single_rank_run() {
     let reference = generate(1, None, "eager");
     assert_eq!(reference.len(), PROMPTS.len());
     assert!(reference.iter().all(|t| !t.is_empty()));
+    assert!(reference.iter().any(|t| t.len() == 64), "at least one request runs the full 64 tokens: {reference:?}");
     let configs = [
         r#"{"finegrained_tp_config":{"embedding_tensor_parallel_size":4,"lmhead_tensor_parallel_size":4,"oproj_tensor_parallel_size":4,"mlp_tensor_parallel_size":4}}"#,
         r#"{"finegrained_tp_config":{"embedding_tensor_parallel_size":2,"lmhead_tensor_parallel_size":4,"oproj_tensor_parallel_size":2,"mlp_tensor_parallel_size":4}}"#,

@@ -37,6 +37,23 @@ pub struct ComponentTiming {
     pub weight_bytes: usize,
 }
 
+/// Median time of one `linear` call `y [m, n] = x [m, k] · w [n, k]ᵀ` (f32) on rank 0 while every
+/// rank of the world runs the same call at once (so ranks sharing a machine share its memory
+/// bandwidth and cores, as they do in a decode step).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GemmTiming {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    /// Weight bytes one call reads.
+    pub weight_bytes: usize,
+    pub flops: f64,
+    /// True when the calls cycle through enough weight copies to stream from memory; false
+    /// when one small weight stays in cache (the compute probe).
+    pub cold: bool,
+    pub median_s: f64,
+}
+
 /// Median time of one collective on a group of `group_size` ranks.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CollectiveTiming {
@@ -166,6 +183,65 @@ where
         r?;
     }
     Ok(ComponentTiming { component, size, median_s: median(times), weight_bytes })
+}
+
+/// Times `linear` with `m` rows against `[n, k]` f32 weights on every rank of the DP world at
+/// once; `cold` cycles weight copies past the caches (memory-bound probe), otherwise one small
+/// weight is reused (compute probe).
+pub fn time_gemm<B, F, G>(cfg: &BenchConfig, (n, k): (usize, usize), m: usize, cold: bool, open: F) -> Result<GemmTiming, EngineError>
+where
+    B: Device,
+    F: Fn(&Plan) -> G,
+    G: Fn(usize) -> Result<(B, GroupSet<B>), EngineError> + Sync,
+{
+    let dp = cfg.data_parallel_size;
+    let parallel = ParallelConfig::new(dp, 1, 1, false, FinegrainedTpConfig::default()).map_err(|e| EngineError::Config(e.to_string()))?;
+    let setup = open(&Plan::new(&parallel));
+    let barrier = Barrier::new(dp);
+    let weight_bytes = n * k * 4;
+    let copies = if cold { (COLD_BYTES / weight_bytes.max(1)).clamp(2, 64) } else { 1 };
+    let results: Vec<Result<Vec<f64>, EngineError>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..dp)
+            .map(|rank| {
+                let (setup, barrier) = (&setup, &barrier);
+                s.spawn(move || {
+                    let (be, _groups) = setup(rank)?;
+                    let berr = |e| EngineError::Backend { rank, source: e };
+                    let w: Vec<_> = (0..copies)
+                        .map(|c| {
+                            let v: Vec<f32> = (0..n * k).map(|i| ((i * 31 + c * 7) % 97) as f32 * 1e-3 - 0.05).collect();
+                            be.upload(&HostTensor::f32(v, &[n, k]).map_err(berr)?).map_err(berr)
+                        })
+                        .collect::<Result<_, _>>()?;
+                    let x = be.upload(&HostTensor::f32(vec![0.01; m * k], &[m, k]).map_err(berr)?).map_err(berr)?;
+                    let mut y = be.zeros(&[m, n], DType::F32).map_err(berr)?;
+                    let mut times = Vec::with_capacity(cfg.repeats);
+                    // The compute probe repeats each call several times per sample: one small
+                    // GEMM is too short to time alone.
+                    let inner = if cold { 1 } else { 64 };
+                    for i in 0..cfg.warmup + cfg.repeats {
+                        barrier.wait();
+                        let t0 = Instant::now();
+                        for j in 0..inner {
+                            be.linear(&x, &w[(i * inner + j) % copies], None, &mut y).map_err(berr)?;
+                        }
+                        be.synchronize().map_err(berr)?;
+                        if i >= cfg.warmup {
+                            times.push(t0.elapsed().as_secs_f64() / inner as f64);
+                        }
+                    }
+                    Ok(times)
+                })
+            })
+            .collect();
+        hs.into_iter().enumerate().map(|(rank, h)| h.join().unwrap_or_else(|_| Err(EngineError::Panicked { rank, message: "bench rank".into() }))).collect()
+    });
+    let mut results = results.into_iter();
+    let times = results.next().ok_or_else(|| EngineError::Config("empty world".into()))??;
+    for r in results {
+        r?;
+    }
+    Ok(GemmTiming { m, n, k, weight_bytes, flops: 2.0 * (m * n * k) as f64, cold, median_s: median(times) })
 }
 
 /// Times all-gather, reduce-scatter and all-to-all of `bytes_per_member` on groups of `size`

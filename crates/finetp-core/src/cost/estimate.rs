@@ -82,7 +82,7 @@ pub struct ComponentEstimate {
     /// with the component's fine-grained TP.
     pub read_bytes_baseline: u64,
     pub read_bytes: u64,
-    /// GEMM (or gather) seconds per step: `max(bytes/bandwidth, flops/peak)`.
+    /// GEMM (or gather) seconds per step ([`HardwareProfile::gemm_s`]).
     pub gemm_time_baseline_s: f64,
     pub gemm_time_s: f64,
     /// `gemm_time_baseline_s − gemm_time_s`.
@@ -240,7 +240,7 @@ impl<'a> Ctx<'a> {
             Some(p) => (self.collectives(c, p), if tp > 1 { self.standard_tp_collectives(c, tp) } else { Vec::new() }),
             None => (Vec::new(), Vec::new()),
         };
-        let time = |w: &Work| self.profile.memory_s(w.bytes as f64).max(self.profile.compute_s(w.flops, w.int8));
+        let time = |w: &Work| self.profile.gemm_s(w.bytes as f64, w.flops, w.int8);
         let (gemm_time_baseline_s, gemm_time_s) = (time(&base), time(&with));
         let read_time_saved_s = gemm_time_baseline_s - gemm_time_s;
         let comm_time_added_s = collectives.iter().map(|x| x.time_s).sum::<f64>()

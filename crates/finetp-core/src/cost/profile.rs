@@ -20,6 +20,12 @@ pub struct HardwareProfile {
     pub compute_tflops: f64,
     /// Dense int8 peak, TOP/s: the compute floor of W8A8 GEMMs.
     pub compute_tops_int8: f64,
+    /// Whether a GEMM's weight streaming overlaps its arithmetic. Accelerators prefetch the
+    /// next tiles while tensor cores work, so a GEMM takes `max(bytes/bw, flops/peak)` (the
+    /// roofline; the default). A CPU core mostly waits for a cache line or computes, not both,
+    /// so its GEMMs take about `bytes/bw + flops/peak`.
+    #[serde(default = "yes")]
+    pub compute_overlaps_memory: bool,
     /// Device memory, GiB; informational (a default for a memory budget), not used by the model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_capacity_gib: Option<f64>,
@@ -43,6 +49,10 @@ pub struct HardwareProfile {
     pub inter_node_step_us: f64,
     /// Per-rank, per-direction bandwidth of a ring collective across nodes, GB/s.
     pub inter_node_bus_bandwidth_gbps: f64,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Latency and bandwidth of the links one group's collectives run over, in seconds and bytes/s.
@@ -148,6 +158,13 @@ impl HardwareProfile {
     /// True when some group of `span` consecutive devices crosses a node boundary.
     pub fn spans_nodes(&self, span: usize) -> bool {
         span > 1 && !self.devices_per_node.is_multiple_of(span)
+    }
+
+    /// Seconds of a GEMM (or gather) that streams `bytes` and computes `flops` (int8 peak when
+    /// `int8`): their maximum on a profile whose compute overlaps memory, else their sum.
+    pub fn gemm_s(&self, bytes: f64, flops: f64, int8: bool) -> f64 {
+        let (m, c) = (self.memory_s(bytes), self.compute_s(flops, int8));
+        if self.compute_overlaps_memory { m.max(c) } else { m + c }
     }
 
     /// Seconds to stream `bytes` from device memory.
