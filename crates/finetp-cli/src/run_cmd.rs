@@ -73,7 +73,7 @@ pub enum BackendArg {
 impl BackendArg {
     /// Whether this binary was built with the backend (the CPU always; the others behind a
     /// cargo feature of the same name).
-    fn compiled(self) -> bool {
+    pub(crate) fn compiled(self) -> bool {
         match self {
             BackendArg::Cpu => true,
             BackendArg::Wgpu => cfg!(feature = "wgpu"),
@@ -81,7 +81,7 @@ impl BackendArg {
         }
     }
 
-    fn not_compiled(self) -> Failure {
+    pub(crate) fn not_compiled(self) -> Failure {
         let name = format!("{self:?}").to_lowercase();
         Failure::Input(anyhow!(
             "backend {self:?} is not compiled into this binary; rebuild with `--features {name}` (only the CPU backend is built by default)"
