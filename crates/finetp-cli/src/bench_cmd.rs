@@ -86,8 +86,8 @@ pub fn measure<B: Device>(model: &ModelConfig, sizes: &[(Component, usize)], cfg
     let mut components = Vec::new();
     for &(c, size) in sizes {
         eprintln!("bench: {c} replicated vs size {size} ...");
-        let rep = time_component(cfg, model, c, 1, &open)?;
-        let sh = time_component(cfg, model, c, size, &open)?;
+        let rep = time_component(cfg, model, c, 1, open)?;
+        let sh = time_component(cfg, model, c, size, open)?;
         components.push((rep, sh));
     }
     let mut collectives = Vec::new();
