@@ -2,13 +2,12 @@
 //! collectives alone, measured side by side in one run on the selected backend.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::anyhow;
 use clap::Args;
 use finetp_backend_cpu::CpuBackend;
 use finetp_backend_cpu::comm::Fabric;
-use finetp_core::backend::DType;
+use finetp_core::backend::{BackendError, DType, Device};
 use finetp_core::config::{Component, ModelConfig};
 use finetp_core::cost::{HardwareProfile, component_times};
 use finetp_core::memory::{Quantization, WeightFormat};
@@ -19,6 +18,7 @@ use finetp_engine::{DEFAULT_TIMEOUT, EngineError};
 
 use crate::Failure;
 use crate::args::ParallelArgs;
+use crate::run_cmd::BackendArg;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -37,6 +37,9 @@ pub struct BenchArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Backend to measure (the CPU is always built; others need their cargo feature).
+    #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+    pub backend: BackendArg,
     /// Fit memory bandwidth, GEMM compute rate and collective α/β from this run's probes and
     /// write them as a hardware profile (TOML) to this path; then print the calibrated model's
     /// predictions of every component next to its measured time.
@@ -44,19 +47,23 @@ pub struct BenchArgs {
     pub calibrate: Option<PathBuf>,
 }
 
-/// Opens one rank's device and communicators.
-type RankSetup = Box<dyn Fn(usize) -> Result<(CpuBackend, GroupSet<CpuBackend>), EngineError> + Sync>;
+/// How a backend's ranks are opened: a device per rank, and the in-process fabric's CPU
+/// communicators adapted to it (the identity for the CPU; staging through the host for wgpu).
+pub struct Ranks<B: Device> {
+    open: Box<dyn Fn() -> Result<B, BackendError> + Sync>,
+    wrap: fn(&B, GroupSet<CpuBackend>) -> GroupSet<B>,
+}
 
-/// The CPU backend's per-plan rank setup: one fabric per plan, one pool per rank.
-pub fn cpu_opener(dp: usize) -> impl Fn(&Plan) -> RankSetup {
-    move |plan: &Plan| {
-        let fabric = Arc::new(Fabric::new(plan, DEFAULT_TIMEOUT));
-        let threads = CpuBackend::threads_per_rank(dp);
-        Box::new(move |rank| {
-            let be = CpuBackend::new(threads).map_err(|e| EngineError::Setup { rank, message: e.to_string() })?;
+impl<B: Device> Ranks<B> {
+    /// Rank setup for one plan: one fabric per plan, shared by its ranks.
+    fn setup<'a>(&'a self, plan: &Plan) -> impl Fn(usize) -> Result<(B, GroupSet<B>), EngineError> + Sync + use<'a, B> {
+        let fabric = Fabric::new(plan, DEFAULT_TIMEOUT);
+        move |rank| {
+            let be = (self.open)().map_err(|e| EngineError::Setup { rank, message: e.to_string() })?;
             let g = fabric.connect(rank).map_err(|e| EngineError::Setup { rank, message: e.to_string() })?;
+            let g = (self.wrap)(&be, g);
             Ok((be, g))
-        })
+        }
     }
 }
 
@@ -74,13 +81,13 @@ pub struct BenchReport {
     pub gemms: Vec<GemmTiming>,
 }
 
-pub fn measure(model: &ModelConfig, dp: usize, sizes: &[(Component, usize)], cfg: &BenchConfig) -> Result<BenchReport, anyhow::Error> {
-    let open = cpu_opener(dp);
+pub fn measure<B: Device>(model: &ModelConfig, sizes: &[(Component, usize)], cfg: &BenchConfig, ranks: &Ranks<B>) -> Result<BenchReport, anyhow::Error> {
+    let (dp, open) = (cfg.data_parallel_size, |plan: &Plan| ranks.setup(plan));
     let mut components = Vec::new();
     for &(c, size) in sizes {
         eprintln!("bench: {c} replicated vs size {size} ...");
-        let rep = time_component(cfg, model, c, 1, &open)?;
-        let sh = time_component(cfg, model, c, size, &open)?;
+        let rep = time_component(cfg, model, c, 1, open)?;
+        let sh = time_component(cfg, model, c, size, open)?;
         components.push((rep, sh));
     }
     let mut collectives = Vec::new();
@@ -93,15 +100,15 @@ pub fn measure(model: &ModelConfig, dp: usize, sizes: &[(Component, usize)], cfg
     for &p in &group_sizes {
         for kib in [4usize, 64, 1024, 8192] {
             eprintln!("bench: collectives, group {p}, {kib} KiB per member ...");
-            collectives.extend(time_collectives(cfg, p, kib * 1024, cpu_opener(p))?);
+            collectives.extend(time_collectives(cfg, p, kib * 1024, open)?);
         }
     }
     let (h, b, pmax) = (model.hidden_size, cfg.batch_per_rank, group_sizes.iter().copied().max().unwrap_or(1));
     eprintln!("bench: GEMM probes (memory and compute) on {dp} ranks at once ...");
     let mut gemms = Vec::new();
     for m in [b, pmax * b] {
-        gemms.push(time_gemm(cfg, (8192, h), m, true, cpu_opener(dp))?);
-        gemms.push(time_gemm(cfg, (64, h), m, false, cpu_opener(dp))?);
+        gemms.push(time_gemm(cfg, (8192, h), m, true, open)?);
+        gemms.push(time_gemm(cfg, (64, h), m, false, open)?);
     }
     Ok(BenchReport { batch_per_rank: cfg.batch_per_rank, data_parallel_size: dp, components, collectives, gemms })
 }
@@ -119,14 +126,27 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
         return Err(Failure::Input(anyhow!("give at least one fine-grained size > 1 in --additional-config to compare against replicated")));
     }
     let cfg = BenchConfig { data_parallel_size: dp, batch_per_rank: args.batch_size, warmup: args.warmup, repeats: args.repeats };
-    let report = measure(&model, dp, &sizes, &cfg)?;
+    if !args.backend.compiled() {
+        return Err(args.backend.not_compiled());
+    }
+    let report = match args.backend {
+        BackendArg::Cpu => {
+            let threads = CpuBackend::threads_per_rank(dp);
+            measure(&model, &sizes, &cfg, &Ranks { open: Box::new(move || CpuBackend::new(threads)), wrap: |_, g| g })?
+        }
+        #[cfg(feature = "wgpu")]
+        BackendArg::Wgpu => {
+            measure(&model, &sizes, &cfg, &Ranks { open: Box::new(finetp_backend_wgpu::WgpuBackend::new), wrap: finetp_backend_wgpu::staged_groups })?
+        }
+        other => return Err(other.not_compiled()),
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
     print_report(&report, args);
     if let Some(path) = &args.calibrate {
-        let profile = calibrate(&report)?;
+        let profile = calibrate(&report, args.backend)?;
         std::fs::write(path, format!("# Written by `finetp bench --calibrate` from one run on this machine.\n{}", profile.to_toml()))
             .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
         println!("\nCalibrated profile written to {}:\n{}", path.display(), profile.to_toml());
@@ -137,7 +157,8 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
 
 fn print_report(report: &BenchReport, args: &BenchArgs) {
     let dp = report.data_parallel_size;
-    println!("Decode-step forward per call on rank 0 (median of {}, batch {} per rank, DP {dp}, CPU backend):", args.repeats, args.batch_size);
+    let backend = format!("{:?}", args.backend).to_lowercase();
+    println!("Decode-step forward per call on rank 0 (median of {}, batch {} per rank, DP {dp}, {backend} backend):", args.repeats, args.batch_size);
     println!("{:<10} {:>5} {:>14} {:>14} {:>12} {:>12}", "component", "size", "replicated ms", "sharded ms", "ratio", "shard MiB");
     for (rep, sh) in &report.components {
         println!(
@@ -185,9 +206,14 @@ fn print_report(report: &BenchReport, args: &BenchArgs) {
 /// reaches at these batch sizes, not a STREAM figure. Collectives: α is the median time at
 /// the smallest message; the bus bandwidth comes from the largest message of at most 1 MiB per
 /// member (decode-sized; larger ones are dominated by cache effects on a CPU).
-fn calibrate(r: &BenchReport) -> anyhow::Result<HardwareProfile> {
+fn calibrate(r: &BenchReport, backend: BackendArg) -> anyhow::Result<HardwareProfile> {
     let mut p = HardwareProfile::builtin("cpu-local")?;
-    p.description = format!("calibrated by `finetp bench --calibrate`: {} ranks as threads, batch {} per rank", r.data_parallel_size, r.batch_per_rank);
+    let name = format!("{backend:?}").to_lowercase();
+    p.name = format!("{name}-local");
+    p.description = format!(
+        "calibrated by `finetp bench --calibrate --backend {name}`: {} ranks as threads of one process, batch {} per rank",
+        r.data_parallel_size, r.batch_per_rank
+    );
     p.activation_bytes = 4;
     p.compute_overlaps_memory = false;
     let median = |v: &mut Vec<f64>| {

@@ -7,7 +7,9 @@ use anyhow::{Context, anyhow};
 use clap::{Args, ValueEnum};
 use finetp_backend_cpu::CpuBackend;
 use finetp_backend_cpu::comm::Fabric;
+use finetp_core::backend::{BackendError, Device};
 use finetp_core::decoder::CausalLm;
+use finetp_core::parallel::GroupSet;
 use finetp_core::plan::Plan;
 use finetp_engine::{DEFAULT_TIMEOUT, EngineConfig, EngineError, ExecMode, GenerationReport, Request, Sampling};
 use finetp_loader::Checkpoint;
@@ -68,6 +70,25 @@ pub enum BackendArg {
     Ascend,
 }
 
+impl BackendArg {
+    /// Whether this binary was built with the backend (the CPU always; the others behind a
+    /// cargo feature of the same name).
+    pub(crate) fn compiled(self) -> bool {
+        match self {
+            BackendArg::Cpu => true,
+            BackendArg::Wgpu => cfg!(feature = "wgpu"),
+            BackendArg::Cuda | BackendArg::Ascend => false,
+        }
+    }
+
+    pub(crate) fn not_compiled(self) -> Failure {
+        let name = format!("{self:?}").to_lowercase();
+        Failure::Input(anyhow!(
+            "backend {self:?} is not compiled into this binary; rebuild with `--features {name}` (only the CPU backend is built by default)"
+        ))
+    }
+}
+
 pub fn run(args: &RunArgs) -> Result<(), Failure> {
     let parallel = args.parallel.to_config()?;
     if parallel.tensor_parallel_size != 1 || parallel.pipeline_parallel_size != 1 {
@@ -75,12 +96,8 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
             "finetp run supports --tensor-parallel-size 1 and --pipeline-parallel-size 1 for now (fine-grained TP groups are carved from DP ranks); `finetp plan` accepts any layout"
         )));
     }
-    if args.backend != BackendArg::Cpu {
-        return Err(Failure::Input(anyhow!(
-            "backend {:?} is not compiled into this binary; rebuild with `--features {}` (only the CPU backend is built by default)",
-            args.backend,
-            format!("{:?}", args.backend).to_lowercase()
-        )));
+    if !args.backend.compiled() {
+        return Err(args.backend.not_compiled());
     }
     let path = match &args.model {
         Some(p) => p.clone(),
@@ -131,24 +148,16 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
         max_seq_len: max_prompt + args.max_tokens,
     };
     let plan = Plan::new(&parallel);
-    eprintln!("finetp: {} on {dp} CPU ranks ({:?} mode)\n{plan}", ckpt.description, cfg.mode);
-    let fabric = Arc::new(Fabric::new(&plan, DEFAULT_TIMEOUT));
-    let threads = CpuBackend::threads_per_rank(dp);
-    let weights = ckpt.weights.clone();
-    let model_cfg = ckpt.config.clone();
-    let report = finetp_engine::generate(
-        &cfg,
-        &requests,
-        |rank| {
-            let be = CpuBackend::new(threads).map_err(|e| EngineError::Setup { rank, message: e.to_string() })?;
-            let groups = fabric.connect(rank).map_err(|e| EngineError::Setup { rank, message: e.to_string() })?;
-            Ok((be, groups))
-        },
-        |rank, be, groups| {
-            let m = Llama::load(be, &model_cfg, &*weights, groups).map_err(|source| EngineError::Model { rank, source })?;
-            Ok(Box::new(m) as Box<dyn CausalLm<CpuBackend>>)
-        },
-    )
+    eprintln!("finetp: {} on {dp} {} ranks ({:?} mode)\n{plan}", ckpt.description, format!("{:?}", args.backend).to_lowercase(), cfg.mode);
+    let report = match args.backend {
+        BackendArg::Cpu => {
+            let threads = CpuBackend::threads_per_rank(dp);
+            generate_on(&cfg, &requests, &plan, &ckpt, |_| CpuBackend::new(threads), |_, groups| groups)
+        }
+        #[cfg(feature = "wgpu")]
+        BackendArg::Wgpu => generate_on(&cfg, &requests, &plan, &ckpt, |_| finetp_backend_wgpu::WgpuBackend::new(), finetp_backend_wgpu::staged_groups),
+        other => return Err(other.not_compiled()),
+    }
     .context("generation failed")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -160,6 +169,37 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
     }
     print_report(&report);
     Ok(())
+}
+
+/// Runs the engine on backend `B`: every rank opens its device with `open` and connects to
+/// the in-process fabric, whose CPU communicators `wrap` adapts to `B` (the identity for the
+/// CPU; staging through the host for wgpu).
+fn generate_on<B: Device>(
+    cfg: &EngineConfig,
+    requests: &[Request],
+    plan: &Plan,
+    ckpt: &Checkpoint,
+    open: impl Fn(usize) -> Result<B, BackendError> + Sync,
+    wrap: impl Fn(&B, GroupSet<CpuBackend>) -> GroupSet<B> + Sync,
+) -> Result<GenerationReport, EngineError> {
+    let fabric = Arc::new(Fabric::new(plan, DEFAULT_TIMEOUT));
+    finetp_engine::generate(
+        cfg,
+        requests,
+        |rank| {
+            let be = open(rank).map_err(|e| EngineError::Setup { rank, message: e.to_string() })?;
+            if rank == 0 {
+                eprintln!("finetp: rank 0 device: {}", be.describe());
+            }
+            let groups = fabric.connect(rank).map_err(|e| EngineError::Setup { rank, message: e.to_string() })?;
+            let groups = wrap(&be, groups);
+            Ok((be, groups))
+        },
+        |rank, be, groups| {
+            let m = Llama::load(be, &ckpt.config, &*ckpt.weights, groups).map_err(|source| EngineError::Model { rank, source })?;
+            Ok(Box::new(m) as Box<dyn CausalLm<B>>)
+        },
+    )
 }
 
 fn print_report(r: &GenerationReport) {

@@ -143,3 +143,11 @@ fn estimate_and_auto_on_the_seed_scenario() {
     args.push("--estimate");
     rejects(&args, &["nonexistent.toml"]);
 }
+
+/// Backends behind a cargo feature say how to get them (before any model is fetched).
+#[test]
+fn a_backend_that_is_not_compiled_in_says_which_feature_to_build() {
+    #[cfg(not(feature = "wgpu"))]
+    rejects(&["run", "--backend", "wgpu", "--max-tokens", "1"], &["not compiled into this binary", "--features wgpu"]);
+    rejects(&["run", "--backend", "cuda", "--max-tokens", "1"], &["not compiled into this binary", "--features cuda"]);
+}

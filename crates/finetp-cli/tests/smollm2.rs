@@ -86,3 +86,39 @@ fn the_text_is_coherent_english() {
     assert!(text.contains("Paris"), "{text}");
     assert!(text.contains("TPOT median"), "the run reports TPOT: {text}");
 }
+
+/// `finetp run --backend wgpu` (built with `--features wgpu`): the same greedy tokens as the
+/// CPU backend under DP 2 with every component at size 2. Skips (printing why) without an
+/// adapter unless `FINETP_REQUIRE_WGPU=1`.
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_backend_gives_the_cpu_backends_tokens() {
+    if skip() {
+        return;
+    }
+    let probe = Command::new(env!("CARGO_BIN_EXE_finetp"))
+        .args(["run", "--backend", "wgpu", "--max-tokens", "1", "--prompt", "Hi"])
+        .output()
+        .expect("run finetp");
+    if !probe.status.success() {
+        let err = String::from_utf8_lossy(&probe.stderr);
+        assert!(
+            err.contains("backend unavailable") && std::env::var("FINETP_REQUIRE_WGPU").as_deref() != Ok("1"),
+            "finetp run --backend wgpu failed: {err}"
+        );
+        eprintln!("SKIP: no wgpu adapter: {err}");
+        return;
+    }
+    let config = r#"{"finegrained_tp_config":{"embedding_tensor_parallel_size":2,"lmhead_tensor_parallel_size":2,"oproj_tensor_parallel_size":2,"mlp_tensor_parallel_size":2}}"#;
+    let run = |backend: &str| -> Vec<Vec<u64>> {
+        let out = Command::new(env!("CARGO_BIN_EXE_finetp"))
+            .args(["run", "--json", "--backend", backend, "--max-tokens", "32", "-d", "2", "--additional-config", config])
+            .args(["--prompt", PROMPTS[0], "--prompt", PROMPTS[1]])
+            .output()
+            .expect("run finetp");
+        assert!(out.status.success(), "finetp run --backend {backend} failed: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+        v["outputs"].as_array().expect("outputs").iter().map(|o| o["tokens"].as_array().expect("tokens").iter().map(|t| t.as_u64().expect("id")).collect()).collect()
+    };
+    assert_eq!(run("wgpu"), run("cpu"), "--backend wgpu gives the CPU backend's greedy tokens");
+}

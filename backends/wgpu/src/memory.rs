@@ -1,0 +1,165 @@
+//! The memory half of the backend contract: allocation, upload, download, block copies.
+
+use finetp_core::backend::{Backend, BackendError, DType, HostData, HostTensor, Tensor};
+use half::{bf16, f16};
+
+use crate::buffer::{WgpuBuffer, padded, whole};
+use crate::dispatch::Params;
+use crate::shaders;
+use crate::{WgpuBackend, WgpuTensor};
+
+/// Usage of every tensor buffer: bound to kernels, and the source and target of copies.
+const TENSOR: wgpu::BufferUsages =
+    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
+
+/// The bytes of host data as stored on the device (16-bit values stay packed).
+fn host_bytes(d: &HostData) -> &[u8] {
+    match d {
+        HostData::F32(v) => bytemuck::cast_slice(v),
+        HostData::F16(v) => bytemuck::cast_slice(v),
+        HostData::BF16(v) => bytemuck::cast_slice(v),
+        HostData::U32(v) => bytemuck::cast_slice(v),
+    }
+}
+
+fn checked_host(host: &HostTensor) -> Result<(), BackendError> {
+    let n: usize = host.shape.iter().product();
+    if n != host.data.len() {
+        return Err(BackendError::Shape(format!("host tensor of shape {:?} holds {} elements", host.shape, host.data.len())));
+    }
+    Ok(())
+}
+
+/// Host data of `n` elements of `dtype` from the words read back.
+fn from_words(dtype: DType, n: usize, words: Vec<u32>) -> HostData {
+    let halves = || bytemuck::cast_slice::<u32, u16>(&words)[..n].to_vec();
+    match dtype {
+        DType::F32 => HostData::F32(bytemuck::allocation::try_cast_vec(words).unwrap_or_else(|(_, w)| w.into_iter().map(f32::from_bits).collect())),
+        DType::U32 => HostData::U32(words),
+        DType::BF16 => HostData::BF16(halves().into_iter().map(bf16::from_bits).collect()),
+        DType::F16 => HostData::F16(halves().into_iter().map(f16::from_bits).collect()),
+    }
+}
+
+impl WgpuBackend {
+    /// A zero-filled tensor buffer of `len` data bytes (wgpu zero-initialises new buffers).
+    pub(crate) fn alloc(&self, len: u64) -> Result<WgpuBuffer, BackendError> {
+        Ok(WgpuBuffer { buf: self.create_buffer(padded(len), TENSOR, "tensor")?, len })
+    }
+}
+
+impl Backend for WgpuBackend {
+    type Buffer = WgpuBuffer;
+    const NAME: &'static str = "wgpu";
+
+    fn describe(&self) -> String {
+        let c = self.caps();
+        format!(
+            "wgpu on {} (binding limit {} MiB, f16 weights {}, RMSNorm sum in {}, fma {})",
+            self.adapter(),
+            c.max_binding >> 20,
+            if c.shader_f16 { "native (shader-f16)" } else { "unpacked (unpack2x16float)" },
+            if c.shader_f64 { "f64" } else { "f32" },
+            if self.fma_is_fused() { "fused" } else { "split into mul + add by the driver" }
+        )
+    }
+
+    fn zeros(&self, shape: &[usize], dtype: DType) -> Result<WgpuTensor, BackendError> {
+        let n: usize = shape.iter().product();
+        let buf = self.alloc((n * dtype.size_in_bytes()) as u64)?;
+        Ok(Tensor::from_parts(buf, shape.to_vec(), dtype))
+    }
+
+    fn upload(&self, host: &HostTensor) -> Result<WgpuTensor, BackendError> {
+        checked_host(host)?;
+        let bytes = host_bytes(&host.data);
+        let buf = self.create_buffer_init(bytes, TENSOR, "tensor")?;
+        Ok(Tensor::from_parts(WgpuBuffer { buf, len: bytes.len() as u64 }, host.shape.clone(), host.dtype()))
+    }
+
+    fn download(&self, t: &WgpuTensor) -> Result<HostTensor, BackendError> {
+        let b = t.buffer();
+        let mut out = self.read_checked(&[(&b.buf, b.len)])?;
+        let words = out.pop().unwrap_or_default();
+        HostTensor::new(from_words(t.dtype(), t.numel(), words), t.shape())
+    }
+
+    fn synchronize(&self) -> Result<(), BackendError> {
+        self.read_checked(&[]).map(drop)
+    }
+
+    fn copy_block(
+        &self,
+        src: &WgpuTensor,
+        src_row: usize,
+        src_col: usize,
+        dst: &mut WgpuTensor,
+        dst_row: usize,
+        dst_col: usize,
+        rows: usize,
+        cols: usize,
+    ) -> Result<(), BackendError> {
+        if src.dtype() != dst.dtype() {
+            return Err(BackendError::Shape(format!("copy_block: dtype {} into {}", src.dtype(), dst.dtype())));
+        }
+        let (sw, dw) = (src.row_len(), dst.row_len());
+        if src_row + rows > src.rows() || dst_row + rows > dst.rows() || src_col + cols > sw || dst_col + cols > dw {
+            return Err(BackendError::Shape(format!(
+                "copy_block: {rows}x{cols} block from ({src_row},{src_col}) of {:?} to ({dst_row},{dst_col}) of {:?} is out of bounds",
+                src.shape(),
+                dst.shape()
+            )));
+        }
+        if rows == 0 || cols == 0 {
+            return Ok(());
+        }
+        let es = src.dtype().size_in_bytes();
+        let contiguous = rows == 1 || (cols == sw && cols == dw);
+        if es == 4 && contiguous {
+            // One range in both: a plain buffer copy, no kernel.
+            let (s, d) = (&src.buffer().buf, &dst.buffer().buf);
+            let (so, doff, n) = (((src_row * sw + src_col) * 4) as u64, ((dst_row * dw + dst_col) * 4) as u64, (rows * cols * 4) as u64);
+            self.record(|e| e.copy_buffer_to_buffer(s, so, d, doff, n));
+            return Ok(());
+        }
+        let caps = *self.caps();
+        let (key, body) = if es == 4 { ("copy32", shaders::COPY32) } else { ("copy16", shaders::COPY16) };
+        let k = self.kernel(key, || shaders::build(body, &caps, &[]))?;
+        let p = Params::new().u(rows * cols)?.u(cols)?.u(sw)?.u(dw)?.u(src_row)?.u(src_col)?.u(dst_row)?.u(dst_col)?;
+        let args = [whole(src.buffer(), &caps, "copy_block")?, whole(dst.buffer(), &caps, "copy_block")?];
+        self.launch(&k, p, &args, self.grid(rows * cols)?)
+    }
+
+    fn fill_zero(&self, t: &mut WgpuTensor) -> Result<(), BackendError> {
+        let b = &t.buffer().buf;
+        self.record(|e| e.clear_buffer(b, 0, None));
+        Ok(())
+    }
+
+    /// Host data goes into a fresh staging buffer that the pending encoder copies from, so it
+    /// lands after every call enqueued before it (a `queue.write_buffer` would land before).
+    fn write(&self, t: &mut WgpuTensor, host: &HostTensor) -> Result<(), BackendError> {
+        checked_host(host)?;
+        if host.shape != t.shape() || host.dtype() != t.dtype() {
+            return Err(BackendError::Shape(format!("write: host {:?} {} into a tensor {:?} {}", host.shape, host.dtype(), t.shape(), t.dtype())));
+        }
+        self.write_bytes(t, host_bytes(&host.data))
+    }
+}
+
+impl WgpuBackend {
+    /// Enqueues a copy of `bytes` (the tensor's stored bytes, already checked to fit) into
+    /// `t`, through a fresh staging buffer.
+    pub(crate) fn write_bytes(&self, t: &mut WgpuTensor, bytes: &[u8]) -> Result<(), BackendError> {
+        if bytes.len() as u64 != t.buffer().len {
+            return Err(BackendError::Shape(format!("write: {} bytes into a tensor of {} bytes", bytes.len(), t.buffer().len)));
+        }
+        // MAP_WRITE: the mapping at creation is the staging memory itself (without it wgpu
+        // would stage the staging buffer through another one).
+        let staging = self.create_buffer_init(bytes, wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC, "write staging")?;
+        let dst = &t.buffer().buf;
+        let n = staging.size().min(dst.size());
+        self.record(|e| e.copy_buffer_to_buffer(&staging, 0, dst, 0, n));
+        Ok(())
+    }
+}
