@@ -54,7 +54,7 @@ impl WgpuBackend {
         // on 256-byte boundaries, so their element offsets are then multiples of 4 too).
         let vec4 = c.k.is_multiple_of(4);
         let key = format!("linear_{}_{cr}_{}", stored.tag(), if vec4 { "v4" } else { "s" });
-        let k = self.kernel(&key, || shaders::build_with(&shaders::linear_body(cr, vec4), &caps, &[("w", 2, stored)], vec4))?;
+        let k = self.kernel(&key, || shaders::build_with(&shaders::linear_body(cr, vec4, stored == Stored::BF16), &caps, &[("w", 2, stored)], vec4))?;
         let wb = c.w.buffer();
         let wins = if c.k == 0 {
             vec![crate::buffer::Window { offset: 0, size: wb.buf.size().min(caps.max_binding), first_row: 0, rows: c.batch * c.n, elem_off: 0 }]

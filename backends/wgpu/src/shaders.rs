@@ -135,9 +135,10 @@ pub(crate) fn build_with(body: &str, caps: &Caps, inputs: &[(&str, u32, Stored)]
 }
 
 /// The GEMM body for `c` activation rows per invocation: every line holding `$c` is
-/// repeated for each row.
-pub(crate) fn linear_body(c: usize, vec4: bool) -> String {
-    let mut out = format!("const C: u32 = {c}u;\n");
+/// repeated for each row. `paired`: the weights are bf16, whose lanes the CPU kernel pairs
+/// (elements `2l`, `2l + 1` of a step), so the same order needs the same lanes here.
+pub(crate) fn linear_body(c: usize, vec4: bool, paired: bool) -> String {
+    let mut out = format!("const C: u32 = {c}u;\nconst PAIRED: bool = {paired};\n");
     out.push_str(if vec4 {
         "@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;\nfn xs(i: u32) -> f32 {\n    return x[i >> 2u][i & 3u];\n}\nfn xv4(i: u32) -> vec4<f32> {\n    return x[i >> 2u];\n}\n"
     } else {

@@ -18,27 +18,27 @@ use common::*;
 use finetp_backend_wgpu::{WgpuBackend, WgpuOptions};
 use finetp_core::backend::{Backend, DType, Gemm, HostTensor};
 
-/// The CPU kernel's reduction order for one output, with fused (`mul_add`) or separately
-/// rounded multiply-adds.
-fn cpu_order(x: &[f32], w: &[f32], fused: bool) -> f32 {
+/// The CPU kernel's reduction order for one output (backends/cpu/src/gemm/tile.rs), with fused
+/// (`mul_add`) or separately rounded multiply-adds; `paired`: bf16 weights, whose lanes take
+/// elements `2l` and `2l + 1` of each step of 16.
+fn cpu_order(x: &[f32], w: &[f32], fused: bool, paired: bool) -> f32 {
     let f = |a: f32, b: f32, c: f32| if fused { a.mul_add(b, c) } else { a * b + c };
     let k = x.len();
     let mut total = 0f32;
-    for b0 in (0..k).step_by(1024) {
-        let b1 = (b0 + 1024).min(k);
-        let end = b0 + (b1 - b0) / 8 * 8;
+    for b0 in (0..k).step_by(512) {
+        let b1 = (b0 + 512).min(k);
         let mut acc = [0f32; 8];
-        for o in (b0..end).step_by(8) {
-            for l in 0..8 {
-                acc[l] = f(x[o + l], w[o + l], acc[l]);
+        for o in (b0..b1).step_by(16) {
+            for h in 0..2 {
+                for (l, a) in acc.iter_mut().enumerate() {
+                    let i = o + if paired { 2 * l + h } else { 8 * h + l };
+                    let (xv, wv) = if i < b1 { (x[i], w[i]) } else { (0.0, 0.0) };
+                    *a = f(xv, wv, *a);
+                }
             }
         }
         let h: [f32; 4] = std::array::from_fn(|l| acc[l] + acc[l + 4]);
-        let mut s = (h[0] + h[2]) + (h[1] + h[3]);
-        for i in end..b1 {
-            s = f(x[i], w[i], s);
-        }
-        total += s;
+        total += (h[0] + h[1]) + (h[2] + h[3]);
     }
     total
 }
@@ -73,7 +73,8 @@ fn check(be: &WgpuBackend, m: usize, n: usize, k: usize, dt: DType, with_bias: b
             let g = got[i * n + j];
             assert!((f64::from(g) - exact).abs() <= 1e-5 * mag.max(f64::MIN_POSITIVE), "{what} [{i},{j}]: {g} vs f64 {exact}: tol 1e-5 · Σ|x·w|");
             let bias = |v: f32| if with_bias { v + b[j] } else { v };
-            let (fused, split) = (bias(cpu_order(xr, wr, true)), bias(cpu_order(xr, wr, false)));
+            let paired = dt == DType::BF16;
+            let (fused, split) = (bias(cpu_order(xr, wr, true, paired)), bias(cpu_order(xr, wr, false, paired)));
             let want = if be.fma_is_fused() { fused } else { split };
             assert_eq!(g.to_bits(), want.to_bits(), "{what} [{i},{j}]: {g} vs the CPU order with {} multiply-adds ({want}): exact", if be.fma_is_fused() { "fused" } else { "split" });
             assert_eq!(want_cpu[i * n + j].to_bits(), fused.to_bits(), "{what} [{i},{j}]: the CPU backend is its own order with FMA (test bug otherwise)");
@@ -166,7 +167,8 @@ fn batched_linear_matches_the_cpu() {
                         let xr = &x[(bi * m + i) * k..][..k];
                         let wr = &w[(bi * n + j) * k..][..k];
                         let g = got[(bi * m + i) * n + j];
-                        let (fused, split) = (cpu_order(xr, wr, true), cpu_order(xr, wr, false));
+                        let paired = dt == DType::BF16;
+                        let (fused, split) = (cpu_order(xr, wr, true, paired), cpu_order(xr, wr, false, paired));
                         let want = if be.fma_is_fused() { fused } else { split };
                         assert_eq!(g.to_bits(), want.to_bits(), "batched {b}x{m}x{n}x{k} {dt} [{bi},{i},{j}]: the CPU order, exactly");
                         assert_eq!(on_cpu[(bi * m + i) * n + j].to_bits(), fused.to_bits(), "CPU batched is its order with FMA");
