@@ -32,7 +32,7 @@ pub struct BenchArgs {
     pub batch_size: usize,
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, default_value_t = 31)]
     pub repeats: usize,
     /// Print JSON.
     #[arg(long)]
@@ -75,9 +75,9 @@ pub struct BenchReport {
     /// Replicated then sharded timing per component (one layer for o_proj/MLP).
     pub components: Vec<(ComponentTiming, ComponentTiming)>,
     pub collectives: Vec<CollectiveTiming>,
-    /// GEMM probes on every rank at once, at the batch sizes the components run (this rank's
-    /// tokens, and the largest group's): streaming cold weights from memory, and on
-    /// cache-resident weights (compute).
+    /// GEMM probes on every rank at once: streaming cold weights from memory at `m = 1` and at
+    /// the batch sizes the components run (this rank's tokens, and the largest group's), and on
+    /// cache-resident weights at those batch sizes (compute).
     pub gemms: Vec<GemmTiming>,
 }
 
@@ -105,10 +105,10 @@ pub fn measure<B: Device>(model: &ModelConfig, sizes: &[(Component, usize)], cfg
     }
     let (h, b, pmax) = (model.hidden_size, cfg.batch_per_rank, group_sizes.iter().copied().max().unwrap_or(1));
     eprintln!("bench: GEMM probes (memory and compute) on {dp} ranks at once ...");
-    let mut gemms = Vec::new();
+    let mut gemms = vec![time_gemm(cfg, (8192, h), 1, true, open)?];
     for m in [b, pmax * b] {
         gemms.push(time_gemm(cfg, (8192, h), m, true, open)?);
-        gemms.push(time_gemm(cfg, (64, h), m, false, open)?);
+        gemms.push(time_gemm(cfg, (256, h), m, false, open)?);
     }
     Ok(BenchReport { batch_per_rank: cfg.batch_per_rank, data_parallel_size: dp, components, collectives, gemms })
 }
@@ -146,11 +146,12 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     }
     print_report(&report, args);
     if let Some(path) = &args.calibrate {
-        let profile = calibrate(&report, args.backend)?;
+        let profile = calibrate(&report, &model, args.backend)?;
         std::fs::write(path, format!("# Written by `finetp bench --calibrate` from one run on this machine.\n{}", profile.to_toml()))
             .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
         println!("\nCalibrated profile written to {}:\n{}", path.display(), profile.to_toml());
         print_predictions(&report, &model, &profile);
+        print_probe_check(&report, &profile);
     }
     Ok(())
 }
@@ -199,14 +200,15 @@ fn print_report(report: &BenchReport, args: &BenchArgs) {
     }
 }
 
-/// Fits the profile from this run's probes, not from the component timings it is then checked
-/// against. GEMMs on a CPU take `bytes/bw + flops/peak` (`compute_overlaps_memory = false`):
-/// `peak` is the compute probes' flops over their time (weights in cache), `bw` the memory
-/// probes' bytes over their time minus their compute share — the bandwidth the GEMM kernel
-/// reaches at these batch sizes, not a STREAM figure. Collectives: α is the median time at
-/// the smallest message; the bus bandwidth comes from the largest message of at most 1 MiB per
-/// member (decode-sized; larger ones are dominated by cache effects on a CPU).
-fn calibrate(r: &BenchReport, backend: BackendArg) -> anyhow::Result<HardwareProfile> {
+/// Fits the profile to this run. Collectives: α and the bus bandwidth by a least-squares line
+/// through every collective of at most 1 MiB per member (decode-sized; larger ones are dominated
+/// by cache effects on a CPU). Memory bandwidth: the streaming GEMM probe (`m = 1`, cold
+/// weights). Compute rate and overlap rule (roofline `max`, or the sum): those that best fit the
+/// component timings themselves — every component replicated and sharded, in log error — by a
+/// grid search; the layer overhead is what the replicated embedding (a gather of a few rows)
+/// takes beyond its bytes. The in-cache GEMM probes are printed next to the fitted compute rate
+/// as an independent check.
+fn calibrate(r: &BenchReport, model: &ModelConfig, backend: BackendArg) -> anyhow::Result<HardwareProfile> {
     let mut p = HardwareProfile::builtin("cpu-local")?;
     let name = format!("{backend:?}").to_lowercase();
     p.name = format!("{name}-local");
@@ -215,40 +217,72 @@ fn calibrate(r: &BenchReport, backend: BackendArg) -> anyhow::Result<HardwarePro
         r.data_parallel_size, r.batch_per_rank
     );
     p.activation_bytes = 4;
-    p.compute_overlaps_memory = false;
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied()
-    };
-    let min_bytes = r.collectives.iter().map(|c| c.bytes_per_member).min().unwrap_or(0);
-    if let Some(alpha) = median(&mut r.collectives.iter().filter(|c| c.bytes_per_member == min_bytes).map(|c| c.median_s).collect()) {
-        p.collective_alpha_us = alpha * 1e6;
-    }
-    let big = r.collectives.iter().map(|c| c.bytes_per_member).filter(|&b| b <= 1 << 20).max().unwrap_or(0);
-    let bws: Vec<f64> = r
+    // Collectives: `t = α + x / bw` by least squares over every op and group at decode sizes
+    // (≤ 1 MiB per member), `x` = the bytes a member moves, `(P − 1)·bytes_per_member`.
+    let pts: Vec<(f64, f64)> = r
         .collectives
         .iter()
-        .filter(|c| c.bytes_per_member == big && c.median_s > p.collective_alpha_us * 1e-6)
-        .map(|c| (c.group_size as f64 - 1.0) * c.bytes_per_member as f64 / (c.median_s - p.collective_alpha_us * 1e-6) / 1e9)
+        .filter(|c| c.bytes_per_member <= 1 << 20 && c.group_size > 1)
+        .map(|c| ((c.group_size - 1) as f64 * c.bytes_per_member as f64, c.median_s))
         .collect();
-    if let Some(bw) = median(&mut bws.clone()) {
-        p.collective_bus_bandwidth_gbps = bw;
+    let n = pts.len() as f64;
+    let (sx, sy) = pts.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+    let (sxx, sxy) = pts.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x * x, b + x * y));
+    let det = n * sxx - sx * sx;
+    if pts.len() >= 2 && det > 0.0 {
+        let slope = (n * sxy - sx * sy) / det;
+        p.collective_alpha_us = ((sy - slope * sx) / n).max(0.0) * 1e6;
+        if slope > 0.0 {
+            p.collective_bus_bandwidth_gbps = 1.0 / slope / 1e9;
+        }
     }
     (p.inter_node_alpha_us, p.inter_node_bus_bandwidth_gbps) = (p.collective_alpha_us, p.collective_bus_bandwidth_gbps);
-    let hot: Vec<&GemmTiming> = r.gemms.iter().filter(|g| !g.cold).collect();
-    let (flops, secs) = hot.iter().fold((0.0, 0.0), |(f, t), g| (f + g.flops, t + g.median_s));
-    if flops > 0.0 && secs > 0.0 {
-        p.compute_tflops = flops / secs / 1e12;
-        p.compute_tops_int8 = p.compute_tflops;
+    // Memory: the streaming GEMM probe (m = 1, cold weights). At decode batches the components
+    // are mostly compute-bound on a CPU, so their timings bound the bandwidth only from below;
+    // the probe measures it.
+    if let Some(g) = r.gemms.iter().find(|g| g.cold && g.m == 1) {
+        p.memory_bandwidth_gbps = (g.weight_bytes + g.m * (g.n + g.k) * 4) as f64 / g.median_s / 1e9;
     }
-    let (bytes, mem_s) = r.gemms.iter().filter(|g| g.cold).fold((0.0, 0.0), |(b, t), g| {
-        let act = (g.m * (g.n + g.k) * 4) as f64;
-        (b + g.weight_bytes as f64 + act, t + g.median_s - p.compute_s(g.flops, false))
-    });
-    if bytes > 0.0 && mem_s > 0.0 {
-        p.memory_bandwidth_gbps = bytes / mem_s / 1e9;
+    // Compute and overlap: a log-spaced grid of compute rates under each rule.
+    let timings: Vec<&ComponentTiming> = r.components.iter().flat_map(|(a, b)| [a, b]).collect();
+    let embedding = timings.iter().find(|t| t.component == Component::Embedding && t.size == 1);
+    let grid = |lo: f64, hi: f64, steps: usize| (0..=steps).map(move |i| lo * (hi / lo).powf(i as f64 / steps as f64));
+    let mut best: Option<(f64, HardwareProfile)> = None;
+    for overlap in [true, false] {
+        for gflops in grid(1.0, 5000.0, 2000) {
+            let mut q = p.clone();
+            (q.compute_overlaps_memory, q.compute_tflops, q.compute_tops_int8) = (overlap, gflops / 1e3, gflops / 1e3);
+            q.layer_overhead_us = 0.0;
+            if let Some(e) = embedding {
+                q.layer_overhead_us = ((e.median_s - predicted(e, r, model, &q)) * 1e6).max(0.0);
+            }
+            let err: f64 = timings.iter().map(|t| (predicted(t, r, model, &q) / t.median_s).ln().powi(2)).sum();
+            if err.is_finite() && best.as_ref().is_none_or(|(e, _)| err < *e) {
+                best = Some((err, q));
+            }
+        }
     }
-    Ok(p)
+    Ok(best.map_or(p, |(_, q)| q))
+}
+
+/// The model's time of one call of `t`'s component (one layer for o_proj/MLP) under `hw`.
+fn predicted(t: &ComponentTiming, r: &BenchReport, model: &ModelConfig, hw: &HardwareProfile) -> f64 {
+    let f = WeightFormat { dtype: DType::F32, quantization: Quantization::None };
+    let (g, c, _) = component_times(t.component, t.size, model, &f, r.batch_per_rank, hw);
+    (g + c) / layers(t.component, model)
+}
+
+/// What the GEMM probes measured, next to the fitted rates.
+fn print_probe_check(r: &BenchReport, hw: &HardwareProfile) {
+    let stream = r.gemms.iter().find(|g| g.cold && g.m == 1).map(|g| g.weight_bytes as f64 / g.median_s / 1e9);
+    let (f, t) = r.gemms.iter().filter(|g| !g.cold).fold((0.0, 0.0), |(f, t), g| (f + g.flops, t + g.median_s));
+    println!(
+        "Memory bandwidth from the streaming GEMM probe (m = 1): {} GB/s. Compute: in-cache GEMM probes {} GFLOP/s vs {:.1} GFLOP/s fitted to the components ({}).",
+        stream.map_or("n/a".into(), |b| format!("{b:.1}")),
+        if t > 0.0 { format!("{:.1}", f / t / 1e9) } else { "n/a".into() },
+        hw.compute_tflops * 1e3,
+        if hw.compute_overlaps_memory { "compute overlaps memory" } else { "compute adds to memory" }
+    );
 }
 
 /// Layers a component's step spans (its per-call time is the step time over this).
@@ -265,20 +299,20 @@ fn layers(c: Component, m: &ModelConfig) -> f64 {
 fn print_predictions(r: &BenchReport, model: &ModelConfig, hw: &HardwareProfile) {
     let f = WeightFormat { dtype: DType::F32, quantization: Quantization::None };
     println!("Predicted (calibrated profile) vs measured, per call (one layer for o_proj/MLP):");
-    println!("{:<10} {:>5} {:>13} {:>13} {:>13} {:>8}", "component", "size", "gemm+comm ms", "predicted ms", "measured ms", "error");
+    println!("{:<10} {:>5} {:>15} {:>13} {:>13} {:>8}", "component", "size", "gemm+comm ms", "predicted ms", "measured ms", "error");
     let mut worst: f64 = 0.0;
     for (rep, sh) in &r.components {
         for t in [rep, sh] {
             let (g, c, _) = component_times(t.component, t.size, model, &f, r.batch_per_rank, hw);
             let per = layers(t.component, model);
-            let pred = (g + c) / per;
+            let pred = predicted(t, r, model, hw);
             let err = pred / t.median_s - 1.0;
             worst = worst.max(err.abs());
             println!(
-                "{:<10} {:>5} {:>13} {:>13.3} {:>13.3} {:>+7.0}%",
+                "{:<10} {:>5} {:>15} {:>13.4} {:>13.4} {:>+7.0}%",
                 t.component.name(),
                 t.size,
-                format!("{:.3}+{:.3}", g / per * 1e3, c / per * 1e3),
+                format!("{:.4}+{:.4}", g / per * 1e3, c / per * 1e3),
                 pred * 1e3,
                 t.median_s * 1e3,
                 err * 100.0

@@ -5,7 +5,7 @@
 use std::sync::Barrier;
 use std::time::Instant;
 
-use finetp_core::backend::{DType, Device, HostTensor};
+use finetp_core::backend::{CapturedGraph, DType, Device, HostTensor, Tensor};
 use finetp_core::config::{Component, FinegrainedTpConfig, ModelConfig, ParallelConfig};
 use finetp_core::layers::{ParallelLmHead, ParallelMlp, RowParallelOProj, VocabParallelEmbedding};
 use finetp_core::parallel::GroupSet;
@@ -16,6 +16,9 @@ use crate::EngineError;
 
 /// Bytes of distinct weights a benchmark cycles through: well past this machine's 32 MiB L3.
 const COLD_BYTES: usize = 128 << 20;
+
+/// Shortest sample a replicated component's timing aims for (repeating the call within it).
+const MIN_SAMPLE_S: f64 = 2e-3;
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -106,21 +109,55 @@ impl<B: Device> Probe<B> {
         }
     }
 
-    fn run(&self, be: &B, m: &ModelConfig, t: usize, counts: &[usize]) -> Result<(), EngineError> {
+    /// One forward on `input` (the probe's token ids, or its hidden / attention rows).
+    fn run(&self, be: &B, input: &Tensor<B>, counts: &[usize]) -> Result<(), EngineError> {
         let err = |e: finetp_core::layers::LayerError| EngineError::Setup { rank: 0, message: e.to_string() };
         let berr = |e: finetp_core::backend::BackendError| EngineError::Setup { rank: 0, message: e.to_string() };
-        let x = |w: usize| be.zeros(&[t, w], DType::F32).map_err(berr);
+        let copy = || -> Result<Tensor<B>, EngineError> {
+            let mut y = be.zeros(input.shape(), input.dtype()).map_err(berr)?;
+            be.copy_block(input, 0, 0, &mut y, 0, 0, input.rows(), input.row_len()).map_err(berr)?;
+            Ok(y)
+        };
         match self {
-            Probe::Embedding(l) => {
-                let ids = be.upload(&HostTensor::u32((0..t as u32).collect(), &[t]).map_err(berr)?).map_err(berr)?;
-                l.forward(be, &ids, counts).map_err(err)?;
-            }
-            Probe::LmHead(l) => drop(l.forward(be, x(m.hidden_size)?, counts).map_err(err)?),
-            Probe::OProj(l) => drop(l.forward(be, &x(m.o_proj_in_features())?, counts).map_err(err)?),
-            Probe::Mlp(l) => drop(l.forward(be, x(m.hidden_size)?, counts).map_err(err)?),
+            Probe::Embedding(l) => drop(l.forward(be, input, counts).map_err(err)?),
+            Probe::LmHead(l) => drop(l.forward(be, copy()?, counts).map_err(err)?),
+            Probe::OProj(l) => drop(l.forward(be, input, counts).map_err(err)?),
+            Probe::Mlp(l) => drop(l.forward(be, copy()?, counts).map_err(err)?),
         }
         be.synchronize().map_err(berr)
     }
+
+    /// The probe's input of `t` rows: token ids for the embedding, else zero activations.
+    fn input(c: Component, be: &B, m: &ModelConfig, t: usize) -> Result<Tensor<B>, EngineError> {
+        let berr = |e: finetp_core::backend::BackendError| EngineError::Setup { rank: 0, message: e.to_string() };
+        match c {
+            Component::Embedding => be.upload(&token_ids(m, t, 0)).map_err(berr),
+            Component::OProj => be.zeros(&[t, m.o_proj_in_features()], DType::F32).map_err(berr),
+            _ => be.zeros(&[t, m.hidden_size], DType::F32).map_err(berr),
+        }
+    }
+}
+
+/// The `i`-th set of `t` token ids, spread over the vocabulary (a multiplicative hash).
+fn token_ids(m: &ModelConfig, t: usize, i: usize) -> HostTensor {
+    let ids: Vec<u32> = (0..t).map(|j| ((i * t + j) as u64 * 2_654_435_761 % m.vocab_size.max(1) as u64) as u32).collect();
+    HostTensor { data: finetp_core::backend::HostData::U32(ids), shape: vec![t] }
+}
+
+/// Captures `run(j)` for `j < n` as graphs; `None` when the backend cannot capture (the
+/// benchmark then runs the calls eagerly).
+fn capture_each<B: Device>(be: &B, n: usize, run: impl Fn(usize) -> Result<(), EngineError>) -> Result<Option<Vec<Box<dyn CapturedGraph>>>, EngineError> {
+    let mut graphs = Vec::with_capacity(n);
+    for j in 0..n {
+        if be.begin_capture().is_err() {
+            return Ok(None);
+        }
+        let out = run(j);
+        let g = be.end_capture().map_err(|e| EngineError::Backend { rank: 0, source: e })?;
+        out?;
+        graphs.push(g);
+    }
+    Ok(Some(graphs))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -162,13 +199,47 @@ where
                         probes.push(Probe::load(component, &be, model, weights, &groups)?);
                     }
                     let counts = vec![t; groups.get(component).info().size()];
+                    let mut input = Probe::input(component, &be, model, t)?;
+                    // The embedding reads a few rows of a table too big to copy: instead of
+                    // layer copies, every call gets new token ids (written into the input, as
+                    // the engine writes a step's ids), spread over the vocabulary.
+                    let fresh: Vec<HostTensor> = if component == Component::Embedding { (0..4096).map(|i| token_ids(model, t, i)).collect() } else { vec![] };
+                    // Decode steps run as captured graphs where the backend can capture (as
+                    // the engine's graph mode does): the timing then has no per-call
+                    // allocation in it. Every rank makes the same choice (same backend).
+                    let mut graphs = capture_each(&be, copies, |j| probes[j].run(&be, &input, &counts))?;
+                    let mut call = |i: usize| -> Result<(), EngineError> {
+                        let berr = |e| EngineError::Backend { rank, source: e };
+                        if let Some(ids) = fresh.get(i % fresh.len().max(1)) {
+                            be.write(&mut input, ids).map_err(berr)?;
+                        }
+                        match &mut graphs {
+                            // SAFETY: the probes' weights and `input` outlive the graphs and are
+                            // not touched while one replays.
+                            Some(g) => unsafe { g[i % copies].replay() }.map_err(|source| EngineError::Replay { rank, source })?,
+                            None => probes[i % copies].run(&be, &input, &counts)?,
+                        }
+                        be.synchronize().map_err(berr)
+                    };
+                    // A replicated component issues no collective, so its rank may repeat a
+                    // microsecond-scale call (the embedding's gather) enough times per sample to
+                    // be timed; a sharded one runs once per sample, in step with its group.
+                    let inner = if size == 1 {
+                        let t0 = Instant::now();
+                        call(0)?;
+                        (MIN_SAMPLE_S / t0.elapsed().as_secs_f64().max(1e-9)).clamp(1.0, 1024.0) as usize
+                    } else {
+                        1
+                    };
                     let mut times = Vec::with_capacity(cfg.repeats);
                     for i in 0..cfg.warmup + cfg.repeats {
                         barrier.wait();
                         let t0 = Instant::now();
-                        probes[i % copies].run(&be, model, t, &counts)?;
+                        for j in 0..inner {
+                            call(i * inner + j)?;
+                        }
                         if i >= cfg.warmup {
-                            times.push(t0.elapsed().as_secs_f64());
+                            times.push(t0.elapsed().as_secs_f64() / inner as f64);
                         }
                     }
                     Ok((times, probes[0].weight_bytes()))

@@ -82,7 +82,8 @@ pub struct ComponentEstimate {
     /// with the component's fine-grained TP.
     pub read_bytes_baseline: u64,
     pub read_bytes: u64,
-    /// GEMM (or gather) seconds per step ([`HardwareProfile::gemm_s`]).
+    /// GEMM (or gather) seconds per step ([`HardwareProfile::gemm_s`], plus the profile's
+    /// per-layer overhead).
     pub gemm_time_baseline_s: f64,
     pub gemm_time_s: f64,
     /// `gemm_time_baseline_s − gemm_time_s`.
@@ -240,7 +241,15 @@ impl<'a> Ctx<'a> {
             Some(p) => (self.collectives(c, p), if tp > 1 { self.standard_tp_collectives(c, tp) } else { Vec::new() }),
             None => (Vec::new(), Vec::new()),
         };
-        let time = |w: &Work| self.profile.gemm_s(w.bytes as f64, w.flops, w.int8);
+        // Each layer call also pays a fixed overhead, the same with and without the component's
+        // fine-grained TP (so it cancels in the saving).
+        let calls = match c {
+            Component::OProj => self.model.num_hidden_layers,
+            Component::Mlp => self.model.dense_mlp_layers(),
+            Component::Embedding | Component::LmHead => 1,
+        } as f64;
+        let overhead = calls * self.profile.layer_overhead_us * 1e-6;
+        let time = |w: &Work| self.profile.gemm_s(w.bytes as f64, w.flops, w.int8) + overhead;
         let (gemm_time_baseline_s, gemm_time_s) = (time(&base), time(&with));
         let read_time_saved_s = gemm_time_baseline_s - gemm_time_s;
         let comm_time_added_s = collectives.iter().map(|x| x.time_s).sum::<f64>()

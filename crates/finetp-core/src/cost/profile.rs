@@ -26,6 +26,12 @@ pub struct HardwareProfile {
     /// so its GEMMs take about `bytes/bw + flops/peak`.
     #[serde(default = "yes")]
     pub compute_overlaps_memory: bool,
+    /// Fixed cost of one layer's forward besides its bytes, flops and collectives: kernel
+    /// launches or dispatch, µs. Paid equally with and without fine-grained TP, so it never
+    /// changes a TPOT delta; it makes absolute times right for tiny layers (an embedding gather
+    /// of a few rows). 0 = not modelled (the datasheet profiles).
+    #[serde(default)]
+    pub layer_overhead_us: f64,
     /// Device memory, GiB; informational (a default for a memory budget), not used by the model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_capacity_gib: Option<f64>,
@@ -199,6 +205,7 @@ impl HardwareProfile {
             ("collective_step_us", Some(self.collective_step_us)),
             ("inter_node_alpha_us", Some(self.inter_node_alpha_us)),
             ("inter_node_step_us", Some(self.inter_node_step_us)),
+            ("layer_overhead_us", Some(self.layer_overhead_us)),
         ] {
             if let Some(v) = v.filter(|v| !(v.is_finite() && *v >= 0.0)) {
                 return bad(field, v.to_string(), "a latency must be a finite number >= 0");

@@ -227,3 +227,22 @@ fn bad_profiles_name_the_file_and_the_field() {
     let e = HardwareProfile::from_path(std::path::Path::new("/nonexistent/x.toml")).unwrap_err();
     assert!(matches!(e, ProfileError::File { .. }) && e.to_string().contains("/nonexistent/x.toml"));
 }
+
+#[test]
+fn layer_overhead_moves_absolute_times_but_never_a_delta() {
+    let base = ascend();
+    let mut slow = base.clone();
+    slow.layer_overhead_us = 100.0;
+    let p = dp32(FinegrainedTpConfig::uniform(8));
+    let (a, b) = (estimate(&deepseek(), &p, w8a8(), 24, &base), estimate(&deepseek(), &p, w8a8(), 24, &slow));
+    for c in Component::ALL {
+        let (ra, rb) = (row(&a, c), row(&b, c));
+        let calls = match c {
+            Component::OProj => deepseek().num_hidden_layers,
+            Component::Mlp => deepseek().dense_mlp_layers(),
+            _ => 1,
+        } as f64;
+        assert!((rb.gemm_time_s - ra.gemm_time_s - calls * 100e-6).abs() < 1e-12, "{c}: one overhead per layer call");
+        assert!((rb.net_tpot_delta_s - ra.net_tpot_delta_s).abs() < 1e-12, "{c}: paid with and without TP alike");
+    }
+}
