@@ -34,10 +34,20 @@ fn x4z(xb: u32, i: u32, end: u32) -> vec4<f32> {
     return vec4<f32>(xz(xb, i, end), xz(xb, i + 1u, end), xz(xb, i + 2u, end), xz(xb, i + 3u, end));
 }
 
-/// Paired (bf16) lanes of half h of a step whose 16 elements are the quads q0..q3: lanes 0..4
-/// are elements h, 2 + h, 4 + h, 6 + h (from q0, q1), lanes 4..8 are 8 + h, ..., 14 + h (q2, q3).
-fn pair_lanes(qa: vec4<f32>, qb: vec4<f32>, h: u32) -> vec4<f32> {
-    return select(vec4<f32>(qa.x, qa.z, qb.x, qb.z), vec4<f32>(qa.y, qa.w, qb.y, qb.w), h == 1u);
+/// One step of 16 elements, given as four quads of x and of w: lane l adds its element of
+/// half 0, then of half 1 — elements l and 8 + l, or (PAIRED) 2l and 2l + 1.
+fn step(lo: ptr<function, vec4<f32>>, hi: ptr<function, vec4<f32>>, xa: vec4<f32>, xb: vec4<f32>, xc: vec4<f32>, xd: vec4<f32>, w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>) {
+    if (PAIRED) {
+        *lo = fma(vec4<f32>(xa.x, xa.z, xb.x, xb.z), vec4<f32>(w0.x, w0.z, w1.x, w1.z), *lo);
+        *hi = fma(vec4<f32>(xc.x, xc.z, xd.x, xd.z), vec4<f32>(w2.x, w2.z, w3.x, w3.z), *hi);
+        *lo = fma(vec4<f32>(xa.y, xa.w, xb.y, xb.w), vec4<f32>(w0.y, w0.w, w1.y, w1.w), *lo);
+        *hi = fma(vec4<f32>(xc.y, xc.w, xd.y, xd.w), vec4<f32>(w2.y, w2.w, w3.y, w3.w), *hi);
+    } else {
+        *lo = fma(xa, w0, *lo);
+        *hi = fma(xb, w1, *hi);
+        *lo = fma(xc, w2, *lo);
+        *hi = fma(xd, w3, *hi);
+    }
 }
 
 @compute @workgroup_size(WG)
@@ -58,34 +68,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let full = k0 + (k1 - k0) / 16u * 16u;
         var lo$c = vec4<f32>(0.0);
         var hi$c = vec4<f32>(0.0);
-        for (var o = k0; o < k1; o += 16u) {
-            // A step is four quads of elements; the last one of a block is zero-padded.
-            var w0: vec4<f32>; var w1: vec4<f32>; var w2: vec4<f32>; var w3: vec4<f32>;
-            var xa$c: vec4<f32>; var xb_$c: vec4<f32>; var xc$c: vec4<f32>; var xd$c: vec4<f32>;
-            if (o < full) {
-                w0 = ld4_w(wb + o); w1 = ld4_w(wb + o + 4u); w2 = ld4_w(wb + o + 8u); w3 = ld4_w(wb + o + 12u);
-                xa$c = xv4(xb$c + o); xb_$c = xv4(xb$c + o + 4u); xc$c = xv4(xb$c + o + 8u); xd$c = xv4(xb$c + o + 12u);
-            } else {
-                w0 = w4z(wb, o, k1); w1 = w4z(wb, o + 4u, k1); w2 = w4z(wb, o + 8u, k1); w3 = w4z(wb, o + 12u, k1);
-                xa$c = x4z(xb$c, o, k1); xb_$c = x4z(xb$c, o + 4u, k1); xc$c = x4z(xb$c, o + 8u, k1); xd$c = x4z(xb$c, o + 12u, k1);
-            }
-            for (var h = 0u; h < 2u; h += 1u) {
-                // Unpaired: half h is quads (2h, 2h + 1); paired: the h-th element of each pair.
-                var wl: vec4<f32>; var wh: vec4<f32>;
-                if (PAIRED) {
-                    wl = pair_lanes(w0, w1, h); wh = pair_lanes(w2, w3, h);
-                } else {
-                    wl = select(w0, w2, h == 1u); wh = select(w1, w3, h == 1u);
-                }
-                var xl$c: vec4<f32>; var xh$c: vec4<f32>;
-                if (PAIRED) {
-                    xl$c = pair_lanes(xa$c, xb_$c, h); xh$c = pair_lanes(xc$c, xd$c, h);
-                } else {
-                    xl$c = select(xa$c, xc$c, h == 1u); xh$c = select(xb_$c, xd$c, h == 1u);
-                }
-                lo$c = fma(xl$c, wl, lo$c);
-                hi$c = fma(xh$c, wh, hi$c);
-            }
+        for (var o = k0; o < full; o += 16u) {
+            let w0 = ld4_w(wb + o);
+            let w1 = ld4_w(wb + o + 4u);
+            let w2 = ld4_w(wb + o + 8u);
+            let w3 = ld4_w(wb + o + 12u);
+            step(&lo$c, &hi$c, xv4(xb$c + o), xv4(xb$c + o + 4u), xv4(xb$c + o + 8u), xv4(xb$c + o + 12u), w0, w1, w2, w3);
+        }
+        if (full < k1) {
+            // The block's last step, zero-padded (as the CPU pads it).
+            let w0 = w4z(wb, full, k1);
+            let w1 = w4z(wb, full + 4u, k1);
+            let w2 = w4z(wb, full + 8u, k1);
+            let w3 = w4z(wb, full + 12u, k1);
+            step(&lo$c, &hi$c, x4z(xb$c, full, k1), x4z(xb$c, full + 4u, k1), x4z(xb$c, full + 8u, k1), x4z(xb$c, full + 12u, k1), w0, w1, w2, w3);
         }
         let h$c = lo$c + hi$c;
         t$c += (h$c.x + h$c.y) + (h$c.z + h$c.w);
