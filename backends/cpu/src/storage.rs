@@ -247,17 +247,8 @@ impl Backend for CpuBackend {
 
 #[allow(clippy::too_many_arguments)]
 fn copy_block(src: &CpuTensor, src_row: usize, src_col: usize, dst: &mut CpuTensor, dst_row: usize, dst_col: usize, rows: usize, cols: usize) -> Result<(), BackendError> {
-    if src.dtype() != dst.dtype() {
-        return Err(BackendError::Shape(format!("copy_block: dtype {} into {}", src.dtype(), dst.dtype())));
-    }
+    finetp_core::backend::checks::copy_block(src, src_row, src_col, dst, dst_row, dst_col, rows, cols)?;
     let (sw, dw) = (src.row_len(), dst.row_len());
-    if src_row + rows > src.rows() || dst_row + rows > dst.rows() || src_col + cols > sw || dst_col + cols > dw {
-        return Err(BackendError::Shape(format!(
-            "copy_block: {rows}x{cols} block from ({src_row},{src_col}) of {:?} to ({dst_row},{dst_col}) of {:?} is out of bounds",
-            src.shape(),
-            dst.shape()
-        )));
-    }
     let es = src.dtype().size_in_bytes();
     let s = src.buffer().as_bytes();
     let d = dst.buffer_mut().as_bytes_mut();

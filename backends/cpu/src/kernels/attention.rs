@@ -6,6 +6,7 @@
 //! prefill alike. The softmax subtracts the row maximum before `exp`, so large scores cannot
 //! overflow.
 
+use finetp_core::backend::checks::{self, AttentionDims};
 use finetp_core::backend::{BackendError, PAD_SLOT, Tensor};
 use rayon::prelude::*;
 
@@ -75,16 +76,9 @@ fn one(d: &Call<'_>, idx: usize, out: &mut [f32], scores: &mut Vec<f32>) {
     out.iter_mut().for_each(|o| *o *= inv);
 }
 
-/// `[S, L, n, d]` of a cache tensor.
-fn cache_dims(c: &Tensor<CpuBackend>, what: &str) -> Result<[usize; 4], BackendError> {
-    c.shape().try_into().map_err(|_| BackendError::Shape(format!("{what} must be [slots, rows, heads, dim], got {:?}", c.shape())))
-}
-
-/// Every row's (slot, position) must address the cache, or be padding.
-fn check_rows(op: &str, slots: &[u32], positions: &[u32], t: usize, [s, l, ..]: [usize; 4]) -> Result<(), BackendError> {
-    if slots.len() != t || positions.len() != t {
-        return Err(BackendError::Shape(format!("{op}: {} slots and {} positions for {t} rows", slots.len(), positions.len())));
-    }
+/// Every row's (slot, position) must address the cache, or be padding (the counts are checked
+/// by `checks`; the values only the host-side CPU backend can read at call time).
+fn check_rows(op: &str, slots: &[u32], positions: &[u32], [s, l, ..]: [usize; 4]) -> Result<(), BackendError> {
     for (i, (&slot, &p)) in slots.iter().zip(positions).enumerate() {
         if slot != PAD_SLOT && (slot as usize >= s || p as usize >= l) {
             return Err(BackendError::Shape(format!("{op}: row {i} addresses slot {slot} position {p} of a cache of {s} slots x {l} rows")));
@@ -99,14 +93,10 @@ pub(super) fn kv_cache_write(
     slots: &Tensor<CpuBackend>,
     positions: &Tensor<CpuBackend>,
 ) -> Result<(), BackendError> {
-    let dims = cache_dims(cache, "kv_cache_write: cache")?;
+    let dims = checks::kv_cache_write(x, cache, slots, positions)?;
     let [_, l, n, d] = dims;
-    let t = x.rows();
-    if x.shape() != [t, n, d] {
-        return Err(BackendError::Shape(format!("kv_cache_write: rows {:?} for a cache {:?}", x.shape(), cache.shape())));
-    }
     let (slots, positions) = (slots.buffer().as_u32("kv_cache_write (slots)")?, positions.buffer().as_u32("kv_cache_write (positions)")?);
-    check_rows("kv_cache_write", slots, positions, t, dims)?;
+    check_rows("kv_cache_write", slots, positions, dims)?;
     let xs = x.buffer().as_f32("kv_cache_write (x)")?;
     let cs = cache.buffer_mut().as_f32_mut("kv_cache_write (cache)")?;
     let row = n * d;
@@ -128,24 +118,9 @@ pub(super) fn kv_cache_attention(
     scale: f32,
     y: &mut Tensor<CpuBackend>,
 ) -> Result<(), BackendError> {
-    let bad = |why: &str| BackendError::Shape(format!("kv_cache_attention: q {:?}, k {:?}, v {:?}, y {:?}: {why}", q.shape(), k.shape(), v.shape(), y.shape()));
-    let [t, nh, dk] = *q.shape() else {
-        return Err(bad("q must be [T, heads, dk]"));
-    };
-    let kd = cache_dims(k, "kv_cache_attention: k cache")?;
-    let [s, l, nkv, dk2] = kd;
-    let [s2, l2, nkv2, dv] = cache_dims(v, "kv_cache_attention: v cache")?;
-    if dk != dk2 || (s, l, nkv) != (s2, l2, nkv2) {
-        return Err(bad("k and v caches do not match q"));
-    }
-    if nkv == 0 || nh % nkv != 0 {
-        return Err(bad("query heads must be a multiple of kv heads"));
-    }
-    if y.shape() != [t, nh, dv] {
-        return Err(bad("y must be [T, heads, dv]"));
-    }
+    let AttentionDims { heads: nh, kv_heads: nkv, dk, dv, slots: s, len: l, .. } = checks::kv_cache_attention(q, k, v, slots, positions, y)?;
     let (slots, positions) = (slots.buffer().as_u32("kv_cache_attention (slots)")?, positions.buffer().as_u32("kv_cache_attention (positions)")?);
-    check_rows("kv_cache_attention", slots, positions, t, kd)?;
+    check_rows("kv_cache_attention", slots, positions, [s, l, nkv, dk])?;
     let (qs, ks, vs) = (q.buffer().as_f32("kv_cache_attention (q)")?, k.buffer().as_f32("kv_cache_attention (k)")?, v.buffer().as_f32("kv_cache_attention (v)")?);
     let ys = y.buffer_mut().as_f32_mut("kv_cache_attention (y)")?;
     if ys.is_empty() {

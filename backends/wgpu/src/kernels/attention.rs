@@ -3,6 +3,7 @@
 //! Slots and positions are device tensors; rows that address outside the cache are found by
 //! the kernels and reported at the next sync point (see `crate::status`).
 
+use finetp_core::backend::checks::{self, AttentionDims};
 use finetp_core::backend::{BackendError, DType, Tensor};
 
 use super::want;
@@ -13,29 +14,18 @@ use crate::shaders;
 
 type T = Tensor<WgpuBackend>;
 
-/// `[S, L, n, d]` of a cache tensor.
-fn cache_dims(c: &T, what: &str) -> Result<[usize; 4], BackendError> {
-    c.shape().try_into().map_err(|_| BackendError::Shape(format!("{what} must be [slots, rows, heads, dim], got {:?}", c.shape())))
-}
-
-fn rows_of(op: &'static str, slots: &T, positions: &T, t: usize) -> Result<(), BackendError> {
+/// Slots and positions are u32 (their counts are `checks`').
+fn rows_of(op: &'static str, slots: &T, positions: &T) -> Result<(), BackendError> {
     want(slots, DType::U32, op)?;
-    want(positions, DType::U32, op)?;
-    if slots.numel() != t || positions.numel() != t {
-        return Err(BackendError::Shape(format!("{op}: {} slots and {} positions for {t} rows", slots.numel(), positions.numel())));
-    }
-    Ok(())
+    want(positions, DType::U32, op)
 }
 
 pub(super) fn kv_cache_write(be: &WgpuBackend, x: &T, cache: &mut T, slots: &T, positions: &T) -> Result<(), BackendError> {
-    let [s, l, n, d] = cache_dims(cache, "kv_cache_write: cache")?;
+    let [s, l, n, d] = checks::kv_cache_write(x, cache, slots, positions)?;
     let t = x.rows();
-    if x.shape() != [t, n, d] {
-        return Err(BackendError::Shape(format!("kv_cache_write: rows {:?} for a cache {:?}", x.shape(), cache.shape())));
-    }
     want(x, DType::F32, "kv_cache_write (x)")?;
     want(cache, DType::F32, "kv_cache_write (cache)")?;
-    rows_of("kv_cache_write (slots, positions)", slots, positions, t)?;
+    rows_of("kv_cache_write (slots, positions)", slots, positions)?;
     let row = n * d;
     if t * row == 0 {
         return Ok(());
@@ -55,25 +45,11 @@ pub(super) fn kv_cache_write(be: &WgpuBackend, x: &T, cache: &mut T, slots: &T, 
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn kv_cache_attention(be: &WgpuBackend, q: &T, k: &T, v: &T, slots: &T, positions: &T, scale: f32, y: &mut T) -> Result<(), BackendError> {
-    let bad = |why: &str| BackendError::Shape(format!("kv_cache_attention: q {:?}, k {:?}, v {:?}, y {:?}: {why}", q.shape(), k.shape(), v.shape(), y.shape()));
-    let [t, nh, dk] = *q.shape() else {
-        return Err(bad("q must be [T, heads, dk]"));
-    };
-    let [s, l, nkv, dk2] = cache_dims(k, "kv_cache_attention: k cache")?;
-    let [s2, l2, nkv2, dv] = cache_dims(v, "kv_cache_attention: v cache")?;
-    if dk != dk2 || (s, l, nkv) != (s2, l2, nkv2) {
-        return Err(bad("k and v caches do not match q"));
-    }
-    if nkv == 0 || nh % nkv != 0 {
-        return Err(bad("query heads must be a multiple of kv heads"));
-    }
-    if y.shape() != [t, nh, dv] {
-        return Err(bad("y must be [T, heads, dv]"));
-    }
+    let AttentionDims { t, heads: nh, kv_heads: nkv, dk, dv, slots: s, len: l } = checks::kv_cache_attention(q, k, v, slots, positions, y)?;
     for (x, op) in [(q, "kv_cache_attention (q)"), (k, "kv_cache_attention (k)"), (v, "kv_cache_attention (v)"), (&*y, "kv_cache_attention (y)")] {
         want(x, DType::F32, op)?;
     }
-    rows_of("kv_cache_attention (slots, positions)", slots, positions, t)?;
+    rows_of("kv_cache_attention (slots, positions)", slots, positions)?;
     if t * nh * dv == 0 {
         return Ok(());
     }

@@ -8,6 +8,7 @@
 //!
 //! Layers, models and the engine are written once against `B: Device` (all three traits).
 
+pub mod checks;
 mod collective;
 mod dtype;
 mod error;
