@@ -160,6 +160,22 @@ fn capture_each<B: Device>(be: &B, n: usize, run: impl Fn(usize) -> Result<(), E
     Ok(Some(graphs))
 }
 
+/// Runs `f(rank)` on one thread per rank of an `n`-rank world and returns rank 0's result, or
+/// the first rank's error (a panicking rank is an error too).
+fn on_every_rank<T: Send>(n: usize, f: impl Fn(usize) -> Result<T, EngineError> + Sync) -> Result<T, EngineError> {
+    let f = &f;
+    let results: Vec<Result<T, EngineError>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..n).map(|rank| s.spawn(move || f(rank))).collect();
+        hs.into_iter().enumerate().map(|(rank, h)| h.join().unwrap_or_else(|_| Err(EngineError::Panicked { rank, message: "bench rank".into() }))).collect()
+    });
+    let mut first = None;
+    for r in results {
+        let r = r?;
+        first.get_or_insert(r);
+    }
+    first.ok_or_else(|| EngineError::Config("empty world".into()))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
@@ -183,76 +199,63 @@ where
     let weights = weights_for(component, model);
     let barrier = Barrier::new(dp);
     let t = cfg.batch_per_rank;
-    let results: Vec<Result<(Vec<f64>, usize), EngineError>> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..dp)
-            .map(|rank| {
-                let (setup, weights, barrier) = (&setup, &weights, &barrier);
-                s.spawn(move || {
-                    let (be, groups) = setup(rank)?;
-                    // Enough copies of the layer that together they overflow the caches, cycled
-                    // so every call streams its weights from memory, as a decode step through
-                    // all layers does (a single small layer would stay cache-resident).
-                    let first = Probe::load(component, &be, model, weights, &groups)?;
-                    let copies = (COLD_BYTES / first.weight_bytes().max(1)).clamp(1, 64);
-                    let mut probes = vec![first];
-                    for _ in 1..copies {
-                        probes.push(Probe::load(component, &be, model, weights, &groups)?);
-                    }
-                    let counts = vec![t; groups.get(component).info().size()];
-                    let mut input = Probe::input(component, &be, model, t)?;
-                    // The embedding reads a few rows of a table too big to copy: instead of
-                    // layer copies, every call gets new token ids (written into the input, as
-                    // the engine writes a step's ids), spread over the vocabulary.
-                    let fresh: Vec<HostTensor> = if component == Component::Embedding { (0..4096).map(|i| token_ids(model, t, i)).collect() } else { vec![] };
-                    // Decode steps run as captured graphs where the backend can capture (as
-                    // the engine's graph mode does): the timing then has no per-call
-                    // allocation in it. Every rank makes the same choice (same backend).
-                    let mut graphs = capture_each(&be, copies, |j| probes[j].run(&be, &input, &counts))?;
-                    let mut call = |i: usize| -> Result<(), EngineError> {
-                        let berr = |e| EngineError::Backend { rank, source: e };
-                        if let Some(ids) = fresh.get(i % fresh.len().max(1)) {
-                            be.write(&mut input, ids).map_err(berr)?;
-                        }
-                        match &mut graphs {
-                            // SAFETY: the probes' weights and `input` outlive the graphs and are
-                            // not touched while one replays.
-                            Some(g) => unsafe { g[i % copies].replay() }.map_err(|source| EngineError::Replay { rank, source })?,
-                            None => probes[i % copies].run(&be, &input, &counts)?,
-                        }
-                        be.synchronize().map_err(berr)
-                    };
-                    // A replicated component issues no collective, so its rank may repeat a
-                    // microsecond-scale call (the embedding's gather) enough times per sample to
-                    // be timed; a sharded one runs once per sample, in step with its group.
-                    let inner = if size == 1 {
-                        let t0 = Instant::now();
-                        call(0)?;
-                        (MIN_SAMPLE_S / t0.elapsed().as_secs_f64().max(1e-9)).clamp(1.0, 1024.0) as usize
-                    } else {
-                        1
-                    };
-                    let mut times = Vec::with_capacity(cfg.repeats);
-                    for i in 0..cfg.warmup + cfg.repeats {
-                        barrier.wait();
-                        let t0 = Instant::now();
-                        for j in 0..inner {
-                            call(i * inner + j)?;
-                        }
-                        if i >= cfg.warmup {
-                            times.push(t0.elapsed().as_secs_f64() / inner as f64);
-                        }
-                    }
-                    Ok((times, probes[0].weight_bytes()))
-                })
-            })
-            .collect();
-        hs.into_iter().enumerate().map(|(rank, h)| h.join().unwrap_or_else(|_| Err(EngineError::Panicked { rank, message: "bench rank".into() }))).collect()
-    });
-    let mut results = results.into_iter();
-    let (times, weight_bytes) = results.next().ok_or_else(|| EngineError::Config("empty world".into()))??;
-    for r in results {
-        r?;
-    }
+    let (times, weight_bytes) = on_every_rank(dp, |rank| {
+        let (be, groups) = setup(rank)?;
+        // Enough copies of the layer that together they overflow the caches, cycled
+        // so every call streams its weights from memory, as a decode step through
+        // all layers does (a single small layer would stay cache-resident).
+        let first = Probe::load(component, &be, model, &weights, &groups)?;
+        let copies = (COLD_BYTES / first.weight_bytes().max(1)).clamp(1, 64);
+        let mut probes = vec![first];
+        for _ in 1..copies {
+            probes.push(Probe::load(component, &be, model, &weights, &groups)?);
+        }
+        let counts = vec![t; groups.get(component).info().size()];
+        let mut input = Probe::input(component, &be, model, t)?;
+        // The embedding reads a few rows of a table too big to copy: instead of
+        // layer copies, every call gets new token ids (written into the input, as
+        // the engine writes a step's ids), spread over the vocabulary.
+        let fresh: Vec<HostTensor> = if component == Component::Embedding { (0..4096).map(|i| token_ids(model, t, i)).collect() } else { vec![] };
+        // Decode steps run as captured graphs where the backend can capture (as
+        // the engine's graph mode does): the timing then has no per-call
+        // allocation in it. Every rank makes the same choice (same backend).
+        let mut graphs = capture_each(&be, copies, |j| probes[j].run(&be, &input, &counts))?;
+        let mut call = |i: usize| -> Result<(), EngineError> {
+            let berr = |e| EngineError::Backend { rank, source: e };
+            if let Some(ids) = fresh.get(i % fresh.len().max(1)) {
+                be.write(&mut input, ids).map_err(berr)?;
+            }
+            match &mut graphs {
+                // SAFETY: the probes' weights and `input` outlive the graphs and are
+                // not touched while one replays.
+                Some(g) => unsafe { g[i % copies].replay() }.map_err(|source| EngineError::Replay { rank, source })?,
+                None => probes[i % copies].run(&be, &input, &counts)?,
+            }
+            be.synchronize().map_err(berr)
+        };
+        // A replicated component issues no collective, so its rank may repeat a
+        // microsecond-scale call (the embedding's gather) enough times per sample to
+        // be timed; a sharded one runs once per sample, in step with its group.
+        let inner = if size == 1 {
+            let t0 = Instant::now();
+            call(0)?;
+            (MIN_SAMPLE_S / t0.elapsed().as_secs_f64().max(1e-9)).clamp(1.0, 1024.0) as usize
+        } else {
+            1
+        };
+        let mut times = Vec::with_capacity(cfg.repeats);
+        for i in 0..cfg.warmup + cfg.repeats {
+            barrier.wait();
+            let t0 = Instant::now();
+            for j in 0..inner {
+                call(i * inner + j)?;
+            }
+            if i >= cfg.warmup {
+                times.push(t0.elapsed().as_secs_f64() / inner as f64);
+            }
+        }
+        Ok((times, probes[0].weight_bytes()))
+    })?;
     Ok(ComponentTiming { component, size, median_s: median(times), weight_bytes })
 }
 
@@ -271,47 +274,34 @@ where
     let barrier = Barrier::new(dp);
     let weight_bytes = n * k * 4;
     let copies = if cold { (COLD_BYTES / weight_bytes.max(1)).clamp(2, 64) } else { 1 };
-    let results: Vec<Result<Vec<f64>, EngineError>> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..dp)
-            .map(|rank| {
-                let (setup, barrier) = (&setup, &barrier);
-                s.spawn(move || {
-                    let (be, _groups) = setup(rank)?;
-                    let berr = |e| EngineError::Backend { rank, source: e };
-                    let w: Vec<_> = (0..copies)
-                        .map(|c| {
-                            let v: Vec<f32> = (0..n * k).map(|i| ((i * 31 + c * 7) % 97) as f32 * 1e-3 - 0.05).collect();
-                            be.upload(&HostTensor::f32(v, &[n, k]).map_err(berr)?).map_err(berr)
-                        })
-                        .collect::<Result<_, _>>()?;
-                    let x = be.upload(&HostTensor::f32(vec![0.01; m * k], &[m, k]).map_err(berr)?).map_err(berr)?;
-                    let mut y = be.zeros(&[m, n], DType::F32).map_err(berr)?;
-                    let mut times = Vec::with_capacity(cfg.repeats);
-                    // The compute probe repeats each call several times per sample: one small
-                    // GEMM is too short to time alone.
-                    let inner = if cold { 1 } else { 64 };
-                    for i in 0..cfg.warmup + cfg.repeats {
-                        barrier.wait();
-                        let t0 = Instant::now();
-                        for j in 0..inner {
-                            be.linear(&x, &w[(i * inner + j) % copies], None, &mut y).map_err(berr)?;
-                        }
-                        be.synchronize().map_err(berr)?;
-                        if i >= cfg.warmup {
-                            times.push(t0.elapsed().as_secs_f64() / inner as f64);
-                        }
-                    }
-                    Ok(times)
-                })
+    let times = on_every_rank(dp, |rank| {
+        let (be, _groups) = setup(rank)?;
+        let berr = |e| EngineError::Backend { rank, source: e };
+        let w: Vec<_> = (0..copies)
+            .map(|c| {
+                let v: Vec<f32> = (0..n * k).map(|i| ((i * 31 + c * 7) % 97) as f32 * 1e-3 - 0.05).collect();
+                be.upload(&HostTensor::f32(v, &[n, k]).map_err(berr)?).map_err(berr)
             })
-            .collect();
-        hs.into_iter().enumerate().map(|(rank, h)| h.join().unwrap_or_else(|_| Err(EngineError::Panicked { rank, message: "bench rank".into() }))).collect()
-    });
-    let mut results = results.into_iter();
-    let times = results.next().ok_or_else(|| EngineError::Config("empty world".into()))??;
-    for r in results {
-        r?;
-    }
+            .collect::<Result<_, _>>()?;
+        let x = be.upload(&HostTensor::f32(vec![0.01; m * k], &[m, k]).map_err(berr)?).map_err(berr)?;
+        let mut y = be.zeros(&[m, n], DType::F32).map_err(berr)?;
+        let mut times = Vec::with_capacity(cfg.repeats);
+        // The compute probe repeats each call several times per sample: one small
+        // GEMM is too short to time alone.
+        let inner = if cold { 1 } else { 64 };
+        for i in 0..cfg.warmup + cfg.repeats {
+            barrier.wait();
+            let t0 = Instant::now();
+            for j in 0..inner {
+                be.linear(&x, &w[(i * inner + j) % copies], None, &mut y).map_err(berr)?;
+            }
+            be.synchronize().map_err(berr)?;
+            if i >= cfg.warmup {
+                times.push(t0.elapsed().as_secs_f64() / inner as f64);
+            }
+        }
+        Ok(times)
+    })?;
     Ok(GemmTiming { m, n, k, weight_bytes, flops: 2.0 * (m * n * k) as f64, cold, median_s: median(times) })
 }
 
@@ -326,53 +316,39 @@ where
     let parallel = ParallelConfig::new(size, 1, 1, false, FinegrainedTpConfig::uniform(size)).map_err(|e| EngineError::Config(e.to_string()))?;
     let setup = open(&Plan::new(&parallel));
     let rows = (bytes_per_member / 4 / 64).max(1);
-    let results: Vec<Result<Vec<(&'static str, f64)>, EngineError>> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..size)
-            .map(|rank| {
-                let setup = &setup;
-                s.spawn(move || -> Result<Vec<(&'static str, f64)>, EngineError> {
-                    let (be, groups) = setup(rank)?;
-                    let g = &groups.mlp;
-                    let comm = |e| EngineError::Comm { rank, source: e };
-                    let berr = |e| EngineError::Backend { rank, source: e };
-                    let counts = vec![rows; size];
-                    let mine = be.zeros(&[rows, 64], DType::F32).map_err(berr)?;
-                    let mut all = be.zeros(&[rows * size, 64], DType::F32).map_err(berr)?;
-                    let mut out = be.zeros(&[rows, 64], DType::F32).map_err(berr)?;
-                    let mut times = Vec::new();
-                    for op in ["all_gather", "reduce_scatter", "all_to_all"] {
-                        let mut v = Vec::new();
-                        for i in 0..cfg.warmup + cfg.repeats {
-                            g.barrier().map_err(comm)?;
-                            let t0 = Instant::now();
-                            match op {
-                                "all_gather" => g.all_gather(&mine, &counts, &mut all),
-                                "reduce_scatter" => g.reduce_scatter_sum(&all, &counts, &mut out),
-                                _ => {
-                                    let send = be.zeros(&[rows * size, 64], DType::F32).map_err(berr)?;
-                                    g.all_to_all(&send, &counts, &counts, &mut all)
-                                }
-                            }
-                            .map_err(comm)?;
-                            if i >= cfg.warmup {
-                                v.push(t0.elapsed().as_secs_f64());
-                            }
-                        }
-                        times.push((op, median(v)));
+    let times = on_every_rank(size, |rank| -> Result<Vec<(&'static str, f64)>, EngineError> {
+        let (be, groups) = setup(rank)?;
+        let g = &groups.mlp;
+        let comm = |e| EngineError::Comm { rank, source: e };
+        let berr = |e| EngineError::Backend { rank, source: e };
+        let counts = vec![rows; size];
+        let mine = be.zeros(&[rows, 64], DType::F32).map_err(berr)?;
+        let mut all = be.zeros(&[rows * size, 64], DType::F32).map_err(berr)?;
+        let mut out = be.zeros(&[rows, 64], DType::F32).map_err(berr)?;
+        let mut times = Vec::new();
+        for op in ["all_gather", "reduce_scatter", "all_to_all"] {
+            let mut v = Vec::new();
+            for i in 0..cfg.warmup + cfg.repeats {
+                g.barrier().map_err(comm)?;
+                let t0 = Instant::now();
+                match op {
+                    "all_gather" => g.all_gather(&mine, &counts, &mut all),
+                    "reduce_scatter" => g.reduce_scatter_sum(&all, &counts, &mut out),
+                    _ => {
+                        let send = be.zeros(&[rows * size, 64], DType::F32).map_err(berr)?;
+                        g.all_to_all(&send, &counts, &counts, &mut all)
                     }
-                    Ok(times)
-                })
-            })
-            .collect();
-        hs.into_iter().enumerate().map(|(rank, h)| h.join().unwrap_or_else(|_| Err(EngineError::Panicked { rank, message: "bench rank".into() }))).collect()
-    });
-    let mut first = None;
-    for r in results {
-        let r = r?;
-        first.get_or_insert(r);
-    }
-    Ok(first
-        .unwrap_or_default()
+                }
+                .map_err(comm)?;
+                if i >= cfg.warmup {
+                    v.push(t0.elapsed().as_secs_f64());
+                }
+            }
+            times.push((op, median(v)));
+        }
+        Ok(times)
+    })?;
+    Ok(times
         .into_iter()
         .map(|(op, median_s)| CollectiveTiming { op, group_size: size, bytes_per_member: rows * 64 * 4, median_s })
         .collect())

@@ -88,11 +88,7 @@ impl<B: Device> DecodeGraph<B> {
                 self.replays += 1;
                 be.download(logits).map_err(be_err)
             }
-            _ => {
-                let batch = StepBatch::upload(be, inputs, counts.clone(), counts).map_err(be_err)?;
-                let logits = model.forward(be, &batch, kv).map_err(|source| EngineError::Model { rank, source })?;
-                be.download(&logits).map_err(be_err)
-            }
+            _ => crate::rank::eager_step(rank, be, model, kv, inputs, counts.clone(), counts),
         }
     }
 

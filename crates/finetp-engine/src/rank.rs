@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use finetp_core::backend::{BackendError, CommError, DType, Device, HostTensor};
-use finetp_core::decoder::{CausalLm, ModelError, ModuleBytes, StepBatch, StepInputs};
+use finetp_core::decoder::{CausalLm, KvCache, ModelError, ModuleBytes, StepBatch, StepInputs};
 use finetp_core::parallel::{GroupSet, StepCounts};
 
 use crate::graph::{DecodeGraph, GraphReport};
@@ -194,7 +194,6 @@ fn run_rank<B: Device>(
 ) -> Result<(Vec<RequestOutput>, RankReport), EngineError> {
     let model_err = |source| EngineError::Model { rank, source };
     let comm_err = |source| EngineError::Comm { rank, source };
-    let be_err = |source| EngineError::Backend { rank, source };
     let mut kv = model.new_kv_cache(be, mine.len().max(1), cfg.max_seq_len).map_err(model_err)?;
     let mut seqs: Vec<Seq> = mine
         .into_iter()
@@ -225,10 +224,8 @@ fn run_rank<B: Device>(
             let counts = StepCounts::uniform(dp, capacity, rpr);
             graph.step(rank, be, model, &mut kv, &inputs, counts)?
         } else {
-            let batch = StepBatch::upload(be, &local.inputs, StepCounts::new(world.tokens.clone(), rpr), StepCounts::new(world.logits.clone(), rpr))
-                .map_err(be_err)?;
-            let logits = model.forward(be, &batch, &mut kv).map_err(model_err)?;
-            be.download(&logits).map_err(be_err)?
+            let (tokens, logits) = (StepCounts::new(world.tokens.clone(), rpr), StepCounts::new(world.logits.clone(), rpr));
+            eager_step(rank, be, model, &mut kv, &local.inputs, tokens, logits)?
         };
         let host = host.to_f32_vec().unwrap_or_default();
         for (i, seq) in seqs.iter_mut().filter(|s| !s.done).enumerate() {
@@ -250,6 +247,22 @@ fn run_rank<B: Device>(
         .map(|s| RequestOutput { id: s.req.id, rank, tokens: s.generated, ttft_s: s.ttft_s.unwrap_or(0.0) })
         .collect();
     Ok((outputs, report))
+}
+
+/// One step run as issued: upload `inputs`, forward, download the logits.
+pub(crate) fn eager_step<B: Device>(
+    rank: usize,
+    be: &B,
+    model: &dyn CausalLm<B>,
+    kv: &mut KvCache<B>,
+    inputs: &StepInputs,
+    token_counts: StepCounts,
+    logit_counts: StepCounts,
+) -> Result<HostTensor, EngineError> {
+    let be_err = |source| EngineError::Backend { rank, source };
+    let batch = StepBatch::upload(be, inputs, token_counts, logit_counts).map_err(be_err)?;
+    let logits = model.forward(be, &batch, kv).map_err(|source| EngineError::Model { rank, source })?;
+    be.download(&logits).map_err(be_err)
 }
 
 /// This rank's rows for the next step, before padding.
