@@ -12,8 +12,4 @@ impl Gemm for CpuBackend {
             None => self.launch("linear", &[x, w], &mut [y], |be, i, o| be.linear_now(i[0], i[1], None, o[0])),
         }
     }
-
-    fn batched_linear(&self, x: &Tensor<Self>, w: &Tensor<Self>, y: &mut Tensor<Self>) -> Result<(), BackendError> {
-        self.launch("batched_linear", &[x, w], &mut [y], |be, i, o| be.batched_linear_now(i[0], i[1], o[0]))
-    }
 }

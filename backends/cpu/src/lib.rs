@@ -5,6 +5,7 @@
 //! communicator from the in-process [`comm`] fabric.
 
 pub mod comm;
+mod backend;
 mod gemm;
 mod gemm_ops;
 mod graph;

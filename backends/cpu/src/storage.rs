@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use finetp_core::backend::{Backend, BackendError, CapturedGraph, DType, HostData, HostTensor, Tensor};
+use finetp_core::backend::{BackendError, DType, HostData, Tensor};
 use half::{bf16, f16};
 
-use crate::graph;
+use crate::graph::recording;
 
 /// Host memory of one CPU tensor.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,20 +20,44 @@ pub enum CpuStorage {
 /// freed: recorded calls still point at it (see [`crate::graph`]).
 impl Drop for CpuStorage {
     fn drop(&mut self) {
-        if graph::capturing() && !self.is_empty() {
+        if recording::capturing() && !self.is_empty() {
             let s = std::mem::replace(self, CpuStorage::U32(Vec::new()));
-            drop(graph::keep(s));
+            drop(recording::keep(Box::new(s)));
         }
     }
 }
 
 impl CpuStorage {
-    pub fn zeros(dtype: DType, n: usize) -> Self {
-        match dtype {
+    /// `n` zeros of `dtype`; a dtype the CPU backend does not store is
+    /// [`BackendError::Unsupported`].
+    pub fn zeros(dtype: DType, n: usize) -> Result<Self, BackendError> {
+        Ok(match dtype {
             DType::F32 => CpuStorage::F32(vec![0.0; n]),
             DType::F16 => CpuStorage::F16(vec![f16::ZERO; n]),
             DType::BF16 => CpuStorage::BF16(vec![bf16::ZERO; n]),
             DType::U32 => CpuStorage::U32(vec![0; n]),
+            other => return Err(BackendError::Unsupported(format!("the cpu backend does not store {other} tensors"))),
+        })
+    }
+
+    /// Takes host data as it is (no copy).
+    pub fn from_host(data: HostData) -> Self {
+        match data {
+            HostData::F32(v) => CpuStorage::F32(v),
+            HostData::F16(v) => CpuStorage::F16(v),
+            HostData::BF16(v) => CpuStorage::BF16(v),
+            HostData::U32(v) => CpuStorage::U32(v),
+        }
+    }
+
+    /// Hands the data to the host (no copy).
+    pub fn into_host(mut self) -> HostData {
+        // `CpuStorage` has a `Drop`, so its fields are taken, leaving an empty vector behind.
+        match &mut self {
+            CpuStorage::F32(v) => HostData::F32(std::mem::take(v)),
+            CpuStorage::F16(v) => HostData::F16(std::mem::take(v)),
+            CpuStorage::BF16(v) => HostData::BF16(std::mem::take(v)),
+            CpuStorage::U32(v) => HostData::U32(std::mem::take(v)),
         }
     }
 
@@ -81,6 +105,13 @@ impl CpuStorage {
         }
     }
 
+    pub fn as_u32_mut(&mut self, op: &'static str) -> Result<&mut [u32], BackendError> {
+        match self {
+            CpuStorage::U32(v) => Ok(v),
+            other => Err(BackendError::DType { op, expected: "u32", got: other.dtype() }),
+        }
+    }
+
     /// Raw bytes, for dtype-agnostic copies (collectives, copy_block).
     pub fn as_bytes(&self) -> &[u8] {
         fn b<T: bytemuck::Pod>(v: &[T]) -> &[u8] {
@@ -122,7 +153,7 @@ impl CpuBackend {
             .num_threads(threads.max(1))
             .thread_name(|i| format!("finetp-cpu-{i}"))
             .build()
-            .map_err(|e| BackendError::Device(format!("cannot start CPU thread pool: {e}")))?;
+            .map_err(|e| BackendError::device("cannot start the CPU thread pool", e))?;
         Ok(Self { pool: Arc::new(pool) })
     }
 
@@ -149,113 +180,3 @@ impl std::fmt::Debug for CpuBackend {
 
 /// Shorthand for a CPU tensor.
 pub type CpuTensor = Tensor<CpuBackend>;
-
-impl Backend for CpuBackend {
-    type Buffer = CpuStorage;
-    const NAME: &'static str = "cpu";
-
-    fn describe(&self) -> String {
-        format!("cpu ({} threads)", self.threads())
-    }
-
-    /// While capturing, the new tensor is also zeroed again at every replay, so code that
-    /// accumulates into a fresh buffer behaves as it does eagerly.
-    fn zeros(&self, shape: &[usize], dtype: DType) -> Result<CpuTensor, BackendError> {
-        let mut t = Tensor::from_parts(CpuStorage::zeros(dtype, shape.iter().product()), shape.to_vec(), dtype);
-        if graph::capturing() {
-            self.fill_zero(&mut t)?;
-        }
-        Ok(t)
-    }
-
-    fn upload(&self, host: &HostTensor) -> Result<CpuTensor, BackendError> {
-        if graph::capturing() {
-            return Err(graph::host_sync("upload"));
-        }
-        let buf = match &host.data {
-            HostData::F32(v) => CpuStorage::F32(v.clone()),
-            HostData::F16(v) => CpuStorage::F16(v.clone()),
-            HostData::BF16(v) => CpuStorage::BF16(v.clone()),
-            HostData::U32(v) => CpuStorage::U32(v.clone()),
-        };
-        Ok(Tensor::from_parts(buf, host.shape.clone(), host.dtype()))
-    }
-
-    fn download(&self, t: &CpuTensor) -> Result<HostTensor, BackendError> {
-        if graph::capturing() {
-            return Err(graph::host_sync("download"));
-        }
-        let data = match t.buffer() {
-            CpuStorage::F32(v) => HostData::F32(v.clone()),
-            CpuStorage::F16(v) => HostData::F16(v.clone()),
-            CpuStorage::BF16(v) => HostData::BF16(v.clone()),
-            CpuStorage::U32(v) => HostData::U32(v.clone()),
-        };
-        HostTensor::new(data, t.shape())
-    }
-
-    fn synchronize(&self) -> Result<(), BackendError> {
-        Ok(())
-    }
-
-    fn copy_block(
-        &self,
-        src: &CpuTensor,
-        src_row: usize,
-        src_col: usize,
-        dst: &mut CpuTensor,
-        dst_row: usize,
-        dst_col: usize,
-        rows: usize,
-        cols: usize,
-    ) -> Result<(), BackendError> {
-        self.launch("copy_block", &[src], &mut [dst], move |_, i, o| copy_block(i[0], src_row, src_col, o[0], dst_row, dst_col, rows, cols))
-    }
-
-    fn fill_zero(&self, t: &mut CpuTensor) -> Result<(), BackendError> {
-        self.launch("fill_zero", &[], &mut [t], |_, _, o| {
-            o[0].buffer_mut().as_bytes_mut().fill(0);
-            Ok(())
-        })
-    }
-
-    fn write(&self, t: &mut CpuTensor, host: &HostTensor) -> Result<(), BackendError> {
-        if graph::capturing() {
-            return Err(graph::host_sync("write"));
-        }
-        if host.shape != t.shape() || host.dtype() != t.dtype() {
-            return Err(BackendError::Shape(format!("write: host {:?} {} into a tensor {:?} {}", host.shape, host.dtype(), t.shape(), t.dtype())));
-        }
-        match (&host.data, t.buffer_mut()) {
-            (HostData::F32(s), CpuStorage::F32(d)) => d.copy_from_slice(s),
-            (HostData::F16(s), CpuStorage::F16(d)) => d.copy_from_slice(s),
-            (HostData::BF16(s), CpuStorage::BF16(d)) => d.copy_from_slice(s),
-            (HostData::U32(s), CpuStorage::U32(d)) => d.copy_from_slice(s),
-            _ => return Err(BackendError::Shape("write: storage and tensor dtype disagree".into())),
-        }
-        Ok(())
-    }
-
-    fn begin_capture(&self) -> Result<(), BackendError> {
-        graph::begin()
-    }
-
-    fn end_capture(&self) -> Result<Box<dyn CapturedGraph>, BackendError> {
-        Ok(Box::new(graph::end()?))
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn copy_block(src: &CpuTensor, src_row: usize, src_col: usize, dst: &mut CpuTensor, dst_row: usize, dst_col: usize, rows: usize, cols: usize) -> Result<(), BackendError> {
-    finetp_core::backend::checks::copy_block(src, src_row, src_col, dst, dst_row, dst_col, rows, cols)?;
-    let (sw, dw) = (src.row_len(), dst.row_len());
-    let es = src.dtype().size_in_bytes();
-    let s = src.buffer().as_bytes();
-    let d = dst.buffer_mut().as_bytes_mut();
-    for r in 0..rows {
-        let so = ((src_row + r) * sw + src_col) * es;
-        let doff = ((dst_row + r) * dw + dst_col) * es;
-        d[doff..doff + cols * es].copy_from_slice(&s[so..so + cols * es]);
-    }
-    Ok(())
-}

@@ -4,11 +4,12 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use finetp_backend_cpu::comm::{Fabric, InProcessComm, group_handles};
+use finetp_backend_cpu::comm::{InProcessComm, group_handles};
 use finetp_backend_cpu::{CpuBackend, CpuStorage, CpuTensor};
-use finetp_core::backend::{Collective, CommError, DType, Tensor};
+use finetp_core::backend::{Collective, DType, Tensor};
 use finetp_core::config::{FinegrainedTpConfig, ParallelConfig};
 use finetp_core::plan::Plan;
+use finetp_engine::{Launcher, Rank};
 use half::bf16;
 
 #[path = "collectives/failures.rs"]
@@ -40,7 +41,7 @@ fn storage(rng: &mut Rng, dtype: DType, n: usize) -> CpuStorage {
         DType::F32 => CpuStorage::F32((0..n).map(|_| rng.f32()).collect()),
         DType::U32 => CpuStorage::U32((0..n).map(|_| rng.next() as u32).collect()),
         DType::BF16 => CpuStorage::BF16((0..n).map(|_| bf16::from_f32(rng.f32())).collect()),
-        DType::F16 => unreachable!("not used"),
+        _ => unreachable!("not used"),
     }
 }
 
@@ -50,7 +51,7 @@ fn tensor(s: CpuStorage, shape: &[usize]) -> CpuTensor {
 }
 
 fn zeros(dtype: DType, shape: &[usize]) -> CpuTensor {
-    tensor(CpuStorage::zeros(dtype, shape.iter().product()), shape)
+    tensor(CpuStorage::zeros(dtype, shape.iter().product()).expect("a stored dtype"), shape)
 }
 
 fn f32s(v: Vec<f32>, shape: &[usize]) -> CpuTensor {
@@ -238,89 +239,71 @@ fn make_plan(dp: usize, tp: usize, fg: FinegrainedTpConfig) -> Plan {
 fn all_groups_of_a_plan_live_at_once() {
     let fg = FinegrainedTpConfig { embedding: Some(2), lm_head: Some(4), o_proj: Some(8), mlp: Some(1) };
     let plan = make_plan(8, 1, fg);
-    let fabric = Fabric::new(&plan, LONG);
-    let sets: Vec<_> = (0..8).map(|r| fabric.connect(r).unwrap()).collect();
-    assert!(matches!(fabric.connect(3), Err(CommError::InvalidArgument { .. })), "second connect");
-    assert!(matches!(fabric.connect(8), Err(CommError::InvalidArgument { .. })), "rank outside the world");
-    assert_eq!(sets[5].lm_head.info().name, "lm_head[1]");
-    assert_eq!(sets[5].lm_head.info().global_ranks, vec![4, 5, 6, 7]);
-    assert_eq!(sets[5].lm_head.info().rank, 1);
-    assert_eq!(sets[5].embedding.info().name, "embedding[2]");
-    assert_eq!(sets[5].mlp.info().global_ranks, vec![5]);
-    assert_eq!(sets[5].dp.info().name, "dp[0]");
-    assert_eq!(sets[5].dp.info().size(), 8);
-
-    let results = thread::scope(|s| {
-        let joins: Vec<_> = sets
-            .into_iter()
-            .enumerate()
-            .map(|(r, g)| {
-                s.spawn(move || {
-                    for step in 0..25usize {
-                        let v = (r * 100 + step) as f32;
-                        // mlp (size 1): trivial all-reduce.
-                        let mut t = f32s(vec![v; 3], &[1, 3]);
-                        g.mlp.all_reduce_sum(&mut t).unwrap();
-                        assert_eq!(t.buffer().as_f32("t").unwrap(), &[v; 3]);
-                        // o_proj (size 8): all-gather of uneven rows (rank r has r % 3 rows).
-                        let counts: Vec<usize> = (0..8).map(|m| m % 3).collect();
-                        let mine = f32s(vec![v; r % 3 * 2], &[r % 3, 2]);
-                        let mut out = zeros(DType::F32, &[counts.iter().sum(), 2]);
-                        g.o_proj.all_gather(&mine, &counts, &mut out).unwrap();
-                        let want: Vec<f32> = (0..8).flat_map(|m| vec![(m * 100 + step) as f32; m % 3 * 2]).collect();
-                        assert_eq!(out.buffer().as_f32("o").unwrap(), &want[..]);
-                        // embedding (size 2): reduce-scatter, 1 row each.
-                        let e = g.embedding.info().clone();
-                        let all = f32s(vec![v, v + 1.0], &[2, 1]);
-                        let mut out = zeros(DType::F32, &[1, 1]);
-                        g.embedding.reduce_scatter_sum(&all, &[1, 1], &mut out).unwrap();
-                        let want: f32 = e.global_ranks.iter().map(|&m| (m * 100 + step) as f32 + e.rank as f32).sum();
-                        assert_eq!(out.buffer().as_f32("e").unwrap(), &[want]);
-                        // dp (size 8): u32 all-reduce of per-rank token counts.
-                        let mut t = tensor(CpuStorage::U32(vec![r as u32, 1]), &[2]);
-                        g.dp.all_reduce_sum(&mut t).unwrap();
-                        assert_eq!(t.buffer().as_u32("dp").unwrap(), &[28, 8]);
-                        // lm_head (size 4): broadcast from a rotating root.
-                        let root = step % 4;
-                        let l = g.lm_head.info().clone();
-                        let mut t = f32s(vec![if l.rank == root { v } else { -1.0 }; 4], &[4]);
-                        g.lm_head.broadcast(&mut t, root).unwrap();
-                        assert_eq!(t.buffer().as_f32("l").unwrap(), &[(l.global_ranks[root] * 100 + step) as f32; 4]);
-                    }
-                })
-            })
-            .collect();
-        joins.into_iter().map(|j| j.join().is_ok()).collect::<Vec<_>>()
-    });
-    assert!(results.iter().all(|ok| *ok), "{results:?}");
+    Launcher::threads(LONG)
+        .run(&plan, |Rank { rank: r, groups: g, .. }: Rank<CpuBackend>| {
+            if r == 5 {
+                assert_eq!(g.lm_head.info().name(), "lm_head[1]");
+                assert_eq!(g.lm_head.info().global_ranks, vec![4, 5, 6, 7]);
+                assert_eq!(g.lm_head.info().rank, 1);
+                assert_eq!(g.embedding.info().name(), "embedding[2]");
+                assert_eq!(g.mlp.info().global_ranks, vec![5]);
+                assert_eq!(g.dp.info().name(), "dp[0]");
+                assert_eq!(g.dp.info().size(), 8);
+            }
+            for step in 0..25usize {
+                let v = (r * 100 + step) as f32;
+                // mlp (size 1): trivial all-reduce.
+                let mut t = f32s(vec![v; 3], &[1, 3]);
+                g.mlp.all_reduce_sum(&mut t).unwrap();
+                assert_eq!(t.buffer().as_f32("t").unwrap(), &[v; 3]);
+                // o_proj (size 8): all-gather of uneven rows (rank r has r % 3 rows).
+                let counts: Vec<usize> = (0..8).map(|m| m % 3).collect();
+                let mine = f32s(vec![v; r % 3 * 2], &[r % 3, 2]);
+                let mut out = zeros(DType::F32, &[counts.iter().sum(), 2]);
+                g.o_proj.all_gather(&mine, &counts, &mut out).unwrap();
+                let want: Vec<f32> = (0..8).flat_map(|m| vec![(m * 100 + step) as f32; m % 3 * 2]).collect();
+                assert_eq!(out.buffer().as_f32("o").unwrap(), &want[..]);
+                // embedding (size 2): reduce-scatter, 1 row each.
+                let e = g.embedding.info().clone();
+                let all = f32s(vec![v, v + 1.0], &[2, 1]);
+                let mut out = zeros(DType::F32, &[1, 1]);
+                g.embedding.reduce_scatter_sum(&all, &[1, 1], &mut out).unwrap();
+                let want: f32 = e.global_ranks.iter().map(|&m| (m * 100 + step) as f32 + e.rank as f32).sum();
+                assert_eq!(out.buffer().as_f32("e").unwrap(), &[want]);
+                // dp (size 8): u32 all-reduce of per-rank token counts.
+                let mut t = tensor(CpuStorage::U32(vec![r as u32, 1]), &[2]);
+                g.dp.all_reduce_sum(&mut t).unwrap();
+                assert_eq!(t.buffer().as_u32("dp").unwrap(), &[28, 8]);
+                // lm_head (size 4): broadcast from a rotating root.
+                let root = step % 4;
+                let l = g.lm_head.info().clone();
+                let mut t = f32s(vec![if l.rank == root { v } else { -1.0 }; 4], &[4]);
+                g.lm_head.broadcast(&mut t, root).unwrap();
+                assert_eq!(t.buffer().as_f32("l").unwrap(), &[(l.global_ranks[root] * 100 + step) as f32; 4]);
+            }
+            Ok(())
+        })
+        .unwrap();
 
     // A non-contiguous layout: DP=4, TP=2 pairs ranks [0,2] [1,3] ...
     let plan = make_plan(4, 2, FinegrainedTpConfig::uniform(2));
-    let fabric = Fabric::new(&plan, LONG);
-    let sets: Vec<_> = (0..8).map(|r| fabric.connect(r).unwrap()).collect();
-    assert_eq!(sets[3].o_proj.info().global_ranks, vec![1, 3]);
-    assert_eq!(sets[3].dp.info().global_ranks, vec![1, 3, 5, 7]);
-    let sums: Vec<f32> = thread::scope(|s| {
-        let joins: Vec<_> = sets
-            .into_iter()
-            .enumerate()
-            .map(|(r, g)| {
-                s.spawn(move || {
-                    let mut t = f32s(vec![r as f32], &[1]);
-                    g.o_proj.all_reduce_sum(&mut t).unwrap();
-                    t.buffer().as_f32("t").unwrap()[0]
-                })
-            })
-            .collect();
-        joins.into_iter().map(|j| j.join().unwrap()).collect()
-    });
+    let sums = Launcher::threads(LONG)
+        .run(&plan, |Rank { rank: r, groups: g, .. }: Rank<CpuBackend>| {
+            if r == 3 {
+                assert_eq!(g.o_proj.info().global_ranks, vec![1, 3]);
+                assert_eq!(g.dp.info().global_ranks, vec![1, 3, 5, 7]);
+            }
+            let mut t = f32s(vec![r as f32], &[1]);
+            g.o_proj.all_reduce_sum(&mut t).unwrap();
+            Ok(t.buffer().as_f32("t").unwrap()[0])
+        })
+        .unwrap();
     assert_eq!(sums, vec![2.0, 4.0, 2.0, 4.0, 10.0, 12.0, 10.0, 12.0]);
 }
 
 #[test]
-fn fabric_and_handles_are_send_and_sync() {
+fn handles_are_send_and_sync() {
     fn check<T: Send + Sync>() {}
-    check::<Fabric>();
     check::<InProcessComm>();
     check::<Arc<dyn Collective<CpuBackend>>>();
 }

@@ -9,7 +9,7 @@
 //!   only copies or does one f32 operation.
 
 use finetp_backend_cpu::{CpuBackend, CpuStorage, CpuTensor};
-use finetp_core::backend::{BackendError, DType, Gemm, Kernels, RopeStyle, Tensor};
+use finetp_core::backend::{BackendError, DType, Gemm, Kernels, RopeStyle, RopeTable, SampleParams, Tensor};
 use half::{bf16, f16};
 use proptest::prelude::*;
 
@@ -65,7 +65,7 @@ pub fn typed(v: &[f32], shape: &[usize], dtype: DType) -> (CpuTensor, Vec<f32>) 
             let r = h.iter().map(|x| x.to_f32()).collect();
             (CpuStorage::F16(h), r)
         }
-        DType::U32 => (CpuStorage::U32(vec![0; v.len()]), vec![0.0; v.len()]),
+        _ => (CpuStorage::U32(vec![0; v.len()]), vec![0.0; v.len()]),
     };
     (Tensor::from_parts(buf, shape.to_vec(), dtype), rounded)
 }
@@ -87,6 +87,12 @@ pub fn is_dtype_err<T: std::fmt::Debug>(r: Result<T, BackendError>) -> bool {
 }
 
 pub const FLOATS: [DType; 3] = [DType::F32, DType::BF16, DType::F16];
+
+/// A RoPE table of `inv_freq`.
+pub fn table(inv_freq: Vec<f32>, style: RopeStyle, attention_factor: f32) -> RopeTable<CpuBackend> {
+    let n = inv_freq.len();
+    RopeTable { inv_freq: f32t(inv_freq, &[n]), style, attention_factor }
+}
 
 #[test]
 fn embedding_looks_up_its_shard_and_zeroes_the_rest() {
@@ -167,10 +173,10 @@ fn rope_rotates_pairs_of_both_styles() {
     for (t, nh, d, half) in [(3, 2, 8, 4), (4, 3, 10, 2), (2, 1, 6, 0), (70, 8, 64, 16)] {
         let inv_freq: Vec<f32> = (0..half).map(|i| 10000f32.powf(-2.0 * i as f32 / (2 * half) as f32)).collect();
         let positions: Vec<u32> = (0..t as u32).map(|i| i * 7 + 3).collect();
-        for style in [RopeStyle::Neox, RopeStyle::Interleaved] {
+        for (style, factor) in [(RopeStyle::Neox, 1.0), (RopeStyle::Interleaved, 1.0), (RopeStyle::Neox, 1.3)] {
             let x = rng.f32s(t * nh * d);
             let mut xt = f32t(x.clone(), &[t, nh, d]);
-            be.rope(&mut xt, &u32s(&positions), &f32t(inv_freq.clone(), &[half]), style).expect("rope");
+            be.rope(&mut xt, &u32s(&positions), &table(inv_freq.clone(), style, factor)).expect("rope");
             for (row, &p) in positions.iter().enumerate() {
                 for h in 0..nh {
                     let base = (row * nh + h) * d;
@@ -178,6 +184,7 @@ fn rope_rotates_pairs_of_both_styles() {
                     for (i, f) in inv_freq.iter().enumerate() {
                         // The contract's angle: `p * inv_freq` (rounded to f32, as HF does).
                         let (s, c) = f64::from(p as f32 * f).sin_cos();
+                        let (s, c) = (s * f64::from(factor), c * f64::from(factor));
                         let (a, b) = match style {
                             RopeStyle::Neox => (i, i + half),
                             RopeStyle::Interleaved => (2 * i, 2 * i + 1),
@@ -191,25 +198,25 @@ fn rope_rotates_pairs_of_both_styles() {
                         if j >= 2 * half {
                             assert_eq!(got, *w, "{style:?} dim {j} >= rotary_dim must be untouched");
                         }
-                        assert!((got - w).abs() <= 1e-5, "{style:?} t{row} h{h} d{j}: {got} vs {w} (tol 1e-5 abs, |x| < 1.5)");
+                        assert!((got - w).abs() <= 1e-5 * f64::from(factor), "{style:?} x{factor} t{row} h{h} d{j}: {got} vs {w} (tol 1e-5 abs, |x| < 1.5)");
                     }
                 }
             }
         }
     }
     let mut x = f32t(vec![0.0; 16], &[2, 1, 8]);
-    let one = f32t(vec![1.0], &[1]);
-    assert!(is_shape_err(be.rope(&mut x, &u32s(&[0]), &one, RopeStyle::Neox)), "1 position for 2 rows");
-    assert!(is_shape_err(be.rope(&mut x, &u32s(&[0, 1]), &f32t(vec![1.0; 5], &[5]), RopeStyle::Neox)), "rotary_dim 10 > head_dim 8");
-    assert!(is_dtype_err(be.rope(&mut x, &f32t(vec![0.0; 2], &[2]), &one, RopeStyle::Neox)), "f32 positions");
+    let one = table(vec![1.0], RopeStyle::Neox, 1.0);
+    assert!(is_shape_err(be.rope(&mut x, &u32s(&[0]), &one)), "1 position for 2 rows");
+    assert!(is_shape_err(be.rope(&mut x, &u32s(&[0, 1]), &table(vec![1.0; 5], RopeStyle::Neox, 1.0))), "rotary_dim 10 > head_dim 8");
+    assert!(is_dtype_err(be.rope(&mut x, &f32t(vec![0.0; 2], &[2]), &one)), "f32 positions");
     let mut x2 = f32t(vec![0.0; 16], &[2, 8]);
-    assert!(is_shape_err(be.rope(&mut x2, &u32s(&[0, 1]), &one, RopeStyle::Neox)), "2-D x");
+    assert!(is_shape_err(be.rope(&mut x2, &u32s(&[0, 1]), &one)), "2-D x");
     let (mut xb, _) = typed(&[0.0; 16], &[2, 1, 8], DType::BF16);
-    assert!(is_dtype_err(be.rope(&mut xb, &u32s(&[0, 1]), &one, RopeStyle::Interleaved)), "bf16 x");
+    assert!(is_dtype_err(be.rope(&mut xb, &u32s(&[0, 1]), &table(vec![1.0], RopeStyle::Interleaved, 1.0))), "bf16 x");
 }
 
 #[test]
-fn silu_mul_add_assign_and_scale_match_references() {
+fn silu_mul_and_add_assign_match_references() {
     let be = be();
     let mut rng = Rng::new(4);
     for (t, i) in [(3, 11), (1, 1), (0, 4), (130, 300)] {
@@ -229,9 +236,6 @@ fn silu_mul_add_assign_and_scale_match_references() {
         be.add_assign(&mut at, &f32t(b.clone(), &[t, i])).expect("add_assign");
         let want: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
         assert_eq!(data(&at), &want[..], "add_assign is one f32 add per element (exact)");
-        be.scale(&mut at, -0.37).expect("scale");
-        let want: Vec<f32> = want.iter().map(|x| x * -0.37).collect();
-        assert_eq!(data(&at), &want[..], "scale is one f32 multiply per element (exact)");
     }
     let mut y = f32t(vec![0.0; 6], &[2, 3]);
     assert!(is_shape_err(be.silu_mul(&f32t(vec![0.0; 10], &[2, 5]), &mut y)), "gate_up [2,5] for y [2,3]");
@@ -240,51 +244,88 @@ fn silu_mul_add_assign_and_scale_match_references() {
     assert!(is_shape_err(be.add_assign(&mut a, &f32t(vec![0.0; 6], &[3, 2]))), "add_assign [2,3] += [3,2]");
     let (bb, _) = typed(&[0.0; 6], &[2, 3], DType::BF16);
     assert!(is_dtype_err(be.add_assign(&mut a, &bb)), "add_assign of bf16");
-    let (mut ab, _) = typed(&[0.0; 6], &[2, 3], DType::F16);
-    assert!(is_dtype_err(be.scale(&mut ab, 2.0)), "scale of f16");
+}
+
+/// Runs `sample` on `logits [rows, v]` with one parameter row per row.
+fn sample(be: &CpuBackend, logits: Vec<f32>, v: usize, params: &[SampleParams]) -> Result<Vec<u32>, BackendError> {
+    let m = params.len();
+    let mut ids = u32s(&vec![u32::MAX; m]);
+    let p = SampleParams::tensor(params);
+    let p = f32t(p.to_f32_vec().expect("f32"), &[m, 4]);
+    be.sample(&f32t(logits, &[m, v]), &p, &mut ids)?;
+    Ok(ids.buffer().as_u32("ids").expect("u32").to_vec())
 }
 
 #[test]
-fn argmax_takes_the_first_maximum_and_skips_nan() {
+fn greedy_sampling_takes_the_first_maximum_and_skips_nan() {
     let be = be();
     let rows = vec![1.0, 3.0, 3.0, -1.0, f32::NAN, 5.0, 5.0, 0.0, f32::NAN, f32::NAN, f32::NAN, f32::NAN, -0.0, 0.0, -1.0, 0.0];
-    let l = f32t(rows, &[4, 4]);
-    assert_eq!(be.argmax(&l).expect("argmax"), vec![1, 1, 0, 0], "first index on ties, NaN never wins");
+    assert_eq!(sample(&be, rows, 4, &[SampleParams::GREEDY; 4]).expect("sample"), vec![1, 1, 0, 0], "first index on ties, NaN never wins");
     let mut rng = Rng::new(5);
     let v = rng.f32s(3 * 1001);
-    let got = be.argmax(&f32t(v.clone(), &[3, 1001])).expect("argmax");
+    let got = sample(&be, v.clone(), 1001, &[SampleParams::GREEDY; 3]).expect("sample");
     for (r, g) in got.iter().enumerate() {
         let row = &v[r * 1001..(r + 1) * 1001];
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         assert_eq!(*g as usize, row.iter().position(|&x| x == max).expect("max"), "row {r}");
     }
-    assert_eq!(be.argmax(&f32t(vec![], &[0, 5])).expect("no rows"), Vec::<u32>::new());
-    assert!(is_shape_err(be.argmax(&f32t(vec![0.0; 3], &[3]))), "1-D logits");
-    assert!(is_shape_err(be.argmax(&f32t(vec![], &[2, 0]))), "empty rows");
-    let (lb, _) = typed(&[0.0; 4], &[1, 4], DType::BF16);
-    assert!(is_dtype_err(be.argmax(&lb)), "bf16 logits");
+    assert_eq!(sample(&be, vec![], 5, &[]).expect("no rows"), Vec::<u32>::new());
+    assert!(is_shape_err(sample(&be, vec![], 0, &[SampleParams::GREEDY; 2])), "empty rows");
+}
+
+/// The contract's sampling rule, written out independently (f64 weights; sort; top-k; top-p
+/// prefix; the first candidate whose running weight reaches `uniform` of the prefix's).
+fn reference(logits: &[f32], p: SampleParams) -> u32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut c: Vec<(f64, u32)> = logits.iter().enumerate().map(|(i, &l)| ((f64::from(l - max) / f64::from(p.temperature)).exp(), i as u32)).collect();
+    c.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    if p.top_k > 0 {
+        c.truncate(p.top_k as usize);
+    }
+    let total: f64 = c.iter().map(|x| x.0).sum();
+    let mut n = 0;
+    let mut acc = 0.0;
+    while n < c.len() {
+        acc += c[n].0;
+        n += 1;
+        if acc >= f64::from(p.top_p) * total {
+            break;
+        }
+    }
+    let mass: f64 = c[..n].iter().map(|x| x.0).sum();
+    let goal = f64::from(p.uniform) * mass;
+    let mut run = 0.0;
+    for x in &c[..n] {
+        run += x.0;
+        if run >= goal {
+            return x.1;
+        }
+    }
+    c[n - 1].1
 }
 
 #[test]
-fn top_k_is_descending_with_index_ties() {
+fn random_sampling_follows_the_contracts_rule() {
     let be = be();
-    let l = f32t(vec![0.5, 2.0, f32::NAN, 2.0, -1.0, 0.5], &[1, 6]);
-    assert_eq!(be.top_k(&l, 4).expect("top_k")[0], vec![(2.0, 1), (2.0, 3), (0.5, 0), (0.5, 5)], "ties by index, NaN last");
-    let all = be.top_k(&l, 100).expect("k > V");
-    assert_eq!(all[0].len(), 6, "k clamps to V");
-    assert!(all[0][5].0.is_nan(), "NaN ranks last");
-    assert_eq!(be.top_k(&l, 0).expect("k = 0"), vec![Vec::<(f32, u32)>::new()]);
-    let mut rng = Rng::new(6);
-    let v = rng.f32s(4 * 777);
-    let got = be.top_k(&f32t(v.clone(), &[4, 777]), 17).expect("top_k");
-    assert_eq!(got.len(), 4);
-    for (r, g) in got.iter().enumerate() {
-        let mut want: Vec<(f32, u32)> = v[r * 777..(r + 1) * 777].iter().enumerate().map(|(i, &x)| (x, i as u32)).collect();
-        want.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        assert_eq!(g[..], want[..17], "row {r}: the 17 largest, descending");
+    let logits = vec![0.1, 3.0, 2.9, -1.0, 2.0, 0.5];
+    let params = |temperature, top_p, top_k, uniform| SampleParams { temperature, top_p, top_k, uniform };
+    // The support: top-p 0.5 keeps the two best of [3.0, 2.9, ...]; top-k 1 keeps one.
+    for u in [0.0, 0.3, 0.49, 0.51, 0.99] {
+        let got = sample(&be, logits.clone(), 6, &[params(1.0, 0.5, 0, u)]).expect("sample")[0];
+        assert!(matches!(got, 1 | 2), "top-p 0.5 picks among ids 1 and 2, got {got} at u {u}");
+        assert_eq!(sample(&be, logits.clone(), 6, &[params(1.0, 1.0, 1, u)]).expect("sample")[0], 1, "top-k 1 is greedy");
     }
-    assert_eq!(be.top_k(&f32t(vec![], &[0, 3]), 2).expect("no rows"), Vec::<Vec<(f32, u32)>>::new());
-    assert!(is_shape_err(be.top_k(&f32t(vec![0.0; 3], &[3]), 1)), "1-D logits");
+    assert_eq!(sample(&be, logits.clone(), 6, &[params(1.0, 1.0, 0, 0.0)]).expect("sample")[0], 1, "u = 0 picks the best");
+    let mut rng = Rng::new(6);
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..200 {
+        let v = rng.f32s(50).iter().map(|x| x * 3.0).collect::<Vec<_>>();
+        let p = params(0.5 + rng.f32().abs(), 0.5 + 0.5 * rng.f32().abs(), (rng.next_u64() % 8) as u32, rng.f32().abs());
+        let got = sample(&be, v.clone(), 50, &[p]).expect("sample")[0];
+        assert_eq!(got, reference(&v, p), "{p:?}");
+        seen.insert(got);
+    }
+    assert!(seen.len() > 10, "random rows pick many different tokens ({} seen)", seen.len());
 }
 
 proptest! {

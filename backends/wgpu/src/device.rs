@@ -266,7 +266,7 @@ impl WgpuBackend {
         }
         let msg = v.join("; ");
         v.clear();
-        Err(BackendError::Device(format!("wgpu reported: {msg}")))
+        Err(BackendError::device("wgpu reported errors outside any error scope", msg))
     }
 }
 

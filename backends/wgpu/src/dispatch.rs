@@ -67,7 +67,7 @@ impl WgpuBackend {
         let scope = dev.push_error_scope(wgpu::ErrorFilter::Validation);
         let group = dev.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(&k.name), layout: &k.layout, entries: &entries });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(BackendError::Device(format!("{}: binding its buffers: {e}", k.name)));
+            return Err(BackendError::device(format!("{}: binding its buffers", k.name), e));
         }
         self.record(|enc| {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(&k.name), timestamp_writes: None });

@@ -4,8 +4,8 @@
 //! (`m = 1`) streams each weight row once through one invocation; for larger `m` each
 //! invocation reuses its weight row for `C` activation rows. No workgroup memory, no
 //! barriers. A weight bigger than one storage binding is read through row windows, one
-//! launch per window; `batched_linear` is the same kernel over the flattened `[B·n, k]`
-//! weight rows (row `r` is output `r % n` of batch `r / n`).
+//! launch per window (the kernel also takes a batch of products over flattened `[B·n, k]`
+//! weight rows, row `r` being output `r % n` of batch `r / n`; the contract's `linear` uses one).
 
 use finetp_core::backend::{BackendError, DType, Gemm, Tensor};
 
@@ -95,16 +95,5 @@ impl Gemm for WgpuBackend {
             f32_only(b, "linear (bias)")?;
         }
         self.matmul(Call { x, w, bias, batch: 1, m, n, k }, y, "linear")
-    }
-
-    fn batched_linear(&self, x: &Tensor<Self>, w: &Tensor<Self>, y: &mut Tensor<Self>) -> Result<(), BackendError> {
-        let [bx, m, k] = dims(x, "batched_linear", "x")?;
-        let [bw, n, kw] = dims(w, "batched_linear", "w")?;
-        if bx != bw || kw != k || y.shape() != [bx, m, n] {
-            return Err(BackendError::Shape(format!("batched_linear: x {:?}, w {:?}, y {:?} do not fit", x.shape(), w.shape(), y.shape())));
-        }
-        f32_only(x, "batched_linear (x)")?;
-        f32_only(y, "batched_linear (y)")?;
-        self.matmul(Call { x, w, bias: None, batch: bx, m, n, k }, y, "batched_linear")
     }
 }

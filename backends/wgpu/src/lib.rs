@@ -22,7 +22,7 @@
 //!   multiply and an add (lavapipe does); [`WgpuBackend::fma_is_fused`] says which, and
 //!   `docs/wgpu.md` has the tolerances.
 //! - **Collectives** stage through host memory and reuse the CPU backend's in-process
-//!   collectives ([`comm`]).
+//!   collectives ([`StagedComm`](finetp_backend_cpu::comm::StagedComm)).
 //! - **Device-side bounds checks.** KV-cache rows that address a slot or position outside the
 //!   cache cannot be reported when they are enqueued (the indices live on the device), so the
 //!   kernel flags them in a status word and the next sync point returns the error, as CUDA
@@ -33,7 +33,6 @@
 //! eagerly (it reports why).
 
 mod buffer;
-pub mod comm;
 mod device;
 mod dispatch;
 mod gemm;
@@ -45,7 +44,6 @@ mod status;
 mod stream;
 
 pub use buffer::WgpuBuffer;
-pub use comm::{StagedComm, staged_groups};
 pub use device::{AdapterSummary, WgpuBackend, WgpuOptions};
 
 /// Shorthand for a wgpu tensor.

@@ -1,6 +1,9 @@
 //! The memory half of the backend contract: allocation, upload, download, block copies.
 
-use finetp_core::backend::{Backend, BackendError, DType, HostData, HostTensor, Tensor};
+use std::sync::Arc;
+
+use finetp_backend_cpu::comm::connect_staged;
+use finetp_core::backend::{Backend, BackendError, Block, Collective, CommError, DType, DeviceSlot, GroupSpec, HostData, HostTensor, Rendezvous, Tensor};
 use half::{bf16, f16};
 
 use crate::buffer::{WgpuBuffer, padded, whole};
@@ -30,15 +33,24 @@ fn checked_host(host: &HostTensor) -> Result<(), BackendError> {
     Ok(())
 }
 
-/// Host data of `n` elements of `dtype` from the words read back.
-fn from_words(dtype: DType, n: usize, words: Vec<u32>) -> HostData {
-    let halves = || bytemuck::cast_slice::<u32, u16>(&words)[..n].to_vec();
+/// The dtypes this backend stores; any other is [`BackendError::Unsupported`].
+fn stored(dtype: DType) -> Result<(), BackendError> {
     match dtype {
+        DType::F32 | DType::U32 | DType::BF16 | DType::F16 => Ok(()),
+        other => Err(BackendError::Unsupported(format!("the wgpu backend does not store {other} tensors"))),
+    }
+}
+
+/// Host data of `n` elements of `dtype` from the words read back.
+fn from_words(dtype: DType, n: usize, words: Vec<u32>) -> Result<HostData, BackendError> {
+    let halves = || bytemuck::cast_slice::<u32, u16>(&words)[..n].to_vec();
+    Ok(match dtype {
         DType::F32 => HostData::F32(bytemuck::allocation::try_cast_vec(words).unwrap_or_else(|(_, w)| w.into_iter().map(f32::from_bits).collect())),
         DType::U32 => HostData::U32(words),
         DType::BF16 => HostData::BF16(halves().into_iter().map(bf16::from_bits).collect()),
         DType::F16 => HostData::F16(halves().into_iter().map(f16::from_bits).collect()),
-    }
+        other => return Err(BackendError::Unsupported(format!("the wgpu backend does not store {other} tensors"))),
+    })
 }
 
 impl WgpuBackend {
@@ -51,6 +63,22 @@ impl WgpuBackend {
 impl Backend for WgpuBackend {
     type Buffer = WgpuBuffer;
     const NAME: &'static str = "wgpu";
+
+    /// The best adapter (every rank of a process opens its own device on it).
+    fn open(_slot: &DeviceSlot) -> Result<Self, BackendError> {
+        WgpuBackend::new()
+    }
+
+    /// wgpu devices cannot read each other's buffers: collectives are staged through the host
+    /// over the CPU backend's in-process collectives (`docs/wgpu.md` counts the copies).
+    fn connect(&self, spec: &GroupSpec, rv: &dyn Rendezvous) -> Result<Arc<dyn Collective<Self>>, CommError> {
+        connect_staged(self, spec, rv)
+    }
+
+    /// f32, as the CPU backend (the GEMM reproduces its reduction order).
+    fn activation_dtype(&self) -> DType {
+        DType::F32
+    }
 
     fn describe(&self) -> String {
         let c = self.caps();
@@ -65,8 +93,13 @@ impl Backend for WgpuBackend {
     }
 
     fn zeros(&self, shape: &[usize], dtype: DType) -> Result<WgpuTensor, BackendError> {
-        let n: usize = shape.iter().product();
-        let buf = self.alloc((n * dtype.size_in_bytes()) as u64)?;
+        stored(dtype)?;
+        let bytes = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .and_then(|n| dtype.storage_bytes(n))
+            .ok_or_else(|| BackendError::Shape(format!("zeros: {shape:?} {dtype} overflows")))?;
+        let buf = self.alloc(bytes as u64)?;
         Ok(Tensor::from_parts(buf, shape.to_vec(), dtype))
     }
 
@@ -81,26 +114,17 @@ impl Backend for WgpuBackend {
         let b = t.buffer();
         let mut out = self.read_checked(&[(&b.buf, b.len)])?;
         let words = out.pop().unwrap_or_default();
-        HostTensor::new(from_words(t.dtype(), t.numel(), words), t.shape())
+        HostTensor::new(from_words(t.dtype(), t.numel(), words)?, t.shape())
     }
 
     fn synchronize(&self) -> Result<(), BackendError> {
         self.read_checked(&[]).map(drop)
     }
 
-    fn copy_block(
-        &self,
-        src: &WgpuTensor,
-        src_row: usize,
-        src_col: usize,
-        dst: &mut WgpuTensor,
-        dst_row: usize,
-        dst_col: usize,
-        rows: usize,
-        cols: usize,
-    ) -> Result<(), BackendError> {
-        finetp_core::backend::checks::copy_block(src, src_row, src_col, dst, dst_row, dst_col, rows, cols)?;
+    fn copy_block(&self, src: &WgpuTensor, dst: &mut WgpuTensor, b: Block) -> Result<(), BackendError> {
+        finetp_core::backend::checks::copy_block(src, dst, &b)?;
         let (sw, dw) = (src.row_len(), dst.row_len());
+        let Block { src_row, src_col, dst_row, dst_col, rows, cols } = b;
         if rows == 0 || cols == 0 {
             return Ok(());
         }
@@ -119,12 +143,6 @@ impl Backend for WgpuBackend {
         let p = Params::new().u(rows * cols)?.u(cols)?.u(sw)?.u(dw)?.u(src_row)?.u(src_col)?.u(dst_row)?.u(dst_col)?;
         let args = [whole(src.buffer(), &caps, "copy_block")?, whole(dst.buffer(), &caps, "copy_block")?];
         self.launch(&k, p, &args, self.grid(rows * cols)?)
-    }
-
-    fn fill_zero(&self, t: &mut WgpuTensor) -> Result<(), BackendError> {
-        let b = &t.buffer().buf;
-        self.record(|e| e.clear_buffer(b, 0, None));
-        Ok(())
     }
 
     /// Host data goes into a fresh staging buffer that the pending encoder copies from, so it

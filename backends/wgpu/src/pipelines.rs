@@ -49,7 +49,7 @@ impl WgpuBackend {
         });
         let layout = pipeline.get_bind_group_layout(0);
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(BackendError::Device(format!("compiling kernel {key}: {e}")));
+            return Err(BackendError::device(format!("compiling kernel {key}"), e));
         }
         Ok(Kernel { name: key.to_string(), pipeline, layout })
     }

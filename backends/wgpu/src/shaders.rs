@@ -18,13 +18,10 @@ pub(crate) const RMS_F32: &str = include_str!("shaders/rms_f32.wgsl");
 pub(crate) const ROPE: &str = include_str!("shaders/rope.wgsl");
 pub(crate) const SILU_MUL: &str = include_str!("shaders/silu_mul.wgsl");
 pub(crate) const ADD: &str = include_str!("shaders/add.wgsl");
-pub(crate) const SCALE: &str = include_str!("shaders/scale.wgsl");
 pub(crate) const COPY32: &str = include_str!("shaders/copy32.wgsl");
 pub(crate) const COPY16: &str = include_str!("shaders/copy16.wgsl");
 pub(crate) const KV_WRITE: &str = include_str!("shaders/kv_write.wgsl");
 pub(crate) const ATTENTION: &str = include_str!("shaders/attention.wgsl");
-pub(crate) const ARGMAX: &str = include_str!("shaders/argmax.wgsl");
-pub(crate) const ARGMAX_ROWS: &str = include_str!("shaders/argmax_rows.wgsl");
 pub(crate) const FMA_PROBE: &str = include_str!("shaders/fma_probe.wgsl");
 
 /// How a float tensor is stored and read by a kernel.
@@ -47,7 +44,7 @@ impl Stored {
             DType::BF16 => Ok(Stored::BF16),
             DType::F16 if caps.shader_f16 => Ok(Stored::F16Native),
             DType::F16 => Ok(Stored::F16Packed),
-            DType::U32 => Err(BackendError::DType { op, expected: "a float dtype", got: DType::U32 }),
+            other => Err(BackendError::DType { op, expected: "f32, bf16 or f16", got: other }),
         }
     }
 

@@ -1,8 +1,9 @@
 //! The device-side error word: how a kernel reports bad indices it only sees on the device.
 //!
-//! KV-cache slots and positions are device tensors (so a step can be replayed without the
-//! host), so the host cannot check them when the call is enqueued. The kernels check every
-//! row and, on the first bad one, record `[code, row, slot, position, slots, rows]` here with
+//! KV-cache block tables, slots and positions are device tensors (so a step can be replayed
+//! without the host), so the host cannot check them when the call is enqueued. The kernels
+//! check every row and, on the first bad one, record
+//! `[code, row, slot, position, table slots, blocks per slot, block, pool blocks]` here with
 //! atomics. Every sync point reads the word back with its data and turns a set word into a
 //! [`BackendError::Shape`] (then clears it), the way CUDA reports an asynchronous fault at the
 //! next synchronising call. Rows that were in range were still processed.
@@ -42,9 +43,10 @@ pub(crate) fn decode(w: &[u32]) -> Option<BackendError> {
         KV_ATTENTION => "kv_cache_attention",
         _ => "a kernel",
     };
+    let block = if w[6] == u32::MAX { "no block".to_string() } else { format!("block {}", w[6]) };
     Some(BackendError::Shape(format!(
-        "{op}: row {} addresses slot {} position {} of a cache of {} slots x {} rows (found on the device, reported at the next sync point)",
-        w[1], w[2], w[3], w[4], w[5]
+        "{op}: row {} (slot {} position {}) is outside the cache: a block table of {} slots x {} blocks maps it to {block} of a pool of {} blocks (found on the device, reported at the next sync point)",
+        w[1], w[2], w[3], w[4], w[5], w[7]
     )))
 }
 

@@ -81,13 +81,13 @@ impl WgpuBackend {
         self.inner
             .device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| BackendError::Device(format!("waiting for a readback: {e}")))?;
+            .map_err(|e| BackendError::device("waiting for a readback", e))?;
         self.take_uncaptured()?;
         rx.recv()
-            .map_err(|_| BackendError::Device("readback never completed".into()))?
-            .map_err(|e| BackendError::Device(format!("mapping a readback buffer: {e}")))?;
+            .map_err(|e| BackendError::device("readback never completed", e))?
+            .map_err(|e| BackendError::device("mapping a readback buffer", e))?;
         let out = {
-            let view = staging.slice(..).get_mapped_range().map_err(|e| BackendError::Device(format!("reading a readback buffer: {e}")))?;
+            let view = staging.slice(..).get_mapped_range().map_err(|e| BackendError::device("reading a readback buffer", e))?;
             let mut out = Vec::with_capacity(srcs.len());
             let mut at = 0usize;
             for ((_, n), &size) in srcs.iter().zip(&sizes) {
@@ -143,9 +143,9 @@ impl WgpuBackend {
             return Err(BackendError::OutOfMemory { bytes: size as usize });
         }
         if let Some(e) = invalid {
-            return Err(BackendError::Device(format!("creating a {size}-byte buffer ({label}): {e}")));
+            return Err(BackendError::device(format!("creating a {size}-byte buffer ({label})"), e));
         }
-        filled.map_err(|e| BackendError::Device(format!("filling a {size}-byte buffer ({label}): {e}")))?;
+        filled.map_err(|e| BackendError::device(format!("filling a {size}-byte buffer ({label})"), e))?;
         Ok(buf)
     }
 }

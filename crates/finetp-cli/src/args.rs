@@ -1,8 +1,9 @@
 //! vLLM-style parallel flags, shared by every subcommand.
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use finetp_core::config::{AdditionalConfig, ParallelConfig};
+use finetp_engine::BackendKind;
 
 use crate::Failure;
 
@@ -43,5 +44,26 @@ impl ParallelArgs {
         )
         .context("invalid parallel configuration")
         .map_err(Failure::Input)
+    }
+}
+
+/// `--backend`: every backend finetp knows (the CPU is always built; the others need their
+/// cargo feature, and a binary without one says how to build it).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum BackendArg {
+    Cpu,
+    Wgpu,
+    Cuda,
+    Ascend,
+}
+
+impl BackendArg {
+    pub fn kind(self) -> BackendKind {
+        match self {
+            BackendArg::Cpu => BackendKind::Cpu,
+            BackendArg::Wgpu => BackendKind::Wgpu,
+            BackendArg::Cuda => BackendKind::Cuda,
+            BackendArg::Ascend => BackendKind::Ascend,
+        }
     }
 }

@@ -5,20 +5,15 @@ use std::path::PathBuf;
 
 use anyhow::anyhow;
 use clap::Args;
-use finetp_backend_cpu::CpuBackend;
-use finetp_backend_cpu::comm::Fabric;
-use finetp_core::backend::{BackendError, DType, Device};
+use finetp_core::backend::{DType, Device};
 use finetp_core::config::{Component, ModelConfig};
 use finetp_core::cost::{HardwareProfile, component_times};
 use finetp_core::memory::{Quantization, WeightFormat};
-use finetp_core::parallel::GroupSet;
-use finetp_core::plan::Plan;
 use finetp_engine::bench::{BenchConfig, CollectiveTiming, ComponentTiming, GemmTiming, time_collectives, time_component, time_gemm};
-use finetp_engine::{DEFAULT_TIMEOUT, EngineError};
+use finetp_engine::{BackendKind, EngineError, Launcher, WithBackend};
 
 use crate::Failure;
-use crate::args::ParallelArgs;
-use crate::run_cmd::BackendArg;
+use crate::args::{BackendArg, ParallelArgs};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -47,23 +42,18 @@ pub struct BenchArgs {
     pub calibrate: Option<PathBuf>,
 }
 
-/// How a backend's ranks are opened: a device per rank, and the in-process fabric's CPU
-/// communicators adapted to it (the identity for the CPU; staging through the host for wgpu).
-pub struct Ranks<B: Device> {
-    open: Box<dyn Fn() -> Result<B, BackendError> + Sync>,
-    wrap: fn(&B, GroupSet<CpuBackend>) -> GroupSet<B>,
+/// `finetp bench`'s measurements, on whichever backend is chosen.
+struct Measure<'a> {
+    model: &'a ModelConfig,
+    sizes: &'a [(Component, usize)],
+    cfg: &'a BenchConfig,
 }
 
-impl<B: Device> Ranks<B> {
-    /// Rank setup for one plan: one fabric per plan, shared by its ranks.
-    fn setup<'a>(&'a self, plan: &Plan) -> impl Fn(usize) -> Result<(B, GroupSet<B>), EngineError> + Sync + use<'a, B> {
-        let fabric = Fabric::new(plan, DEFAULT_TIMEOUT);
-        move |rank| {
-            let be = (self.open)().map_err(|e| EngineError::Setup { rank, message: e.to_string() })?;
-            let g = fabric.connect(rank).map_err(|e| EngineError::Setup { rank, message: e.to_string() })?;
-            let g = (self.wrap)(&be, g);
-            Ok((be, g))
-        }
+impl WithBackend for Measure<'_> {
+    type Output = Result<BenchReport, EngineError>;
+
+    fn run<B: Device>(self, _kind: BackendKind) -> Self::Output {
+        measure::<B>(&Launcher::default(), self.model, self.sizes, self.cfg)
     }
 }
 
@@ -81,13 +71,14 @@ pub struct BenchReport {
     pub gemms: Vec<GemmTiming>,
 }
 
-pub fn measure<B: Device>(model: &ModelConfig, sizes: &[(Component, usize)], cfg: &BenchConfig, ranks: &Ranks<B>) -> Result<BenchReport, anyhow::Error> {
-    let (dp, open) = (cfg.data_parallel_size, |plan: &Plan| ranks.setup(plan));
+/// Every measurement of a `finetp bench` run, on backend `B`.
+pub fn measure<B: Device>(launcher: &Launcher, model: &ModelConfig, sizes: &[(Component, usize)], cfg: &BenchConfig) -> Result<BenchReport, EngineError> {
+    let dp = cfg.data_parallel_size;
     let mut components = Vec::new();
     for &(c, size) in sizes {
         eprintln!("bench: {c} replicated vs size {size} ...");
-        let rep = time_component(cfg, model, c, 1, open)?;
-        let sh = time_component(cfg, model, c, size, open)?;
+        let rep = time_component::<B>(launcher, cfg, model, c, 1)?;
+        let sh = time_component::<B>(launcher, cfg, model, c, size)?;
         components.push((rep, sh));
     }
     let mut collectives = Vec::new();
@@ -100,15 +91,15 @@ pub fn measure<B: Device>(model: &ModelConfig, sizes: &[(Component, usize)], cfg
     for &p in &group_sizes {
         for kib in [4usize, 64, 1024, 8192] {
             eprintln!("bench: collectives, group {p}, {kib} KiB per member ...");
-            collectives.extend(time_collectives(cfg, p, kib * 1024, open)?);
+            collectives.extend(time_collectives::<B>(launcher, cfg, p, kib * 1024)?);
         }
     }
     let (h, b, pmax) = (model.hidden_size, cfg.batch_per_rank, group_sizes.iter().copied().max().unwrap_or(1));
     eprintln!("bench: GEMM probes (memory and compute) on {dp} ranks at once ...");
-    let mut gemms = vec![time_gemm(cfg, (8192, h), 1, true, open)?];
+    let mut gemms = vec![time_gemm::<B>(launcher, cfg, (8192, h), 1, true)?];
     for m in [b, pmax * b] {
-        gemms.push(time_gemm(cfg, (8192, h), m, true, open)?);
-        gemms.push(time_gemm(cfg, (256, h), m, false, open)?);
+        gemms.push(time_gemm::<B>(launcher, cfg, (8192, h), m, true)?);
+        gemms.push(time_gemm::<B>(launcher, cfg, (256, h), m, false)?);
     }
     Ok(BenchReport { batch_per_rank: cfg.batch_per_rank, data_parallel_size: dp, components, collectives, gemms })
 }
@@ -126,27 +117,16 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
         return Err(Failure::Input(anyhow!("give at least one fine-grained size > 1 in --additional-config to compare against replicated")));
     }
     let cfg = BenchConfig { data_parallel_size: dp, batch_per_rank: args.batch_size, warmup: args.warmup, repeats: args.repeats };
-    if !args.backend.compiled() {
-        return Err(args.backend.not_compiled());
-    }
-    let report = match args.backend {
-        BackendArg::Cpu => {
-            let threads = CpuBackend::threads_per_rank(dp);
-            measure(&model, &sizes, &cfg, &Ranks { open: Box::new(move || CpuBackend::new(threads)), wrap: |_, g| g })?
-        }
-        #[cfg(feature = "wgpu")]
-        BackendArg::Wgpu => {
-            measure(&model, &sizes, &cfg, &Ranks { open: Box::new(finetp_backend_wgpu::WgpuBackend::new), wrap: finetp_backend_wgpu::staged_groups })?
-        }
-        other => return Err(other.not_compiled()),
-    };
+    let backend = args.backend.kind();
+    let work = Measure { model: &model, sizes: &sizes, cfg: &cfg };
+    let report = finetp_engine::dispatch(backend, work).map_err(|e| Failure::Input(e.into()))??;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
     print_report(&report, args);
     if let Some(path) = &args.calibrate {
-        let profile = calibrate(&report, &model, args.backend)?;
+        let profile = calibrate(&report, &model, backend)?;
         std::fs::write(path, format!("# Written by `finetp bench --calibrate` from one run on this machine.\n{}", profile.to_toml()))
             .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
         println!("\nCalibrated profile written to {}:\n{}", path.display(), profile.to_toml());
@@ -158,7 +138,7 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
 
 fn print_report(report: &BenchReport, args: &BenchArgs) {
     let dp = report.data_parallel_size;
-    let backend = format!("{:?}", args.backend).to_lowercase();
+    let backend = args.backend.kind();
     println!("Decode-step forward per call on rank 0 (median of {}, batch {} per rank, DP {dp}, {backend} backend):", args.repeats, args.batch_size);
     println!("{:<10} {:>5} {:>14} {:>14} {:>12} {:>12}", "component", "size", "replicated ms", "sharded ms", "ratio", "shard MiB");
     for (rep, sh) in &report.components {
@@ -208,9 +188,9 @@ fn print_report(report: &BenchReport, args: &BenchArgs) {
 /// grid search; the layer overhead is what the replicated embedding (a gather of a few rows)
 /// takes beyond its bytes. The in-cache GEMM probes are printed next to the fitted compute rate
 /// as an independent check.
-fn calibrate(r: &BenchReport, model: &ModelConfig, backend: BackendArg) -> anyhow::Result<HardwareProfile> {
+fn calibrate(r: &BenchReport, model: &ModelConfig, backend: BackendKind) -> anyhow::Result<HardwareProfile> {
     let mut p = HardwareProfile::builtin("cpu-local")?;
-    let name = format!("{backend:?}").to_lowercase();
+    let name = backend.name();
     p.name = format!("{name}-local");
     p.description = format!(
         "calibrated by `finetp bench --calibrate --backend {name}`: {} ranks as threads of one process, batch {} per rank",
@@ -222,7 +202,8 @@ fn calibrate(r: &BenchReport, model: &ModelConfig, backend: BackendArg) -> anyho
     let pts: Vec<(f64, f64)> = r
         .collectives
         .iter()
-        .filter(|c| c.bytes_per_member <= 1 << 20 && c.group_size > 1)
+        // All-reduce moves about twice a member's bytes; the line is fitted to the others.
+        .filter(|c| c.bytes_per_member <= 1 << 20 && c.group_size > 1 && c.op != "all_reduce")
         .map(|c| ((c.group_size - 1) as f64 * c.bytes_per_member as f64, c.median_s))
         .collect();
     let n = pts.len() as f64;

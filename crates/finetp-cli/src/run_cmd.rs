@@ -1,22 +1,16 @@
 //! `finetp run`: generate text with fine-grained TP across data-parallel ranks.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 use clap::{Args, ValueEnum};
-use finetp_backend_cpu::CpuBackend;
-use finetp_backend_cpu::comm::Fabric;
-use finetp_core::backend::{BackendError, Device};
-use finetp_core::decoder::CausalLm;
-use finetp_core::parallel::GroupSet;
+use finetp_core::backend::Device;
 use finetp_core::plan::Plan;
-use finetp_engine::{DEFAULT_TIMEOUT, EngineConfig, EngineError, ExecMode, GenerationReport, Request, Sampling};
+use finetp_engine::{BackendKind, EngineConfig, EngineError, ExecMode, GenerationReport, Launcher, Rank, Request, Sampling, WithBackend};
 use finetp_loader::Checkpoint;
-use finetp_model_llama::Llama;
 
 use crate::Failure;
-use crate::args::ParallelArgs;
+use crate::args::{BackendArg, ParallelArgs};
 
 const DEFAULT_PROMPTS: [&str; 4] = [
     "What is the capital of France?",
@@ -46,6 +40,9 @@ pub struct RunArgs {
     pub temperature: f32,
     #[arg(long, default_value_t = 1.0)]
     pub top_p: f32,
+    /// At most this many candidates when sampling (0 = no limit).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: u32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Feed prompts as raw text instead of wrapping them in the model's chat template.
@@ -62,33 +59,6 @@ pub enum Mode {
     Graph,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
-pub enum BackendArg {
-    Cpu,
-    Wgpu,
-    Cuda,
-    Ascend,
-}
-
-impl BackendArg {
-    /// Whether this binary was built with the backend (the CPU always; the others behind a
-    /// cargo feature of the same name).
-    pub(crate) fn compiled(self) -> bool {
-        match self {
-            BackendArg::Cpu => true,
-            BackendArg::Wgpu => cfg!(feature = "wgpu"),
-            BackendArg::Cuda | BackendArg::Ascend => false,
-        }
-    }
-
-    pub(crate) fn not_compiled(self) -> Failure {
-        let name = format!("{self:?}").to_lowercase();
-        Failure::Input(anyhow!(
-            "backend {self:?} is not compiled into this binary; rebuild with `--features {name}` (only the CPU backend is built by default)"
-        ))
-    }
-}
-
 pub fn run(args: &RunArgs) -> Result<(), Failure> {
     let parallel = args.parallel.to_config()?;
     if parallel.tensor_parallel_size != 1 || parallel.pipeline_parallel_size != 1 {
@@ -96,8 +66,9 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
             "finetp run supports --tensor-parallel-size 1 and --pipeline-parallel-size 1 for now (fine-grained TP groups are carved from DP ranks); `finetp plan` accepts any layout"
         )));
     }
-    if !args.backend.compiled() {
-        return Err(args.backend.not_compiled());
+    let backend = args.backend.kind();
+    if !backend.compiled() {
+        return Err(Failure::Input(EngineError::NotCompiled { backend }.into()));
     }
     let path = match &args.model {
         Some(p) => p.clone(),
@@ -132,15 +103,13 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
                 id,
                 prompt,
                 max_tokens: args.max_tokens,
-                sampling: Sampling { temperature: args.temperature, top_p: args.top_p, seed: args.seed },
+                sampling: Sampling { temperature: args.temperature, top_p: args.top_p, top_k: args.top_k, seed: args.seed },
                 stop_ids: ckpt.eos_token_ids.clone(),
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let max_prompt = requests.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
     let cfg = EngineConfig {
-        data_parallel_size: dp,
-        ranks_per_replica: 1,
         mode: match args.mode {
             Mode::Eager => ExecMode::Eager,
             Mode::Graph => ExecMode::Graph,
@@ -148,17 +117,9 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
         max_seq_len: max_prompt + args.max_tokens,
     };
     let plan = Plan::new(&parallel);
-    eprintln!("finetp: {} on {dp} {} ranks ({:?} mode)\n{plan}", ckpt.description, format!("{:?}", args.backend).to_lowercase(), cfg.mode);
-    let report = match args.backend {
-        BackendArg::Cpu => {
-            let threads = CpuBackend::threads_per_rank(dp);
-            generate_on(&cfg, &requests, &plan, &ckpt, |_| CpuBackend::new(threads), |_, groups| groups)
-        }
-        #[cfg(feature = "wgpu")]
-        BackendArg::Wgpu => generate_on(&cfg, &requests, &plan, &ckpt, |_| finetp_backend_wgpu::WgpuBackend::new(), finetp_backend_wgpu::staged_groups),
-        other => return Err(other.not_compiled()),
-    }
-    .context("generation failed")?;
+    eprintln!("finetp: {} on {dp} {backend} ranks ({:?} mode)\n{plan}", ckpt.description, cfg.mode);
+    let work = Generate { plan: &plan, cfg: &cfg, requests: &requests, ckpt: &ckpt };
+    let report = finetp_engine::dispatch(backend, work).map_err(|e| Failure::Input(e.into()))?.context("generation failed")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -171,35 +132,27 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Runs the engine on backend `B`: every rank opens its device with `open` and connects to
-/// the in-process fabric, whose CPU communicators `wrap` adapts to `B` (the identity for the
-/// CPU; staging through the host for wgpu).
-fn generate_on<B: Device>(
-    cfg: &EngineConfig,
-    requests: &[Request],
-    plan: &Plan,
-    ckpt: &Checkpoint,
-    open: impl Fn(usize) -> Result<B, BackendError> + Sync,
-    wrap: impl Fn(&B, GroupSet<CpuBackend>) -> GroupSet<B> + Sync,
-) -> Result<GenerationReport, EngineError> {
-    let fabric = Arc::new(Fabric::new(plan, DEFAULT_TIMEOUT));
-    finetp_engine::generate(
-        cfg,
-        requests,
-        |rank| {
-            let be = open(rank).map_err(|e| EngineError::Setup { rank, message: e.to_string() })?;
-            if rank == 0 {
-                eprintln!("finetp: rank 0 device: {}", be.describe());
+/// One generation run, on whichever backend is chosen: every rank loads the model its
+/// checkpoint names (the model registry) on its own device and groups.
+struct Generate<'a> {
+    plan: &'a Plan,
+    cfg: &'a EngineConfig,
+    requests: &'a [Request],
+    ckpt: &'a Checkpoint,
+}
+
+impl WithBackend for Generate<'_> {
+    type Output = Result<GenerationReport, EngineError>;
+
+    fn run<B: Device>(self, _kind: BackendKind) -> Self::Output {
+        let ckpt = self.ckpt;
+        finetp_engine::generate(&Launcher::default(), self.plan, self.cfg, self.requests, |r: &Rank<B>| {
+            if r.rank == 0 {
+                eprintln!("finetp: rank 0 device: {}", r.be.describe());
             }
-            let groups = fabric.connect(rank).map_err(|e| EngineError::Setup { rank, message: e.to_string() })?;
-            let groups = wrap(&be, groups);
-            Ok((be, groups))
-        },
-        |rank, be, groups| {
-            let m = Llama::load(be, &ckpt.config, &*ckpt.weights, groups).map_err(|source| EngineError::Model { rank, source })?;
-            Ok(Box::new(m) as Box<dyn CausalLm<B>>)
-        },
-    )
+            finetp_models::load(&r.be, &ckpt.config, &*ckpt.weights, &r.groups).map_err(|source| EngineError::Model { rank: r.rank, source })
+        })
+    }
 }
 
 fn print_report(r: &GenerationReport) {

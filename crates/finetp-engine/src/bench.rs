@@ -2,16 +2,16 @@
 //! the collectives alone — the measurements `finetp bench` prints and the cost model is
 //! calibrated from.
 
-use std::sync::Barrier;
 use std::time::Instant;
 
-use finetp_core::backend::{CapturedGraph, DType, Device, HostTensor, Tensor};
+use finetp_core::backend::{Block, CapturedGraph, Device, HostTensor, Tensor};
 use finetp_core::config::{Component, FinegrainedTpConfig, ModelConfig, ParallelConfig};
 use finetp_core::layers::{ParallelLmHead, ParallelMlp, RowParallelOProj, VocabParallelEmbedding};
 use finetp_core::parallel::GroupSet;
 use finetp_core::plan::Plan;
 use finetp_core::shard::InMemoryWeights;
 
+use crate::launch::{Launcher, Rank};
 use crate::EngineError;
 
 /// Bytes of distinct weights a benchmark cycles through: well past this machine's 32 MiB L3.
@@ -89,8 +89,8 @@ fn weights_for(c: Component, m: &ModelConfig) -> InMemoryWeights {
 }
 
 impl<B: Device> Probe<B> {
-    fn load(c: Component, be: &B, m: &ModelConfig, w: &InMemoryWeights, g: &GroupSet<B>) -> Result<Self, EngineError> {
-        let err = |e: finetp_core::layers::LayerError| EngineError::Setup { rank: 0, message: e.to_string() };
+    fn load(rank: usize, c: Component, be: &B, m: &ModelConfig, w: &InMemoryWeights, g: &GroupSet<B>) -> Result<Self, EngineError> {
+        let err = |e| EngineError::layer(rank, e);
         let (h, v) = (m.hidden_size, m.vocab_size);
         Ok(match c {
             Component::Embedding => Probe::Embedding(VocabParallelEmbedding::load(be, w, "w", v, h, g.embedding.clone()).map_err(err)?),
@@ -110,12 +110,12 @@ impl<B: Device> Probe<B> {
     }
 
     /// One forward on `input` (the probe's token ids, or its hidden / attention rows).
-    fn run(&self, be: &B, input: &Tensor<B>, counts: &[usize]) -> Result<(), EngineError> {
-        let err = |e: finetp_core::layers::LayerError| EngineError::Setup { rank: 0, message: e.to_string() };
-        let berr = |e: finetp_core::backend::BackendError| EngineError::Setup { rank: 0, message: e.to_string() };
+    fn run(&self, rank: usize, be: &B, input: &Tensor<B>, counts: &[usize]) -> Result<(), EngineError> {
+        let err = |e| EngineError::layer(rank, e);
+        let berr = |source| EngineError::Backend { rank, source };
         let copy = || -> Result<Tensor<B>, EngineError> {
             let mut y = be.zeros(input.shape(), input.dtype()).map_err(berr)?;
-            be.copy_block(input, 0, 0, &mut y, 0, 0, input.rows(), input.row_len()).map_err(berr)?;
+            be.copy_block(input, &mut y, Block::whole(input)).map_err(berr)?;
             Ok(y)
         };
         match self {
@@ -128,12 +128,12 @@ impl<B: Device> Probe<B> {
     }
 
     /// The probe's input of `t` rows: token ids for the embedding, else zero activations.
-    fn input(c: Component, be: &B, m: &ModelConfig, t: usize) -> Result<Tensor<B>, EngineError> {
-        let berr = |e: finetp_core::backend::BackendError| EngineError::Setup { rank: 0, message: e.to_string() };
+    fn input(rank: usize, c: Component, be: &B, m: &ModelConfig, t: usize) -> Result<Tensor<B>, EngineError> {
+        let berr = |source| EngineError::Backend { rank, source };
         match c {
             Component::Embedding => be.upload(&token_ids(m, t, 0)).map_err(berr),
-            Component::OProj => be.zeros(&[t, m.o_proj_in_features()], DType::F32).map_err(berr),
-            _ => be.zeros(&[t, m.hidden_size], DType::F32).map_err(berr),
+            Component::OProj => be.zeros(&[t, m.o_proj_in_features()], be.activation_dtype()).map_err(berr),
+            _ => be.zeros(&[t, m.hidden_size], be.activation_dtype()).map_err(berr),
         }
     }
 }
@@ -146,34 +146,23 @@ fn token_ids(m: &ModelConfig, t: usize, i: usize) -> HostTensor {
 
 /// Captures `run(j)` for `j < n` as graphs; `None` when the backend cannot capture (the
 /// benchmark then runs the calls eagerly).
-fn capture_each<B: Device>(be: &B, n: usize, run: impl Fn(usize) -> Result<(), EngineError>) -> Result<Option<Vec<Box<dyn CapturedGraph>>>, EngineError> {
+fn capture_each<B: Device>(rank: usize, be: &B, n: usize, run: impl Fn(usize) -> Result<(), EngineError>) -> Result<Option<Vec<Box<dyn CapturedGraph>>>, EngineError> {
     let mut graphs = Vec::with_capacity(n);
     for j in 0..n {
         if be.begin_capture().is_err() {
             return Ok(None);
         }
         let out = run(j);
-        let g = be.end_capture().map_err(|e| EngineError::Backend { rank: 0, source: e })?;
+        let g = be.end_capture().map_err(|source| EngineError::Backend { rank, source })?;
         out?;
         graphs.push(g);
     }
     Ok(Some(graphs))
 }
 
-/// Runs `f(rank)` on one thread per rank of an `n`-rank world and returns rank 0's result, or
-/// the first rank's error (a panicking rank is an error too).
-fn on_every_rank<T: Send>(n: usize, f: impl Fn(usize) -> Result<T, EngineError> + Sync) -> Result<T, EngineError> {
-    let f = &f;
-    let results: Vec<Result<T, EngineError>> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..n).map(|rank| s.spawn(move || f(rank))).collect();
-        hs.into_iter().enumerate().map(|(rank, h)| h.join().unwrap_or_else(|_| Err(EngineError::Panicked { rank, message: "bench rank".into() }))).collect()
-    });
-    let mut first = None;
-    for r in results {
-        let r = r?;
-        first.get_or_insert(r);
-    }
-    first.ok_or_else(|| EngineError::Config("empty world".into()))
+/// Rank 0's result of a run.
+fn first<T>(all: Vec<T>) -> Result<T, EngineError> {
+    all.into_iter().next().ok_or_else(|| EngineError::Config("empty world".into()))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -184,34 +173,26 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Times `component` at group `size` inside the DP world: every rank runs the forward on
 /// `batch_per_rank` tokens, `warmup` times unmeasured then `repeats` times; returns rank 0's
 /// median (the collectives synchronise the group, so rank 0 waits for the slowest member).
-pub fn time_component<B, F, G>(cfg: &BenchConfig, model: &ModelConfig, component: Component, size: usize, open: F) -> Result<ComponentTiming, EngineError>
-where
-    B: Device,
-    F: Fn(&Plan) -> G,
-    G: Fn(usize) -> Result<(B, GroupSet<B>), EngineError> + Sync,
-{
+pub fn time_component<B: Device>(launcher: &Launcher, cfg: &BenchConfig, model: &ModelConfig, component: Component, size: usize) -> Result<ComponentTiming, EngineError> {
     let dp = cfg.data_parallel_size;
     let mut fg = FinegrainedTpConfig::default();
     fg.set(component, Some(size));
     let parallel = ParallelConfig::new(dp, 1, 1, false, fg).map_err(|e| EngineError::Config(e.to_string()))?;
     model.validate_parallel(&parallel).map_err(|e| EngineError::Config(e.to_string()))?;
-    let setup = open(&Plan::new(&parallel));
     let weights = weights_for(component, model);
-    let barrier = Barrier::new(dp);
     let t = cfg.batch_per_rank;
-    let (times, weight_bytes) = on_every_rank(dp, |rank| {
-        let (be, groups) = setup(rank)?;
+    let (times, weight_bytes) = first(launcher.run(&Plan::new(&parallel), |Rank { rank, be, groups }: Rank<B>| {
         // Enough copies of the layer that together they overflow the caches, cycled
         // so every call streams its weights from memory, as a decode step through
         // all layers does (a single small layer would stay cache-resident).
-        let first = Probe::load(component, &be, model, &weights, &groups)?;
-        let copies = (COLD_BYTES / first.weight_bytes().max(1)).clamp(1, 64);
-        let mut probes = vec![first];
+        let one = Probe::load(rank, component, &be, model, &weights, &groups)?;
+        let copies = (COLD_BYTES / one.weight_bytes().max(1)).clamp(1, 64);
+        let mut probes = vec![one];
         for _ in 1..copies {
-            probes.push(Probe::load(component, &be, model, &weights, &groups)?);
+            probes.push(Probe::load(rank, component, &be, model, &weights, &groups)?);
         }
         let counts = vec![t; groups.get(component).info().size()];
-        let mut input = Probe::input(component, &be, model, t)?;
+        let mut input = Probe::input(rank, component, &be, model, t)?;
         // The embedding reads a few rows of a table too big to copy: instead of
         // layer copies, every call gets new token ids (written into the input, as
         // the engine writes a step's ids), spread over the vocabulary.
@@ -219,7 +200,7 @@ where
         // Decode steps run as captured graphs where the backend can capture (as
         // the engine's graph mode does): the timing then has no per-call
         // allocation in it. Every rank makes the same choice (same backend).
-        let mut graphs = capture_each(&be, copies, |j| probes[j].run(&be, &input, &counts))?;
+        let mut graphs = capture_each(rank, &be, copies, |j| probes[j].run(rank, &be, &input, &counts))?;
         let mut call = |i: usize| -> Result<(), EngineError> {
             let berr = |e| EngineError::Backend { rank, source: e };
             if let Some(ids) = fresh.get(i % fresh.len().max(1)) {
@@ -229,7 +210,7 @@ where
                 // SAFETY: the probes' weights and `input` outlive the graphs and are
                 // not touched while one replays.
                 Some(g) => unsafe { g[i % copies].replay() }.map_err(|source| EngineError::Replay { rank, source })?,
-                None => probes[i % copies].run(&be, &input, &counts)?,
+                None => probes[i % copies].run(rank, &be, &input, &counts)?,
             }
             be.synchronize().map_err(berr)
         };
@@ -245,7 +226,7 @@ where
         };
         let mut times = Vec::with_capacity(cfg.repeats);
         for i in 0..cfg.warmup + cfg.repeats {
-            barrier.wait();
+            groups.dp.barrier().map_err(|source| EngineError::Comm { rank, source })?;
             let t0 = Instant::now();
             for j in 0..inner {
                 call(i * inner + j)?;
@@ -255,27 +236,19 @@ where
             }
         }
         Ok((times, probes[0].weight_bytes()))
-    })?;
+    })?)?;
     Ok(ComponentTiming { component, size, median_s: median(times), weight_bytes })
 }
 
 /// Times `linear` with `m` rows against `[n, k]` f32 weights on every rank of the DP world at
 /// once; `cold` cycles weight copies past the caches (memory-bound probe), otherwise one small
 /// weight is reused (compute probe).
-pub fn time_gemm<B, F, G>(cfg: &BenchConfig, (n, k): (usize, usize), m: usize, cold: bool, open: F) -> Result<GemmTiming, EngineError>
-where
-    B: Device,
-    F: Fn(&Plan) -> G,
-    G: Fn(usize) -> Result<(B, GroupSet<B>), EngineError> + Sync,
-{
+pub fn time_gemm<B: Device>(launcher: &Launcher, cfg: &BenchConfig, (n, k): (usize, usize), m: usize, cold: bool) -> Result<GemmTiming, EngineError> {
     let dp = cfg.data_parallel_size;
     let parallel = ParallelConfig::new(dp, 1, 1, false, FinegrainedTpConfig::default()).map_err(|e| EngineError::Config(e.to_string()))?;
-    let setup = open(&Plan::new(&parallel));
-    let barrier = Barrier::new(dp);
     let weight_bytes = n * k * 4;
     let copies = if cold { (COLD_BYTES / weight_bytes.max(1)).clamp(2, 64) } else { 1 };
-    let times = on_every_rank(dp, |rank| {
-        let (be, _groups) = setup(rank)?;
+    let times = first(launcher.run(&Plan::new(&parallel), |Rank { rank, be, groups }: Rank<B>| {
         let berr = |e| EngineError::Backend { rank, source: e };
         let w: Vec<_> = (0..copies)
             .map(|c| {
@@ -283,14 +256,15 @@ where
                 be.upload(&HostTensor::f32(v, &[n, k]).map_err(berr)?).map_err(berr)
             })
             .collect::<Result<_, _>>()?;
-        let x = be.upload(&HostTensor::f32(vec![0.01; m * k], &[m, k]).map_err(berr)?).map_err(berr)?;
-        let mut y = be.zeros(&[m, n], DType::F32).map_err(berr)?;
+        let act = be.activation_dtype();
+        let x = be.upload(&HostTensor::f32(vec![0.01; m * k], &[m, k]).and_then(|h| h.into_dtype(act)).map_err(berr)?).map_err(berr)?;
+        let mut y = be.zeros(&[m, n], act).map_err(berr)?;
         let mut times = Vec::with_capacity(cfg.repeats);
         // The compute probe repeats each call several times per sample: one small
         // GEMM is too short to time alone.
         let inner = if cold { 1 } else { 64 };
         for i in 0..cfg.warmup + cfg.repeats {
-            barrier.wait();
+            groups.dp.barrier().map_err(|source| EngineError::Comm { rank, source })?;
             let t0 = Instant::now();
             for j in 0..inner {
                 be.linear(&x, &w[(i * inner + j) % copies], None, &mut y).map_err(berr)?;
@@ -301,32 +275,26 @@ where
             }
         }
         Ok(times)
-    })?;
+    })?)?;
     Ok(GemmTiming { m, n, k, weight_bytes, flops: 2.0 * (m * n * k) as f64, cold, median_s: median(times) })
 }
 
-/// Times all-gather, reduce-scatter and all-to-all of `bytes_per_member` on groups of `size`
+/// Times all-gather, reduce-scatter, all-to-all and all-reduce of `bytes_per_member` on groups of `size`
 /// (group 0 of a plan where every component has that size).
-pub fn time_collectives<B, F, G>(cfg: &BenchConfig, size: usize, bytes_per_member: usize, open: F) -> Result<Vec<CollectiveTiming>, EngineError>
-where
-    B: Device,
-    F: Fn(&Plan) -> G,
-    G: Fn(usize) -> Result<(B, GroupSet<B>), EngineError> + Sync,
-{
+pub fn time_collectives<B: Device>(launcher: &Launcher, cfg: &BenchConfig, size: usize, bytes_per_member: usize) -> Result<Vec<CollectiveTiming>, EngineError> {
     let parallel = ParallelConfig::new(size, 1, 1, false, FinegrainedTpConfig::uniform(size)).map_err(|e| EngineError::Config(e.to_string()))?;
-    let setup = open(&Plan::new(&parallel));
     let rows = (bytes_per_member / 4 / 64).max(1);
-    let times = on_every_rank(size, |rank| -> Result<Vec<(&'static str, f64)>, EngineError> {
-        let (be, groups) = setup(rank)?;
+    let times = first(launcher.run(&Plan::new(&parallel), |Rank { rank, be, groups }: Rank<B>| -> Result<Vec<(&'static str, f64)>, EngineError> {
         let g = &groups.mlp;
         let comm = |e| EngineError::Comm { rank, source: e };
         let berr = |e| EngineError::Backend { rank, source: e };
         let counts = vec![rows; size];
-        let mine = be.zeros(&[rows, 64], DType::F32).map_err(berr)?;
-        let mut all = be.zeros(&[rows * size, 64], DType::F32).map_err(berr)?;
-        let mut out = be.zeros(&[rows, 64], DType::F32).map_err(berr)?;
+        let act = be.activation_dtype();
+        let mine = be.zeros(&[rows, 64], act).map_err(berr)?;
+        let mut all = be.zeros(&[rows * size, 64], act).map_err(berr)?;
+        let mut out = be.zeros(&[rows, 64], act).map_err(berr)?;
         let mut times = Vec::new();
-        for op in ["all_gather", "reduce_scatter", "all_to_all"] {
+        for op in ["all_gather", "reduce_scatter", "all_to_all", "all_reduce"] {
             let mut v = Vec::new();
             for i in 0..cfg.warmup + cfg.repeats {
                 g.barrier().map_err(comm)?;
@@ -334,8 +302,10 @@ where
                 match op {
                     "all_gather" => g.all_gather(&mine, &counts, &mut all),
                     "reduce_scatter" => g.reduce_scatter_sum(&all, &counts, &mut out),
+                    // Standard TP's collective: what the cost model prices a TP group with.
+                    "all_reduce" => g.all_reduce_sum(&mut out),
                     _ => {
-                        let send = be.zeros(&[rows * size, 64], DType::F32).map_err(berr)?;
+                        let send = be.zeros(&[rows * size, 64], act).map_err(berr)?;
                         g.all_to_all(&send, &counts, &counts, &mut all)
                     }
                 }
@@ -347,7 +317,7 @@ where
             times.push((op, median(v)));
         }
         Ok(times)
-    })?;
+    })?)?;
     Ok(times
         .into_iter()
         .map(|(op, median_s)| CollectiveTiming { op, group_size: size, bytes_per_member: rows * 64 * 4, median_s })

@@ -1,7 +1,7 @@
 //! Graph mode's decode steps: captured once, replayed every step.
 //!
 //! The first static-shape decode step uploads its inputs into tensors that then stay fixed,
-//! captures the model's forward on them (every kernel, GEMM, copy and collective; see
+//! captures the model's forward and the sampling of its logits on them (every kernel, GEMM, copy and collective; see
 //! `finetp_core::backend::CapturedGraph`), and replays it. Later decode steps only rewrite
 //! those input tensors and replay. A backend that cannot capture, or a model whose forward
 //! needs the host mid-step (DeepSeek's MoE routing today), runs the same static shapes eagerly
@@ -10,7 +10,7 @@
 //! Lock-step: every rank captures on the same step (the first step where no DP rank
 //! prefills), so the collectives recorded by the members of a group match one for one.
 
-use finetp_core::backend::{BackendError, CapturedGraph, CommError, Device, HostTensor, Tensor};
+use finetp_core::backend::{BackendError, CapturedGraph, CommError, Device, Tensor};
 use finetp_core::decoder::{CausalLm, KvCache, ModelError, StepBatch, StepInputs};
 use finetp_core::layers::LayerError;
 use finetp_core::parallel::StepCounts;
@@ -32,7 +32,8 @@ enum State<B: Device> {
     /// Nothing captured yet.
     Empty,
     /// The captured step and the tensors it reads and writes.
-    Ready { batch: StepBatch<B>, logits: Tensor<B>, graph: Box<dyn CapturedGraph>, kv_id: usize },
+    /// `ids`: the sampled tokens the graph writes (u32 `[M]`).
+    Ready { batch: StepBatch<B>, ids: Tensor<B>, graph: Box<dyn CapturedGraph>, kv_id: usize },
     /// Capture is not possible here: run static shapes eagerly.
     Eager { reason: String },
 }
@@ -58,7 +59,7 @@ impl<B: Device> DecodeGraph<B> {
     }
 
     /// Runs one static-shape decode step (`inputs` already padded to the capacity, `counts`
-    /// uniform) and returns its logits. `model` and `kv` must be the same on every call: the
+    /// uniform) and returns its sampled tokens, one per logit row. `model` and `kv` must be the same on every call: the
     /// captured graph points into both.
     pub(crate) fn step(
         &mut self,
@@ -68,27 +69,27 @@ impl<B: Device> DecodeGraph<B> {
         kv: &mut KvCache<B>,
         inputs: &StepInputs,
         counts: StepCounts,
-    ) -> Result<HostTensor, EngineError> {
+    ) -> Result<Vec<u32>, EngineError> {
         let be_err = |source| EngineError::Backend { rank, source };
         let kv_id = std::ptr::from_ref(kv) as usize;
         if matches!(self.state, State::Empty) {
             self.capture(rank, be, model, kv, inputs, counts.clone())?;
         }
         match &mut self.state {
-            State::Ready { batch, logits, graph, kv_id: captured } => {
+            State::Ready { batch, ids, graph, kv_id: captured } => {
                 if *captured != kv_id {
                     return Err(EngineError::Config("a decode graph was replayed with another KV cache than it captured".into()));
                 }
                 batch.write(be, inputs).map_err(be_err)?;
                 // SAFETY: the graph's buffers outside itself are the weights of `model`, the KV
                 // cache `kv` (checked above to be the captured one; neither moves nor is
-                // touched by anything else during this call) and `batch`/`logits`, which this
+                // touched by anything else during this call) and `batch`/`ids`, which this
                 // state owns next to the graph.
                 unsafe { graph.replay() }.map_err(|source| EngineError::Replay { rank, source })?;
                 self.replays += 1;
-                be.download(logits).map_err(be_err)
+                crate::step::read_ids(be, ids).map_err(be_err)
             }
-            _ => crate::rank::eager_step(rank, be, model, kv, inputs, counts.clone(), counts),
+            _ => crate::step::eager_step(rank, be, model, kv, inputs, counts.clone(), counts),
         }
     }
 
@@ -101,12 +102,12 @@ impl<B: Device> DecodeGraph<B> {
             self.state = State::Eager { reason: e.to_string() };
             return Ok(());
         }
-        let out = model.forward(be, &batch, kv);
+        let out = crate::step::forward_and_sample(be, model, &batch, kv);
         let graph = be.end_capture();
         match (out, graph) {
-            (Ok(logits), Ok(graph)) => {
+            (Ok(ids), Ok(graph)) => {
                 tracing::debug!(rank, ops = graph.ops(), "captured the decode step");
-                self.state = State::Ready { batch, logits, graph, kv_id: std::ptr::from_ref(kv) as usize };
+                self.state = State::Ready { batch, ids, graph, kv_id: std::ptr::from_ref(kv) as usize };
                 Ok(())
             }
             (Err(e), _) => match unsupported(&e) {

@@ -11,12 +11,19 @@
 //! (`graph` module). Prefill steps are always eager, as in vLLM's `FULL_DECODE_ONLY`.
 
 pub mod bench;
+mod dispatch;
+mod error;
 mod graph;
+mod launch;
 mod rank;
 mod request;
 mod sampling;
+mod step;
 
+pub use dispatch::{BackendKind, WithBackend, dispatch};
+pub use error::EngineError;
 pub use graph::GraphReport;
-pub use rank::{DEFAULT_TIMEOUT, EngineConfig, EngineError, ExecMode, GenerationReport, RankReport, generate};
+pub use launch::{DEFAULT_TIMEOUT, Launcher, Rank};
+pub use rank::{EngineConfig, ExecMode, GenerationReport, RankReport, generate};
 pub use request::{Request, RequestOutput};
 pub use sampling::Sampling;

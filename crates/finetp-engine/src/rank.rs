@@ -1,16 +1,19 @@
 //! The rank loop: every DP rank is a thread that owns its device, model shard, requests and KV
 //! cache, and steps in lock-step with the others.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use finetp_core::backend::{BackendError, CommError, DType, Device, HostTensor};
-use finetp_core::decoder::{CausalLm, KvCache, ModelError, ModuleBytes, StepBatch, StepInputs};
+use finetp_core::decoder::{CausalLm, KV_BLOCK_SIZE, KvLayout, ModuleBytes, StepInputs};
 use finetp_core::parallel::{GroupSet, StepCounts};
+use finetp_core::plan::Plan;
 
+use crate::EngineError;
 use crate::graph::{DecodeGraph, GraphReport};
-
+use crate::launch::{Launcher, Rank};
 use crate::request::{Request, RequestOutput};
 use crate::sampling::Sampler;
+use crate::step::eager_step;
 
 /// How steps are executed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -25,43 +28,9 @@ pub enum ExecMode {
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    pub data_parallel_size: usize,
-    /// Ranks per DP replica (PP × TP); 1 for pure DP.
-    pub ranks_per_replica: usize,
     pub mode: ExecMode,
     /// KV-cache rows per sequence (prompt + generated tokens).
     pub max_seq_len: usize,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum EngineError {
-    #[error("rank {rank}: {source}")]
-    Model { rank: usize, source: ModelError },
-    #[error("rank {rank}: {source}")]
-    Comm { rank: usize, source: CommError },
-    #[error("rank {rank}: {source}")]
-    Backend { rank: usize, source: BackendError },
-    #[error("rank {rank}: graph replay failed: {source}")]
-    Replay { rank: usize, source: finetp_core::backend::ReplayError },
-    #[error("rank {rank}: setup failed: {message}")]
-    Setup { rank: usize, message: String },
-    #[error("rank {rank} panicked: {message}")]
-    Panicked { rank: usize, message: String },
-    #[error("{0}")]
-    Config(String),
-}
-
-impl EngineError {
-    /// Errors that only echo another rank's failure; the report prefers a root cause.
-    fn is_echo(&self) -> bool {
-        matches!(self, EngineError::Comm { source: CommError::PeerFailed { .. }, .. })
-            || matches!(self, EngineError::Model { source: ModelError::Comm(CommError::PeerFailed { .. }), .. })
-            || matches!(
-                self,
-                EngineError::Model { source: ModelError::Layer(finetp_core::layers::LayerError::Comm(CommError::PeerFailed { .. })), .. }
-            )
-    }
 }
 
 /// What one rank measured.
@@ -105,20 +74,27 @@ struct Seq {
     done: bool,
 }
 
-/// Runs `requests` over `cfg.data_parallel_size` ranks; request `i` is served by DP rank
-/// `i % DP` (vLLM's round-robin). `setup(rank)` opens the rank's device and communicators;
-/// `load` loads its model shard. Any rank's failure fails the run with that rank's error (the
-/// others see a peer failure or a timeout, never a hang).
-pub fn generate<B, S, L>(cfg: &EngineConfig, requests: &[Request], setup: S, load: L) -> Result<GenerationReport, EngineError>
+/// Runs `requests` over the DP ranks of `plan`, started by `launcher`; request `i` is served by
+/// DP rank `i % DP` (vLLM's round-robin). `load` loads a rank's model shard on its device and
+/// groups. Any rank's failure fails the run with that rank's error (the others see a peer
+/// failure or a timeout, never a hang).
+///
+/// # Errors
+/// [`EngineError::Config`] for a layout the engine does not run (TP or PP > 1) or a request that
+/// does not fit, before any rank starts; otherwise the failing rank's error.
+pub fn generate<B, L>(launcher: &Launcher, plan: &Plan, cfg: &EngineConfig, requests: &[Request], load: L) -> Result<GenerationReport, EngineError>
 where
     B: Device,
-    S: Fn(usize) -> Result<(B, GroupSet<B>), EngineError> + Sync,
-    L: Fn(usize, &B, &GroupSet<B>) -> Result<Box<dyn CausalLm<B>>, EngineError> + Sync,
+    L: Fn(&Rank<B>) -> Result<Box<dyn CausalLm<B>>, EngineError> + Sync,
 {
-    let dp = cfg.data_parallel_size;
-    if dp == 0 {
-        return Err(EngineError::Config("data-parallel size must be >= 1".into()));
+    let p = &plan.parallel;
+    if p.tensor_parallel_size != 1 || p.pipeline_parallel_size != 1 {
+        return Err(EngineError::Config(format!(
+            "the engine runs --tensor-parallel-size 1 and --pipeline-parallel-size 1 for now (got TP {}, PP {}); fine-grained TP groups are carved from DP ranks",
+            p.tensor_parallel_size, p.pipeline_parallel_size
+        )));
     }
+    let dp = p.data_parallel_size;
     for r in requests {
         if r.prompt.is_empty() {
             return Err(EngineError::Config(format!("request {} has an empty prompt", r.id)));
@@ -135,58 +111,27 @@ where
     }
     let capacity = (0..dp).map(|rank| requests.iter().skip(rank).step_by(dp).count()).max().unwrap_or(0);
     let start = Instant::now();
-    let results: Vec<Result<(Vec<RequestOutput>, RankReport), EngineError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..dp)
-            .map(|rank| {
-                let mine: Vec<Request> = requests.iter().skip(rank).step_by(dp).cloned().collect();
-                let (setup, load) = (&setup, &load);
-                std::thread::Builder::new()
-                    .name(format!("finetp-rank-{rank}"))
-                    .spawn_scoped(s, move || {
-                        let (be, groups) = setup(rank)?;
-                        let model = load(rank, &be, &groups)?;
-                        run_rank(rank, cfg, capacity, &be, &groups, &*model, mine)
-                    })
-                    .map_err(|e| EngineError::Setup { rank, message: format!("cannot spawn thread: {e}") })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .enumerate()
-            .map(|(rank, h)| match h {
-                Ok(h) => h.join().unwrap_or_else(|p| Err(EngineError::Panicked { rank, message: panic_message(&p) })),
-                Err(e) => Err(e),
-            })
-            .collect()
-    });
+    let per_rank = launcher.run(plan, |rank: Rank<B>| {
+        let mine: Vec<Request> = requests.iter().skip(rank.rank).step_by(dp).cloned().collect();
+        let model = load(&rank)?;
+        run_rank(rank.rank, cfg, capacity, requests, &rank.be, &rank.groups, &*model, mine)
+    })?;
     let mut outputs = Vec::new();
     let mut ranks = Vec::new();
-    let mut errors = Vec::new();
-    for r in results {
-        match r {
-            Ok((o, rep)) => {
-                outputs.extend(o);
-                ranks.push(rep);
-            }
-            Err(e) => errors.push(e),
-        }
-    }
-    if !errors.is_empty() {
-        let root = errors.iter().position(|e| !e.is_echo()).unwrap_or(0);
-        return Err(errors.swap_remove(root));
+    for (o, rep) in per_rank {
+        outputs.extend(o);
+        ranks.push(rep);
     }
     outputs.sort_by_key(|o| o.id);
     Ok(GenerationReport { outputs, ranks, total_s: start.elapsed().as_secs_f64() })
 }
 
-fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default()
-}
-
+#[allow(clippy::too_many_arguments)]
 fn run_rank<B: Device>(
     rank: usize,
     cfg: &EngineConfig,
     capacity: usize,
+    all_requests: &[Request],
     be: &B,
     groups: &GroupSet<B>,
     model: &dyn CausalLm<B>,
@@ -194,30 +139,39 @@ fn run_rank<B: Device>(
 ) -> Result<(Vec<RequestOutput>, RankReport), EngineError> {
     let model_err = |source| EngineError::Model { rank, source };
     let comm_err = |source| EngineError::Comm { rank, source };
-    let mut kv = model.new_kv_cache(be, mine.len().max(1), cfg.max_seq_len).map_err(model_err)?;
+    let layout = KvLayout::reserved(mine.len(), cfg.max_seq_len, KV_BLOCK_SIZE)
+        .ok_or_else(|| EngineError::Config(format!("a KV cache of {} sequences x {} tokens overflows", mine.len(), cfg.max_seq_len)))?;
+    let table = layout.reserved_table();
+    let mut kv = model.new_kv_cache(be, layout).map_err(model_err)?;
     let mut seqs: Vec<Seq> = mine
         .into_iter()
         .enumerate()
-        .map(|(slot, req)| Seq { sampler: Sampler::new(req.sampling, req.id), req, slot, past: 0, generated: vec![], ttft_s: None, done: false })
+        .map(|(slot, req)| {
+            let done = req.max_tokens == 0;
+            Seq { sampler: Sampler::new(req.sampling, req.id), req, slot, past: 0, generated: vec![], ttft_s: None, done }
+        })
         .collect();
-    groups.dp.barrier().map_err(comm_err)?;
+    agree_on_the_run(be, groups, run_fingerprint(cfg, capacity, model.vocab_size(), all_requests)).map_err(|e| match e {
+        EngineError::Comm { source, .. } => EngineError::Comm { rank, source },
+        e => e,
+    })?;
     let start = Instant::now();
     let mut report =
         RankReport { rank, weight_bytes: model.weight_bytes(), kv_cache_bytes: kv.bytes(), steps: 0, decode_step_s: vec![], graph: None };
-    let vocab = model.vocab_size();
     // Declared after `kv` and `model` is borrowed for the whole loop: the graph, which points
     // into both, is dropped first.
     let mut graph = DecodeGraph::new(cfg.mode == ExecMode::Graph);
     loop {
         let t0 = Instant::now();
-        let local = LocalStep::build(&seqs);
+        let local = LocalStep::build(&mut seqs, &table, layout.max_blocks);
         let world = exchange_meta(be, groups, &local).map_err(comm_err)?;
         if world.active == 0 {
             break;
         }
         let dp = world.tokens.len();
-        let rpr = cfg.ranks_per_replica;
-        let host = if cfg.mode == ExecMode::Graph && !world.any_prefill {
+        // Ranks per replica (PP x TP): 1, checked by `generate`.
+        let rpr = 1;
+        let ids = if cfg.mode == ExecMode::Graph && !world.any_prefill {
             // Static shapes: every rank runs `capacity` rows and logit rows.
             let mut inputs = local.inputs;
             inputs.pad_to(capacity, capacity);
@@ -227,9 +181,7 @@ fn run_rank<B: Device>(
             let (tokens, logits) = (StepCounts::new(world.tokens.clone(), rpr), StepCounts::new(world.logits.clone(), rpr));
             eager_step(rank, be, model, &mut kv, &local.inputs, tokens, logits)?
         };
-        let host = host.to_f32_vec().unwrap_or_default();
-        for (i, seq) in seqs.iter_mut().filter(|s| !s.done).enumerate() {
-            let tok = seq.sampler.sample(&host[i * vocab..(i + 1) * vocab]);
+        for (seq, &tok) in seqs.iter_mut().filter(|s| !s.done).zip(&ids) {
             seq.past += if seq.past == 0 { seq.req.prompt.len() } else { 1 };
             seq.generated.push(tok);
             seq.ttft_s.get_or_insert(start.elapsed().as_secs_f64());
@@ -249,22 +201,6 @@ fn run_rank<B: Device>(
     Ok((outputs, report))
 }
 
-/// One step run as issued: upload `inputs`, forward, download the logits.
-pub(crate) fn eager_step<B: Device>(
-    rank: usize,
-    be: &B,
-    model: &dyn CausalLm<B>,
-    kv: &mut KvCache<B>,
-    inputs: &StepInputs,
-    token_counts: StepCounts,
-    logit_counts: StepCounts,
-) -> Result<HostTensor, EngineError> {
-    let be_err = |source| EngineError::Backend { rank, source };
-    let batch = StepBatch::upload(be, inputs, token_counts, logit_counts).map_err(be_err)?;
-    let logits = model.forward(be, &batch, kv).map_err(|source| EngineError::Model { rank, source })?;
-    be.download(&logits).map_err(be_err)
-}
-
 /// This rank's rows for the next step, before padding.
 struct LocalStep {
     inputs: StepInputs,
@@ -272,12 +208,14 @@ struct LocalStep {
 }
 
 impl LocalStep {
-    fn build(seqs: &[Seq]) -> Self {
-        let mut s = LocalStep { inputs: StepInputs::default(), prefill: false };
-        for q in seqs.iter().filter(|q| !q.done) {
+    /// Every unfinished sequence's next rows (its prompt, or its last token), each with the
+    /// sampling parameters of this step (a fresh draw of its generator).
+    fn build(seqs: &mut [Seq], table: &[u32], max_blocks: usize) -> Self {
+        let mut s = LocalStep { inputs: StepInputs::new(table.to_vec(), max_blocks), prefill: false };
+        for q in seqs.iter_mut().filter(|q| !q.done) {
             let toks: &[u32] = if q.past == 0 { &q.req.prompt } else { &q.generated[q.generated.len() - 1..] };
             s.prefill |= q.past == 0;
-            s.inputs.push_sequence(q.slot, toks, q.past);
+            s.inputs.push_sequence(q.slot, toks, q.past, q.sampler.next_params());
         }
         s
     }
@@ -310,5 +248,47 @@ fn exchange_meta<B: Device>(be: &B, groups: &GroupSet<B>, local: &LocalStep) -> 
     })
 }
 
-/// Default collective timeout for engine runs.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// A hash of everything every rank of a run must agree on: the engine config, the static
+/// capacity, the vocabulary and every request. Ranks that are processes each parse their own
+/// flags and files, so a mismatch is caught here rather than as corrupt collectives.
+fn run_fingerprint(cfg: &EngineConfig, capacity: usize, vocab: usize, requests: &[Request]) -> u64 {
+    // FNV-1a over a fixed serialisation: the same on every host.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |x: u64| {
+        for b in x.to_le_bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    eat(u64::from(cfg.mode == ExecMode::Graph));
+    eat(cfg.max_seq_len as u64);
+    eat(capacity as u64);
+    eat(vocab as u64);
+    for r in requests {
+        eat(r.id as u64);
+        eat(r.max_tokens as u64);
+        r.prompt.iter().for_each(|&t| eat(u64::from(t)));
+        r.stop_ids.iter().for_each(|&t| eat(u64::from(t)));
+        eat(u64::from(r.sampling.temperature.to_bits()) << 32 | u64::from(r.sampling.top_p.to_bits()));
+        eat(u64::from(r.sampling.top_k) << 32 ^ r.sampling.seed);
+    }
+    h
+}
+
+/// Every rank of the DP group compares its fingerprint with member 0's (a broadcast), and
+/// the run starts only if all agree; it is also the start line every rank leaves together.
+fn agree_on_the_run<B: Device>(be: &B, groups: &GroupSet<B>, fingerprint: u64) -> Result<(), EngineError> {
+    let comm = |source: CommError| EngineError::Comm { rank: groups.dp.info().global_rank(), source };
+    let mine = [fingerprint as u32, (fingerprint >> 32) as u32];
+    let mut t = be.upload(&HostTensor::u32(mine.to_vec(), &[2]).map_err(|e| comm(e.into()))?).map_err(|e| comm(e.into()))?;
+    groups.dp.broadcast(&mut t, 0).map_err(comm)?;
+    let theirs = be.download(&t).map_err(|e| comm(e.into()))?;
+    if theirs.data != finetp_core::backend::HostData::U32(mine.to_vec()) {
+        let g = groups.dp.info();
+        return Err(EngineError::Config(format!(
+            "rank {} and rank {} were started with different requests, model or flags (every rank of a run must get the same)",
+            g.global_rank(),
+            g.global_rank_of(0)
+        )));
+    }
+    Ok(())
+}

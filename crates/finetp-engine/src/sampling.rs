@@ -1,17 +1,23 @@
-//! Greedy and temperature/top-p sampling, local to each DP rank (the lm_head's all-to-all has
-//! already given every rank the full-vocabulary logits of its own tokens).
+//! Per-request sampling parameters and generators. The sampling itself runs on the device
+//! (`Kernels::sample`), local to each DP rank (the lm_head's all-to-all has already given every
+//! rank the full-vocabulary logits of its own tokens); each request's generator supplies the
+//! uniform draw of every step, so results depend neither on the rank nor on the batch.
+
+use finetp_core::backend::SampleParams;
 
 /// Sampling parameters; `temperature == 0` is greedy.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sampling {
     pub temperature: f32,
     pub top_p: f32,
+    /// At most this many candidates (0: no limit).
+    pub top_k: u32,
     pub seed: u64,
 }
 
 impl Default for Sampling {
     fn default() -> Self {
-        Self { temperature: 0.0, top_p: 1.0, seed: 0 }
+        Self { temperature: 0.0, top_p: 1.0, top_k: 0, seed: 0 }
     }
 }
 
@@ -36,38 +42,15 @@ impl Sampler {
         ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    /// Picks a token from one row of logits.
-    pub fn sample(&mut self, logits: &[f32]) -> u32 {
-        let argmax = || {
-            logits.iter().enumerate().fold((0usize, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0 as u32
-        };
-        if self.params.temperature <= 0.0 {
-            return argmax();
+    /// This step's parameters for the device's
+    /// [`sample`](finetp_core::backend::Kernels::sample): a fresh uniform draw when sampling,
+    /// none when greedy (so a greedy request's generator never advances).
+    pub fn next_params(&mut self) -> SampleParams {
+        let p = self.params;
+        if p.temperature <= 0.0 {
+            return SampleParams::GREEDY;
         }
-        let t = f64::from(self.params.temperature);
-        let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let mut probs: Vec<(u32, f64)> =
-            logits.iter().enumerate().map(|(i, &v)| (i as u32, (f64::from(v - max) / t).exp())).collect();
-        probs.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let total: f64 = probs.iter().map(|p| p.1).sum();
-        let mut kept = 0.0;
-        let mut n = 0;
-        for p in &probs {
-            kept += p.1 / total;
-            n += 1;
-            if kept >= f64::from(self.params.top_p) {
-                break;
-            }
-        }
-        let mass: f64 = probs[..n].iter().map(|p| p.1).sum();
-        let mut u = self.uniform() * mass;
-        for p in &probs[..n] {
-            u -= p.1;
-            if u <= 0.0 {
-                return p.0;
-            }
-        }
-        probs[n - 1].0
+        SampleParams { temperature: p.temperature, top_p: p.top_p, top_k: p.top_k, uniform: self.uniform() as f32 }
     }
 }
 
@@ -76,17 +59,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn greedy_is_argmax_and_top_p_restricts_the_support() {
-        let logits = [0.1, 3.0, 2.9, -1.0];
-        assert_eq!(Sampler::new(Sampling::default(), 0).sample(&logits), 1);
-        let mut s = Sampler::new(Sampling { temperature: 1.0, top_p: 0.5, seed: 3 }, 7);
-        for _ in 0..100 {
-            assert!(matches!(s.sample(&logits), 1 | 2));
-        }
-        let mut a = Sampler::new(Sampling { temperature: 1.0, top_p: 1.0, seed: 3 }, 7);
-        let mut b = Sampler::new(Sampling { temperature: 1.0, top_p: 1.0, seed: 3 }, 7);
-        let sa: Vec<u32> = (0..20).map(|_| a.sample(&logits)).collect();
-        let sb: Vec<u32> = (0..20).map(|_| b.sample(&logits)).collect();
-        assert_eq!(sa, sb, "seeded sampling is reproducible");
+    fn greedy_draws_nothing_and_seeded_draws_repeat() {
+        let mut g = Sampler::new(Sampling::default(), 3);
+        assert_eq!(g.next_params(), SampleParams::GREEDY);
+        let p = Sampling { temperature: 0.7, top_p: 0.9, top_k: 5, seed: 11 };
+        let (mut a, mut b, mut c) = (Sampler::new(p, 7), Sampler::new(p, 7), Sampler::new(p, 8));
+        let da: Vec<f32> = (0..20).map(|_| a.next_params().uniform).collect();
+        let db: Vec<f32> = (0..20).map(|_| b.next_params().uniform).collect();
+        let dc: Vec<f32> = (0..20).map(|_| c.next_params().uniform).collect();
+        assert_eq!(da, db, "the same request and seed draw the same");
+        assert_ne!(da, dc, "another request draws otherwise");
+        assert!(da.iter().all(|u| (0.0..1.0).contains(u)));
+        let q = a.next_params();
+        assert_eq!((q.temperature, q.top_p, q.top_k), (0.7, 0.9, 5));
     }
 }

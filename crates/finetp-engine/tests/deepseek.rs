@@ -6,13 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use finetp_backend_cpu::CpuBackend;
-use finetp_backend_cpu::comm::Fabric;
 use finetp_core::config::{FinegrainedTpConfig, ModelConfig, ParallelConfig};
-use finetp_core::decoder::CausalLm;
 use finetp_core::plan::Plan;
 use finetp_core::shard::InMemoryWeights;
-use finetp_engine::{EngineConfig, EngineError, ExecMode, GenerationReport, Request, Sampling, generate};
-use finetp_model_deepseek::{DeepseekV3, MoeExtra, tensor_shapes};
+use finetp_engine::{EngineConfig, EngineError, ExecMode, GenerationReport, Launcher, Rank, Request, Sampling, generate};
 
 /// Three layers, the first `dense` of them dense, the rest MoE.
 fn config_with_dense(dense: usize) -> ModelConfig {
@@ -20,7 +17,8 @@ fn config_with_dense(dense: usize) -> ModelConfig {
         r#"{{"model_type":"deepseek_v3","vocab_size":89,"hidden_size":32,"intermediate_size":64,"moe_intermediate_size":16,
             "num_hidden_layers":3,"num_attention_heads":4,"num_key_value_heads":4,"q_lora_rank":24,"kv_lora_rank":16,
             "qk_nope_head_dim":8,"qk_rope_head_dim":4,"v_head_dim":8,"n_routed_experts":8,"n_shared_experts":1,
-            "num_experts_per_tok":2,"first_k_dense_replace":{dense},"moe_layer_freq":1,"rms_norm_eps":1e-6,"rope_theta":10000}}"#
+            "num_experts_per_tok":2,"first_k_dense_replace":{dense},"moe_layer_freq":1,"rms_norm_eps":1e-6,"rope_theta":10000,
+            "n_group":2,"topk_group":1,"routed_scaling_factor":2.5,"norm_topk_prob":true}}"#
     ))
     .unwrap()
 }
@@ -29,7 +27,6 @@ fn config() -> ModelConfig {
     config_with_dense(1)
 }
 
-const MOE: MoeExtra = MoeExtra { n_group: 2, topk_group: 1, routed_scaling_factor: 2.5, norm_topk_prob: true };
 
 fn run(dp: usize, fg: FinegrainedTpConfig, mode: ExecMode) -> Result<GenerationReport, EngineError> {
     run_model(&config(), dp, fg, mode)
@@ -38,8 +35,7 @@ fn run(dp: usize, fg: FinegrainedTpConfig, mode: ExecMode) -> Result<GenerationR
 fn run_model(cfg: &ModelConfig, dp: usize, fg: FinegrainedTpConfig, mode: ExecMode) -> Result<GenerationReport, EngineError> {
     let cfg = cfg.clone();
     let plan = Plan::new(&ParallelConfig::new(dp, 1, 1, false, fg).unwrap());
-    let fabric = Fabric::new(&plan, Duration::from_secs(20));
-    let w = Arc::new(InMemoryWeights::random(&tensor_shapes(&cfg), 4242, 0.3));
+    let w = Arc::new(InMemoryWeights::random(&finetp_models::tensor_shapes(&cfg), 4242, 0.3));
     let reqs: Vec<Request> = (0..3)
         .map(|id| Request {
             id,
@@ -49,16 +45,10 @@ fn run_model(cfg: &ModelConfig, dp: usize, fg: FinegrainedTpConfig, mode: ExecMo
             stop_ids: vec![],
         })
         .collect();
-    let engine = EngineConfig { data_parallel_size: dp, ranks_per_replica: 1, mode, max_seq_len: 32 };
-    generate(
-        &engine,
-        &reqs,
-        |rank| Ok((CpuBackend::new(1).unwrap(), fabric.connect(rank).unwrap())),
-        |rank, be, g| {
-            let m = DeepseekV3::load(be, &cfg, &*w, g, MOE).map_err(|source| EngineError::Model { rank, source })?;
-            Ok(Box::new(m) as Box<dyn CausalLm<CpuBackend>>)
-        },
-    )
+    let engine = EngineConfig { mode, max_seq_len: 32 };
+    generate(&Launcher::threads(Duration::from_secs(20)), &plan, &engine, &reqs, |r: &Rank<CpuBackend>| {
+        finetp_models::load(&r.be, &cfg, &*w, &r.groups).map_err(|source| EngineError::Model { rank: r.rank, source })
+    })
 }
 
 #[test]
@@ -69,12 +59,12 @@ fn every_layout_and_mode_generates_the_replicated_tokens() {
         for mode in [ExecMode::Eager, ExecMode::Graph] {
             let report = run(4, fg, mode).unwrap();
             if mode == ExecMode::Graph {
-                // MoE routing reads scores on the host mid-step: the step cannot be captured, and
-                // graph mode must say so and run the same static shapes eagerly.
+                // MoE dispatch reads the routed experts on the host mid-step: the step cannot be
+                // captured, and graph mode must say so and run the same static shapes eagerly.
                 for r in &report.ranks {
                     let g = r.graph.as_ref().expect("graph mode reports its graph");
                     let why = g.eager_reason.as_deref().unwrap_or_default();
-                    assert!(g.captured_ops == 0 && why.contains("download during graph capture"), "rank {}: {g:?}", r.rank);
+                    assert!(g.captured_ops == 0 && why.contains("during graph capture"), "rank {}: {g:?}", r.rank);
                 }
             }
             assert_eq!(tokens(report), reference, "{fg:?} {mode:?}");

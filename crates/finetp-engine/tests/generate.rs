@@ -6,13 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use finetp_backend_cpu::CpuBackend;
-use finetp_backend_cpu::comm::Fabric;
 use finetp_core::config::{FinegrainedTpConfig, ModelConfig, ParallelConfig};
-use finetp_core::decoder::CausalLm;
+use finetp_core::decoder::ModelError;
 use finetp_core::plan::Plan;
 use finetp_core::shard::InMemoryWeights;
-use finetp_engine::{EngineConfig, EngineError, ExecMode, GenerationReport, Request, Sampling, generate};
-use finetp_model_llama::Llama;
+use finetp_engine::{EngineConfig, EngineError, ExecMode, GenerationReport, Launcher, Rank, Request, Sampling, generate};
 
 fn config(tied: bool) -> ModelConfig {
     config_of("llama", tied)
@@ -28,7 +26,7 @@ fn config_of(model_type: &str, tied: bool) -> ModelConfig {
 }
 
 fn weights(cfg: &ModelConfig) -> Arc<InMemoryWeights> {
-    Arc::new(InMemoryWeights::random(&finetp_model_llama::tensor_shapes(cfg), 12345, 0.3))
+    Arc::new(InMemoryWeights::random(&finetp_models::tensor_shapes(cfg), 12345, 0.3))
 }
 
 fn requests(n: usize, max_tokens: usize) -> Vec<Request> {
@@ -44,17 +42,12 @@ fn requests(n: usize, max_tokens: usize) -> Vec<Request> {
 }
 
 fn run(cfg: &ModelConfig, dp: usize, fg: FinegrainedTpConfig, mode: ExecMode, reqs: &[Request]) -> Result<GenerationReport, EngineError> {
-    let parallel = ParallelConfig::new(dp, 1, 1, false, fg).unwrap();
-    let plan = Plan::new(&parallel);
-    let fabric = Fabric::new(&plan, Duration::from_secs(20));
+    let plan = Plan::new(&ParallelConfig::new(dp, 1, 1, false, fg).unwrap());
     let w = weights(cfg);
-    let engine = EngineConfig { data_parallel_size: dp, ranks_per_replica: 1, mode, max_seq_len: 64 };
-    generate(
-        &engine,
-        reqs,
-        |rank| Ok((CpuBackend::new(1).unwrap(), fabric.connect(rank).map_err(|e| EngineError::Setup { rank, message: e.to_string() })?)),
-        |rank, be, g| Ok(Box::new(Llama::load(be, cfg, &*w, g).map_err(|source| EngineError::Model { rank, source })?) as Box<dyn CausalLm<CpuBackend>>),
-    )
+    let engine = EngineConfig { mode, max_seq_len: 64 };
+    generate(&Launcher::threads(Duration::from_secs(20)), &plan, &engine, reqs, |r: &Rank<CpuBackend>| {
+        finetp_models::load(&r.be, cfg, &*w, &r.groups).map_err(|source| EngineError::Model { rank: r.rank, source })
+    })
 }
 
 /// Graph mode must really have captured the decode step and replayed it on every rank (the idle
@@ -141,24 +134,52 @@ fn measured_memory_shrinks_with_the_sizes() {
 fn a_rank_that_fails_to_load_fails_the_run_with_its_own_error() {
     let cfg = config(false);
     let plan = Plan::new(&ParallelConfig::new(4, 1, 1, false, FinegrainedTpConfig::uniform(4)).unwrap());
-    let fabric = Fabric::new(&plan, Duration::from_secs(30));
     let w = weights(&cfg);
-    let engine = EngineConfig { data_parallel_size: 4, ranks_per_replica: 1, mode: ExecMode::Eager, max_seq_len: 64 };
+    let engine = EngineConfig { mode: ExecMode::Eager, max_seq_len: 64 };
     let start = std::time::Instant::now();
-    let err = generate(
-        &engine,
-        &requests(4, 4),
-        |rank| Ok((CpuBackend::new(1).unwrap(), fabric.connect(rank).unwrap())),
-        |rank, be, g| {
-            if rank == 2 {
-                return Err(EngineError::Setup { rank, message: "simulated: out of memory".into() });
-            }
-            Ok(Box::new(Llama::load(be, &cfg, &*w, g).unwrap()) as Box<dyn CausalLm<CpuBackend>>)
-        },
-    )
+    let err = generate(&Launcher::threads(Duration::from_secs(30)), &plan, &engine, &requests(4, 4), |r: &Rank<CpuBackend>| {
+        if r.rank == 2 {
+            return Err(EngineError::Model { rank: 2, source: ModelError::Config("simulated: out of memory".into()) });
+        }
+        finetp_models::load(&r.be, &cfg, &*w, &r.groups).map_err(|source| EngineError::Model { rank: r.rank, source })
+    })
     .unwrap_err();
     assert!(err.to_string().contains("rank 2") && err.to_string().contains("simulated"), "{err}");
     assert!(start.elapsed() < Duration::from_secs(10), "peers must learn of the failure, not wait for the 30 s timeout");
+}
+
+#[test]
+fn a_rank_whose_device_does_not_open_fails_the_run_with_that_error_at_once() {
+    let plan = Plan::new(&ParallelConfig::new(2, 1, 1, false, FinegrainedTpConfig::uniform(2)).unwrap());
+    let start = std::time::Instant::now();
+    // The launcher is the one place ranks start: a rank that never comes fails its peers' group
+    // creation at once (they are told it left), with no timeout to wait out.
+    let err = Launcher::threads(Duration::from_secs(60))
+        .run(&plan, |r: Rank<CpuBackend>| if r.rank == 1 { Err(EngineError::Config("rank 1 gives up".into())) } else { Ok(()) })
+        .unwrap_err();
+    assert!(err.to_string().contains("rank 1 gives up"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn max_tokens_0_generates_nothing_and_sampling_is_seeded_per_request() {
+    let cfg = config(false);
+    let mut reqs = requests(3, 8);
+    reqs[1].max_tokens = 0;
+    let r = run(&cfg, 2, FinegrainedTpConfig::uniform(2), ExecMode::Eager, &reqs).unwrap();
+    assert!(r.outputs[1].tokens.is_empty(), "{:?}", r.outputs[1]);
+    // Sampled (temperature 1, top-p 0.9): reproducible for a seed, on any layout, and not greedy.
+    for q in &mut reqs {
+        q.max_tokens = 8;
+        q.sampling = Sampling { temperature: 1.0, top_p: 0.9, top_k: 0, seed: 42 };
+    }
+    let a = tokens(&run(&cfg, 2, FinegrainedTpConfig::uniform(2), ExecMode::Eager, &reqs).unwrap());
+    let b = tokens(&run(&cfg, 1, FinegrainedTpConfig::default(), ExecMode::Graph, &reqs).unwrap());
+    assert_eq!(a, b, "a seeded request samples the same tokens on another layout and mode");
+    for q in &mut reqs {
+        q.sampling.temperature = 0.0;
+    }
+    assert_ne!(tokens(&run(&cfg, 1, FinegrainedTpConfig::default(), ExecMode::Eager, &reqs).unwrap()), a, "sampling is not greedy");
 }
 
 #[test]

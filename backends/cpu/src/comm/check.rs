@@ -4,7 +4,7 @@
 
 use finetp_core::backend::{DType, Tensor};
 
-use super::rendezvous::Post;
+use super::post::Post;
 use crate::CpuBackend;
 
 /// Op names, as they appear in errors.

@@ -3,12 +3,13 @@
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 
-use finetp_core::backend::{Collective, CommError, DType, GroupInfo};
+use finetp_core::backend::{Collective, CommError, DType, GroupSpec};
 
-use crate::graph;
+use crate::graph::launch::launch;
 
 use super::check::{self, op};
-use super::rendezvous::{Post, Ptr, Shared, Src};
+use super::post::{Post, Ptr, Src};
+use super::rendezvous::Shared;
 use super::xfer::{Elem, chunk, copy_in, copy_range, sum_into};
 use crate::{CpuBackend, CpuTensor};
 
@@ -31,18 +32,13 @@ pub struct InProcessComm {
 /// Clones are cheap and do not leave the group when dropped (only [`InProcessComm`] does).
 #[derive(Clone)]
 pub(super) struct Member {
-    info: GroupInfo,
+    info: GroupSpec,
     pub(super) shared: Arc<Shared>,
 }
 
 impl InProcessComm {
     pub(super) fn new(shared: Arc<Shared>, rank: usize) -> Self {
-        let info = GroupInfo {
-            name: shared.name.clone(),
-            global_ranks: shared.global_ranks.clone(),
-            rank,
-            timeout: shared.timeout,
-        };
+        let info = GroupSpec { rank, ..shared.spec.clone() };
         Self { m: Member { info, shared } }
     }
 }
@@ -57,7 +53,7 @@ impl Member {
     }
 
     fn invalid(&self, op: &'static str, detail: String) -> CommError {
-        CommError::InvalidArgument { group: self.info.name.clone(), op, detail }
+        CommError::InvalidArgument { group: self.info.name(), op, detail }
     }
 
     /// Checks for a group of one, where there is nobody to tell and the call is local.
@@ -90,7 +86,7 @@ impl Member {
         }
         match failed {
             Some(member) => Err(CommError::PeerFailed {
-                group: self.info.name.clone(),
+                group: self.info.name(),
                 op,
                 member,
                 global_rank: self.info.global_ranks.get(member).copied().unwrap_or(usize::MAX),
@@ -342,36 +338,36 @@ impl Member {
     }
 }
 
-// Every collective goes through `graph::launch`: run now, and recorded while capturing.
+// Every collective goes through `launch`: run now, and recorded while capturing.
 impl Collective<CpuBackend> for InProcessComm {
-    fn info(&self) -> &GroupInfo {
+    fn info(&self) -> &GroupSpec {
         &self.m.info
     }
 
     fn all_reduce_sum(&self, t: &mut CpuTensor) -> Result<(), CommError> {
-        graph::launch(&self.m, op::ALL_REDUCE, &[], &mut [t], |m, _, o| m.all_reduce_sum(o[0]))
+        launch(&self.m, op::ALL_REDUCE, &[], &mut [t], |m, _, o| m.all_reduce_sum(o[0]))
     }
 
     fn all_gather(&self, mine: &CpuTensor, counts: &[usize], out: &mut CpuTensor) -> Result<(), CommError> {
         let counts = counts.to_vec();
-        graph::launch(&self.m, op::ALL_GATHER, &[mine], &mut [out], move |m, i, o| m.all_gather(i[0], &counts, o[0]))
+        launch(&self.m, op::ALL_GATHER, &[mine], &mut [out], move |m, i, o| m.all_gather(i[0], &counts, o[0]))
     }
 
     fn reduce_scatter_sum(&self, all: &CpuTensor, counts: &[usize], out: &mut CpuTensor) -> Result<(), CommError> {
         let counts = counts.to_vec();
-        graph::launch(&self.m, op::REDUCE_SCATTER, &[all], &mut [out], move |m, i, o| m.reduce_scatter_sum(i[0], &counts, o[0]))
+        launch(&self.m, op::REDUCE_SCATTER, &[all], &mut [out], move |m, i, o| m.reduce_scatter_sum(i[0], &counts, o[0]))
     }
 
     fn all_to_all(&self, send: &CpuTensor, send_counts: &[usize], recv_counts: &[usize], out: &mut CpuTensor) -> Result<(), CommError> {
         let (sc, rc) = (send_counts.to_vec(), recv_counts.to_vec());
-        graph::launch(&self.m, op::ALL_TO_ALL, &[send], &mut [out], move |m, i, o| m.all_to_all(i[0], &sc, &rc, o[0]))
+        launch(&self.m, op::ALL_TO_ALL, &[send], &mut [out], move |m, i, o| m.all_to_all(i[0], &sc, &rc, o[0]))
     }
 
     fn broadcast(&self, t: &mut CpuTensor, root: usize) -> Result<(), CommError> {
-        graph::launch(&self.m, op::BROADCAST, &[], &mut [t], move |m, _, o| m.broadcast(o[0], root))
+        launch(&self.m, op::BROADCAST, &[], &mut [t], move |m, _, o| m.broadcast(o[0], root))
     }
 
     fn barrier(&self) -> Result<(), CommError> {
-        graph::launch(&self.m, op::BARRIER, &[], &mut [], |m, _, _| m.barrier())
+        launch(&self.m, op::BARRIER, &[], &mut [], |m, _, _| m.barrier())
     }
 }

@@ -1,11 +1,13 @@
 //! In-process collectives: ranks are threads of one process, and a group's members meet in
 //! shared memory.
 //!
-//! [`Fabric::new`] builds one shared rendezvous per planned group (every component group and
-//! every DP group, each with its own state so that two groups with the same members can never
-//! see each other's traffic); each rank thread calls [`Fabric::connect`] once and gets its
-//! [`GroupSet`](finetp_core::parallel::GroupSet) of [`InProcessComm`] handles.
-//! [`group_handles`] builds a single group without a plan (tests, other backends).
+//! [`connect_in_process`] (the CPU backend's [`Backend::connect`](finetp_core::backend::Backend::connect))
+//! gives each member of a group the same shared state, handed out by the run's
+//! [`Rendezvous`](finetp_core::backend::Rendezvous): one state per planned group (every
+//! component group and every DP group, each its own, so that two groups with the same members
+//! can never see each other's traffic). [`group_handles`] builds a single group's handles on
+//! one thread, without a rendezvous (tests, benchmarks). [`StagedComm`] serves any other
+//! backend with these collectives, staging its tensors through the host.
 //!
 //! # Protocol
 //! A collective is a *round* of a generation-counted barrier (one `Mutex` + `Condvar` per
@@ -41,9 +43,11 @@
 //! A group of one member never locks: its collectives are local copies (or no-ops).
 
 mod check;
-mod fabric;
+mod connect;
 mod handle;
+mod post;
 mod rendezvous;
+mod staged;
 #[cfg(test)]
 mod tests;
 mod xfer;
@@ -51,18 +55,20 @@ mod xfer;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use fabric::Fabric;
+pub use connect::connect_in_process;
+use finetp_core::backend::GroupSpec;
 pub use handle::InProcessComm;
+pub use staged::{StagedComm, connect_staged};
 
 #[cfg(doc)]
 use finetp_core::backend::CommError;
 
 /// One handle per member of a single group (index = rank-in-group), sharing fresh state.
 ///
-/// For tests and for building groups outside a [`Plan`](finetp_core::plan::Plan); the handles
-/// are `Send + Sync`, so each can move to its member's thread. Dropping a handle tells the
-/// other members that this one has left (their collectives fail with `PeerFailed`).
-pub fn group_handles(name: &str, global_ranks: &[usize], timeout: Duration) -> Vec<InProcessComm> {
-    let shared = Arc::new(rendezvous::Shared::new(name.to_string(), global_ranks.to_vec(), timeout));
+/// For tests and benchmarks that build a group outside a plan on one thread; the handles are
+/// `Send + Sync`, so each can move to its member's thread. Dropping a handle tells the other
+/// members that this one has left (their collectives fail with `PeerFailed`).
+pub fn group_handles(name: &'static str, global_ranks: &[usize], timeout: Duration) -> Vec<InProcessComm> {
+    let shared = Arc::new(rendezvous::Shared::new(GroupSpec::named(name, global_ranks.to_vec(), 0, timeout)));
     (0..global_ranks.len()).map(|i| InProcessComm::new(shared.clone(), i)).collect()
 }

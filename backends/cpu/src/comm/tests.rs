@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use finetp_core::backend::{Collective, CommError};
 
 use super::group_handles;
-use super::rendezvous::Src;
+use super::post::Src;
 
 #[test]
 fn a_panic_while_moving_data_waits_for_peers_and_fails_them() {

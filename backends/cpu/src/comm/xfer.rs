@@ -7,7 +7,7 @@
 //! and a violation panics (caught by the caller, reported to peers as `PeerFailed`) rather than
 //! touching memory outside a buffer.
 
-use super::rendezvous::Src;
+use super::post::Src;
 
 /// Elements summed per block: the running sum of a block stays in L1 while every member's
 /// slice of it is added.

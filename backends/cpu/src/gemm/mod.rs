@@ -236,38 +236,4 @@ impl CpuBackend {
         }
         Ok(())
     }
-
-    pub(crate) fn batched_linear_now(&self, x: &Tensor<Self>, w: &Tensor<Self>, y: &mut Tensor<Self>) -> Result<(), BackendError> {
-        let [bx, m, k] = dims(x, "batched_linear", "x")?;
-        let [bw, n, kw] = dims(w, "batched_linear", "w")?;
-        if bx != bw || kw != k || y.shape() != [bx, m, n] {
-            return Err(BackendError::Shape(format!(
-                "batched_linear: x {:?}, w {:?}, y {:?} do not fit",
-                x.shape(),
-                w.shape(),
-                y.shape()
-            )));
-        }
-        let xs = x.buffer().as_f32("batched_linear (x)")?;
-        let ws = Weights::of(w.buffer(), "batched_linear (w)")?;
-        let ys = y.buffer_mut().as_f32_mut("batched_linear (y)")?;
-        if m == 0 || n == 0 {
-            return Ok(());
-        }
-        let one = |(b, yb): (usize, &mut [f32])| {
-            yb.fill(0.0);
-            let a = Acts::new(&xs[b * m * k..(b + 1) * m * k], m, k, ws.paired());
-            rows_block(&a, ws.slice(b * n * k..(b + 1) * n * k), 0, n, yb);
-        };
-        if bx >= 2 * self.threads() {
-            // Many small products (MLA's per-head projections): one task per batch entry.
-            self.pool().install(|| ys.par_chunks_exact_mut(m * n).enumerate().for_each(one));
-        } else {
-            for b in 0..bx {
-                let wb = ws.slice(b * n * k..(b + 1) * n * k);
-                matmul_t(self.pool(), &xs[b * m * k..(b + 1) * m * k], m, k, wb, n, &mut ys[b * m * n..(b + 1) * m * n]);
-            }
-        }
-        Ok(())
-    }
 }

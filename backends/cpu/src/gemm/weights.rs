@@ -30,15 +30,6 @@ impl<'a> Weights<'a> {
         }
     }
 
-    /// Elements `range` of the flat data (e.g. one matrix of a batch).
-    pub(super) fn slice(self, range: std::ops::Range<usize>) -> Self {
-        match self {
-            Weights::F32(v) => Weights::F32(&v[range]),
-            Weights::BF16(v) => Weights::BF16(&v[range]),
-            Weights::F16(v) => Weights::F16(&v[range]),
-        }
-    }
-
     /// Whether the kernel pairs lanes for this dtype (see [`Elem::PAIRED`]).
     pub(super) fn paired(self) -> bool {
         matches!(self, Weights::BF16(_))

@@ -7,13 +7,13 @@
 //! exactly (see [`crate::graph`]).
 
 mod attention;
+mod routing;
 mod rows;
-mod sampling;
+pub(crate) mod sampling;
 
-use finetp_core::backend::{BackendError, DType, Kernels, RopeStyle, Tensor};
+use finetp_core::backend::{AttentionParams, BackendError, DType, Kernels, KvIndex, MoeRouting, RopeTable, Tensor};
 use half::slice::HalfFloatSliceExt;
 
-use crate::graph;
 use crate::storage::{CpuBackend, CpuStorage};
 
 /// Elements below which a kernel stays on the calling thread.
@@ -29,6 +29,11 @@ fn widen_into(s: &CpuStorage, op: &'static str, start: usize, dst: &mut [f32]) -
         CpuStorage::U32(_) => return Err(float_expected(op)),
     }
     Ok(())
+}
+
+/// The three index tensors of a KV-cache call, in the order `launch` passes them.
+fn index_of<'a>(t: &[&'a Tensor<CpuBackend>]) -> KvIndex<'a, CpuBackend> {
+    KvIndex { block_table: t[0], slots: t[1], positions: t[2] }
 }
 
 fn float_expected(op: &'static str) -> BackendError {
@@ -61,8 +66,9 @@ impl Kernels for CpuBackend {
         self.launch("rms_norm", &[x, w], &mut [y], move |be, i, o| rows::rms_norm(be, i[0], i[1], eps, o[0]))
     }
 
-    fn rope(&self, x: &mut Tensor<Self>, positions: &Tensor<Self>, inv_freq: &Tensor<Self>, style: RopeStyle) -> Result<(), BackendError> {
-        self.launch("rope", &[positions, inv_freq], &mut [x], move |be, i, o| rows::rope(be, o[0], i[0], i[1], style))
+    fn rope(&self, x: &mut Tensor<Self>, positions: &Tensor<Self>, table: &RopeTable<Self>) -> Result<(), BackendError> {
+        let how = (table.style, table.attention_factor);
+        self.launch("rope", &[positions, &table.inv_freq], &mut [x], move |be, i, o| rows::rope(be, o[0], i[0], i[1], how))
     }
 
     fn silu_mul(&self, gate_up: &Tensor<Self>, y: &mut Tensor<Self>) -> Result<(), BackendError> {
@@ -73,12 +79,9 @@ impl Kernels for CpuBackend {
         self.launch("add_assign", &[b], &mut [a], |be, i, o| rows::add_assign(be, o[0], i[0]))
     }
 
-    fn scale(&self, a: &mut Tensor<Self>, s: f32) -> Result<(), BackendError> {
-        self.launch("scale", &[], &mut [a], move |be, _, o| rows::scale(be, o[0], s))
-    }
-
-    fn kv_cache_write(&self, x: &Tensor<Self>, cache: &mut Tensor<Self>, slots: &Tensor<Self>, positions: &Tensor<Self>) -> Result<(), BackendError> {
-        self.launch("kv_cache_write", &[x, slots, positions], &mut [cache], |_, i, o| attention::kv_cache_write(i[0], o[0], i[1], i[2]))
+    fn kv_cache_write(&self, x: &Tensor<Self>, cache: &mut Tensor<Self>, index: &KvIndex<'_, Self>) -> Result<(), BackendError> {
+        let ins = [index.block_table, index.slots, index.positions, x];
+        self.launch("kv_cache_write", &ins, &mut [cache], |_, i, o| attention::kv_cache_write(i[3], o[0], &index_of(i)))
     }
 
     fn kv_cache_attention(
@@ -86,27 +89,29 @@ impl Kernels for CpuBackend {
         q: &Tensor<Self>,
         k_cache: &Tensor<Self>,
         v_cache: &Tensor<Self>,
-        slots: &Tensor<Self>,
-        positions: &Tensor<Self>,
-        scale: f32,
+        index: &KvIndex<'_, Self>,
+        params: &AttentionParams,
         y: &mut Tensor<Self>,
     ) -> Result<(), BackendError> {
-        self.launch("kv_cache_attention", &[q, k_cache, v_cache, slots, positions], &mut [y], move |be, i, o| {
-            attention::kv_cache_attention(be, i[0], i[1], i[2], i[3], i[4], scale, o[0])
-        })
+        let (ins, params) = ([index.block_table, index.slots, index.positions, q, k_cache, v_cache], *params);
+        self.launch("kv_cache_attention", &ins, &mut [y], move |be, i, o| attention::kv_cache_attention(be, (i[3], i[4], i[5]), &index_of(i), &params, o[0]))
     }
 
-    fn argmax(&self, logits: &Tensor<Self>) -> Result<Vec<u32>, BackendError> {
-        if graph::capturing() {
-            return Err(graph::host_sync("argmax"));
-        }
-        sampling::argmax(logits)
+    fn sample(&self, logits: &Tensor<Self>, params: &Tensor<Self>, ids: &mut Tensor<Self>) -> Result<(), BackendError> {
+        self.launch("sample", &[logits, params], &mut [ids], |_, i, o| sampling::sample(i[0], i[1], o[0]))
     }
 
-    fn top_k(&self, logits: &Tensor<Self>, k: usize) -> Result<Vec<Vec<(f32, u32)>>, BackendError> {
-        if graph::capturing() {
-            return Err(graph::host_sync("top_k"));
+    fn moe_route(&self, router_logits: &Tensor<Self>, bias: Option<&Tensor<Self>>, rule: &MoeRouting, ids: &mut Tensor<Self>, weights: &mut Tensor<Self>) -> Result<(), BackendError> {
+        let rule = *rule;
+        match bias {
+            Some(b) => self.launch("moe_route", &[router_logits, b], &mut [ids, weights], move |_, i, o| {
+                let [ids, w] = o else { unreachable!("two outputs") };
+                routing::moe_route(i[0], Some(i[1]), &rule, ids, w)
+            }),
+            None => self.launch("moe_route", &[router_logits], &mut [ids, weights], move |_, i, o| {
+                let [ids, w] = o else { unreachable!("two outputs") };
+                routing::moe_route(i[0], None, &rule, ids, w)
+            }),
         }
-        sampling::top_k(logits, k)
     }
 }

@@ -77,7 +77,7 @@ pub(super) fn rope(
     x: &mut Tensor<CpuBackend>,
     positions: &Tensor<CpuBackend>,
     inv_freq: &Tensor<CpuBackend>,
-    style: RopeStyle,
+    (style, factor): (RopeStyle, f32),
 ) -> Result<(), BackendError> {
     let (t, nh, d) = match x.shape() {
         [a, b, c] => (*a, *b, *c),
@@ -94,9 +94,16 @@ pub(super) fn rope(
         )));
     }
     let xs = x.buffer_mut().as_f32_mut("rope (x)")?;
-    // Angles in f32, as the HF reference computes them (`position * inv_freq` rounded to f32).
+    // Angles in f32, as the HF reference computes them (`position * inv_freq` rounded to f32);
+    // cos and sin times the attention factor, as HF scales them (exact for a factor of 1).
     per_row(be, positions, 1, xs, nh * d, |_, p, row| {
-        let (sin, cos): (Vec<f32>, Vec<f32>) = inv_freq.iter().map(|f| (p[0] as f32 * f).sin_cos()).unzip();
+        let (sin, cos): (Vec<f32>, Vec<f32>) = inv_freq
+            .iter()
+            .map(|f| {
+                let (s, c) = (p[0] as f32 * f).sin_cos();
+                (s * factor, c * factor)
+            })
+            .unzip();
         for v in row.chunks_exact_mut(d) {
             for i in 0..half {
                 let (a, b) = match style {
@@ -140,15 +147,5 @@ pub(super) fn add_assign(be: &CpuBackend, a: &mut Tensor<CpuBackend>, b: &Tensor
             *x += y;
         }
     });
-    Ok(())
-}
-
-pub(super) fn scale(be: &CpuBackend, a: &mut Tensor<CpuBackend>, s: f32) -> Result<(), BackendError> {
-    let v = a.buffer_mut().as_f32_mut("scale")?;
-    if v.len() >= PARALLEL_MIN && be.threads() > 1 {
-        be.pool().install(|| v.par_chunks_mut(ELEMENTWISE_CHUNK).for_each(|c| c.iter_mut().for_each(|x| *x *= s)));
-    } else {
-        v.iter_mut().for_each(|x| *x *= s);
-    }
     Ok(())
 }

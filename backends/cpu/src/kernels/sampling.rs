@@ -1,70 +1,76 @@
-//! Greedy and top-k selection over logits rows.
+//! Picking the next token of each logits row, exactly as the contract states
+//! ([`Kernels::sample`](finetp_core::backend::Kernels::sample)): the reference every other
+//! backend's sampling is checked against.
 //!
 //! Order is total and deterministic: larger values first, equal values by lower index, NaN
 //! below every number (a NaN logit is never picked over a real one).
 
 use std::cmp::Ordering;
 
-use finetp_core::backend::{BackendError, Tensor};
+use finetp_core::backend::{BackendError, Tensor, checks};
 
-use super::rows_cols;
 use crate::storage::CpuBackend;
 
-/// `a` before `b` in the selection order (descending value, then ascending index, NaN last).
-fn rank(a: &(f32, u32), b: &(f32, u32)) -> Ordering {
-    let key = |v: f32| if v.is_nan() { f32::NEG_INFINITY } else { v };
-    // Keys are never NaN, so `partial_cmp` is total here (and -0.0 ties with 0.0).
-    key(b.0).partial_cmp(&key(a.0)).unwrap_or(Ordering::Equal).then_with(|| a.0.is_nan().cmp(&b.0.is_nan())).then(a.1.cmp(&b.1))
+/// The first largest value (NaN never wins over a number; all-NaN gives 0).
+pub(crate) fn argmax(r: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in r.iter().enumerate() {
+        // `>` keeps the first of equal maxima and never picks NaN over a number.
+        if x > r[best] || (r[best].is_nan() && !x.is_nan()) {
+            best = i;
+        }
+    }
+    best as u32
 }
 
-/// The logits as rows of `v`, rejecting empty rows when there are rows at all.
-fn rows<'a>(logits: &'a Tensor<CpuBackend>, op: &'static str) -> Result<(usize, usize, &'a [f32]), BackendError> {
-    let (t, v) = rows_cols(logits, op)?;
-    let l = logits.buffer().as_f32(op)?;
-    if v == 0 && t > 0 {
-        return Err(BackendError::Shape(format!("{op}: rows of zero logits {:?}", logits.shape())));
+/// One row's token under `(temperature, top_p, top_k, uniform)`.
+pub(crate) fn sample_row(logits: &[f32], [temperature, top_p, top_k, uniform]: [f32; 4]) -> u32 {
+    if temperature.is_nan() || temperature <= 0.0 {
+        return argmax(logits);
     }
-    Ok((t, v, l))
+    let t = f64::from(temperature);
+    let max = logits.iter().copied().filter(|v| !v.is_nan()).fold(f32::NEG_INFINITY, f32::max);
+    let mut cand: Vec<(u32, f64)> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (i as u32, if v.is_nan() { 0.0 } else { (f64::from(v - max) / t).exp() }))
+        .collect();
+    // Descending weight, ties by lower id (a stable sort of ids in order).
+    cand.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(Ordering::Equal).then(a.0.cmp(&b.0)));
+    let k = top_k as usize;
+    if k > 0 && k < cand.len() {
+        cand.truncate(k);
+    }
+    let total: f64 = cand.iter().map(|c| c.1).sum();
+    let goal = f64::from(top_p) * total;
+    let mut kept = 0.0;
+    let mut n = 0;
+    for c in &cand {
+        kept += c.1;
+        n += 1;
+        if kept >= goal {
+            break;
+        }
+    }
+    let mass: f64 = cand[..n].iter().map(|c| c.1).sum();
+    let mut u = f64::from(uniform) * mass;
+    for c in &cand[..n] {
+        u -= c.1;
+        if u <= 0.0 {
+            return c.0;
+        }
+    }
+    cand[n - 1].0
 }
 
-pub(super) fn argmax(logits: &Tensor<CpuBackend>) -> Result<Vec<u32>, BackendError> {
-    let (_, v, l) = rows(logits, "argmax")?;
-    if l.is_empty() {
-        return Ok(Vec::new());
+pub(super) fn sample(logits: &Tensor<CpuBackend>, params: &Tensor<CpuBackend>, ids: &mut Tensor<CpuBackend>) -> Result<(), BackendError> {
+    let (m, v) = checks::sample(logits, params, ids)?;
+    let l = logits.buffer().as_f32("sample (logits)")?;
+    let p = params.buffer().as_f32("sample (params)")?;
+    let out = ids.buffer_mut().as_u32_mut("sample (ids)")?;
+    for r in 0..m {
+        let row = &l[r * v..(r + 1) * v];
+        out[r] = sample_row(row, [p[4 * r], p[4 * r + 1], p[4 * r + 2], p[4 * r + 3]]);
     }
-    Ok(l.chunks_exact(v)
-        .map(|r| {
-            let mut best = 0;
-            for (i, &x) in r.iter().enumerate() {
-                // `>` keeps the first of equal maxima and never picks NaN over a number.
-                if x > r[best] || (r[best].is_nan() && !x.is_nan()) {
-                    best = i;
-                }
-            }
-            best as u32
-        })
-        .collect())
-}
-
-pub(super) fn top_k(logits: &Tensor<CpuBackend>, k: usize) -> Result<Vec<Vec<(f32, u32)>>, BackendError> {
-    let (t, v, l) = rows(logits, "top_k")?;
-    if l.is_empty() {
-        return Ok(vec![Vec::new(); t]);
-    }
-    let k = k.min(v);
-    Ok(l.chunks_exact(v)
-        .map(|r| {
-            if k == 0 {
-                return Vec::new();
-            }
-            let mut idx: Vec<(f32, u32)> = r.iter().enumerate().map(|(i, &x)| (x, i as u32)).collect();
-            if k < v {
-                // Partition in O(V), then sort only the k winners.
-                idx.select_nth_unstable_by(k - 1, rank);
-                idx.truncate(k);
-            }
-            idx.sort_unstable_by(rank);
-            idx
-        })
-        .collect())
+    Ok(())
 }

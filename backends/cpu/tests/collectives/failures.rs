@@ -3,11 +3,10 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use finetp_backend_cpu::comm::{Fabric, InProcessComm};
-use finetp_core::backend::{Collective, CommError, DType};
-use finetp_core::config::FinegrainedTpConfig;
+use finetp_backend_cpu::comm::{InProcessComm, connect_in_process};
+use finetp_core::backend::{Collective, CommError, DType, GroupSpec, InProcessRendezvous};
 
-use super::{LONG, f32s, group, make_plan, run, tensor, zeros};
+use super::{LONG, f32s, group, run, tensor, zeros};
 use finetp_backend_cpu::CpuStorage;
 
 const SHORT: Duration = Duration::from_millis(200);
@@ -28,7 +27,7 @@ fn a_member_that_never_arrives_times_out() {
     for (err, elapsed, again) in got {
         match err {
             CommError::Timeout { group, op, missing, after } => {
-                assert_eq!((group.as_str(), op, missing, after), ("test", "all_reduce_sum", vec![2], SHORT));
+                assert_eq!((group.as_str(), op, missing, after), ("test[0]", "all_reduce_sum", vec![2], SHORT));
             }
             other => panic!("expected a timeout, got {other}"),
         }
@@ -82,11 +81,11 @@ fn a_dropped_handle_or_unconnected_rank_is_a_failed_peer() {
     let err = handles[0].barrier().unwrap_err();
     assert!(matches!(err, CommError::PeerFailed { member: 1, global_rank: 11, .. }), "{err}");
 
-    // Rank 1 never connects, and the fabric is dropped: rank 0's DP peer is gone.
-    let fabric = Fabric::new(&make_plan(2, 1, FinegrainedTpConfig::uniform(2)), LONG);
-    let set = fabric.connect(0).unwrap();
-    drop(fabric);
-    let err = set.dp.barrier().unwrap_err();
+    // Rank 1 ends without ever connecting: rank 0's connect fails at once, not after the timeout.
+    let rv = InProcessRendezvous::new();
+    let specs = GroupSpec::members("t", &[0, 1], LONG);
+    rv.depart(1);
+    let err = connect_in_process(&specs[0], &rv).unwrap_err();
     assert!(matches!(err, CommError::PeerFailed { member: 1, global_rank: 1, .. }), "{err}");
     assert!(start.elapsed() < Duration::from_secs(2));
 }

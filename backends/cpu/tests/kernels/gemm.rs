@@ -1,4 +1,4 @@
-//! `linear` and `batched_linear` against an f64 reference, their determinism across shardings
+//! `linear` against an f64 reference, their determinism across shardings
 //! and batch sizes, and their error paths.
 
 use finetp_core::backend::{DType, Gemm};
@@ -125,25 +125,6 @@ fn linear_walk_orders_and_row_blocks_agree_bitwise() {
 }
 
 #[test]
-fn batched_linear_matches_f64_reference() {
-    let be = be();
-    let mut rng = Rng::new(12);
-    // Few batches (each one split over the pool) and many (one task per batch entry).
-    for (b, m, n, k) in [(3, 2, 5, 9), (8, 1, 16, 32), (5, 4, 33, 130), (1, 0, 4, 4), (2, 3, 0, 4), (0, 2, 2, 2)] {
-        for dt in FLOATS {
-            let x = rng.f32s(b * m * k);
-            let (w, wr) = typed(&rng.f32s(b * n * k), &[b, n, k], dt);
-            let mut y = f32t(vec![f32::NAN; b * m * n], &[b, m, n]);
-            be.batched_linear(&f32t(x.clone(), &[b, m, k]), &w, &mut y).expect("batched_linear");
-            for e in 0..b {
-                let want = linear_ref(&x[e * m * k..(e + 1) * m * k], &wr[e * n * k..(e + 1) * n * k], None, m, n, k);
-                check(&format!("batched_linear B={b} m={m} n={n} k={k} {dt} entry {e}"), &data(&y)[e * m * n..(e + 1) * m * n], &want);
-            }
-        }
-    }
-}
-
-#[test]
 fn gemm_rejects_bad_shapes_and_dtypes() {
     let be = be();
     let x = f32t(vec![0.0; 6], &[2, 3]);
@@ -163,15 +144,6 @@ fn gemm_rejects_bad_shapes_and_dtypes() {
     let (mut yh, _) = typed(&[0.0; 8], &[2, 4], DType::F16);
     assert!(is_dtype_err(be.linear(&x, &w, None, &mut yh)), "f16 y");
 
-    let xb3 = f32t(vec![0.0; 12], &[2, 2, 3]);
-    let wb3 = f32t(vec![0.0; 24], &[2, 4, 3]);
-    let mut yb3 = f32t(vec![0.0; 16], &[2, 2, 4]);
-    assert!(be.batched_linear(&xb3, &wb3, &mut yb3).is_ok(), "the well-formed batched call");
-    assert!(is_shape_err(be.batched_linear(&x, &wb3, &mut yb3)), "2-D x");
-    assert!(is_shape_err(be.batched_linear(&xb3, &f32t(vec![0.0; 36], &[3, 4, 3]), &mut yb3)), "batch 2 vs 3");
-    assert!(is_shape_err(be.batched_linear(&xb3, &wb3, &mut f32t(vec![0.0; 16], &[2, 4, 2]))), "y [B, n, m]");
-    let (wu3, _) = typed(&[0.0; 24], &[2, 4, 3], DType::U32);
-    assert!(is_dtype_err(be.batched_linear(&xb3, &wu3, &mut yb3)), "u32 batched weights");
 }
 
 proptest! {

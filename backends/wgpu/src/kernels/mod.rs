@@ -1,24 +1,18 @@
 //! The decoder kernels on wgpu. Each call checks shapes and dtypes on the host (they are
-//! host values), then enqueues one or a few launches; nothing waits except `argmax` and
-//! `top_k`, which return host values.
+//! host values), then enqueues one or a few launches; nothing waits except `sample` and
+//! `moe_route`, which run on the host for now (`sampling.rs`).
 
 mod attention;
 mod rows;
 mod sampling;
 
-use finetp_core::backend::{BackendError, DType, Kernels, RopeStyle, Tensor};
+use finetp_core::backend::{AttentionParams, BackendError, DType, Kernels, KvIndex, MoeRouting, RopeTable, Tensor};
 
 use crate::WgpuBackend;
 
 fn want(t: &Tensor<WgpuBackend>, dtype: DType, op: &'static str) -> Result<(), BackendError> {
     if t.dtype() != dtype {
-        let expected = match dtype {
-            DType::F32 => "f32",
-            DType::U32 => "u32",
-            DType::F16 => "f16",
-            DType::BF16 => "bf16",
-        };
-        return Err(BackendError::DType { op, expected, got: t.dtype() });
+        return Err(BackendError::DType { op, expected: dtype.name(), got: t.dtype() });
     }
     Ok(())
 }
@@ -47,8 +41,8 @@ impl Kernels for WgpuBackend {
         rows::rms_norm(self, x, w, eps, y)
     }
 
-    fn rope(&self, x: &mut Tensor<Self>, positions: &Tensor<Self>, inv_freq: &Tensor<Self>, style: RopeStyle) -> Result<(), BackendError> {
-        rows::rope(self, x, positions, inv_freq, style)
+    fn rope(&self, x: &mut Tensor<Self>, positions: &Tensor<Self>, table: &RopeTable<Self>) -> Result<(), BackendError> {
+        rows::rope(self, x, positions, table)
     }
 
     fn silu_mul(&self, gate_up: &Tensor<Self>, y: &mut Tensor<Self>) -> Result<(), BackendError> {
@@ -59,12 +53,8 @@ impl Kernels for WgpuBackend {
         rows::add_assign(self, a, b)
     }
 
-    fn scale(&self, a: &mut Tensor<Self>, s: f32) -> Result<(), BackendError> {
-        rows::scale(self, a, s)
-    }
-
-    fn kv_cache_write(&self, x: &Tensor<Self>, cache: &mut Tensor<Self>, slots: &Tensor<Self>, positions: &Tensor<Self>) -> Result<(), BackendError> {
-        attention::kv_cache_write(self, x, cache, slots, positions)
+    fn kv_cache_write(&self, x: &Tensor<Self>, cache: &mut Tensor<Self>, index: &KvIndex<'_, Self>) -> Result<(), BackendError> {
+        attention::kv_cache_write(self, x, cache, index)
     }
 
     fn kv_cache_attention(
@@ -72,19 +62,18 @@ impl Kernels for WgpuBackend {
         q: &Tensor<Self>,
         k_cache: &Tensor<Self>,
         v_cache: &Tensor<Self>,
-        slots: &Tensor<Self>,
-        positions: &Tensor<Self>,
-        scale: f32,
+        index: &KvIndex<'_, Self>,
+        params: &AttentionParams,
         y: &mut Tensor<Self>,
     ) -> Result<(), BackendError> {
-        attention::kv_cache_attention(self, q, k_cache, v_cache, slots, positions, scale, y)
+        attention::kv_cache_attention(self, (q, k_cache, v_cache), index, params, y)
     }
 
-    fn argmax(&self, logits: &Tensor<Self>) -> Result<Vec<u32>, BackendError> {
-        sampling::argmax(self, logits)
+    fn sample(&self, logits: &Tensor<Self>, params: &Tensor<Self>, ids: &mut Tensor<Self>) -> Result<(), BackendError> {
+        sampling::sample(self, logits, params, ids)
     }
 
-    fn top_k(&self, logits: &Tensor<Self>, k: usize) -> Result<Vec<Vec<(f32, u32)>>, BackendError> {
-        sampling::top_k(self, logits, k)
+    fn moe_route(&self, router_logits: &Tensor<Self>, bias: Option<&Tensor<Self>>, rule: &MoeRouting, ids: &mut Tensor<Self>, weights: &mut Tensor<Self>) -> Result<(), BackendError> {
+        sampling::moe_route(self, router_logits, bias, rule, ids, weights)
     }
 }

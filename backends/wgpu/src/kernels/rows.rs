@@ -1,6 +1,6 @@
-//! Per-row and element-wise kernels: embedding, RMSNorm, RoPE, SiLU·mul, add, scale.
+//! Per-row and element-wise kernels: embedding, RMSNorm, RoPE, SiLU·mul, add.
 
-use finetp_core::backend::{BackendError, DType, RopeStyle, Tensor};
+use finetp_core::backend::{BackendError, DType, RopeStyle, RopeTable, Tensor};
 
 use super::{rows_cols, same_shape, want};
 use crate::WgpuBackend;
@@ -66,7 +66,8 @@ pub(super) fn rms_norm(be: &WgpuBackend, x: &T, w: &T, eps: f32, y: &mut T) -> R
     be.launch(&k, p, &args, be.grid(rows)?)
 }
 
-pub(super) fn rope(be: &WgpuBackend, x: &mut T, positions: &T, inv_freq: &T, style: RopeStyle) -> Result<(), BackendError> {
+pub(super) fn rope(be: &WgpuBackend, x: &mut T, positions: &T, table: &RopeTable<WgpuBackend>) -> Result<(), BackendError> {
+    let (inv_freq, style) = (&table.inv_freq, table.style);
     let (t, nh, d) = match x.shape() {
         [a, b, c] => (*a, *b, *c),
         s => return Err(BackendError::Shape(format!("rope: x must be [T, heads, head_dim], got {s:?}"))),
@@ -84,7 +85,7 @@ pub(super) fn rope(be: &WgpuBackend, x: &mut T, positions: &T, inv_freq: &T, sty
     }
     let caps = *be.caps();
     let k = be.kernel("rope", || shaders::build(shaders::ROPE, &caps, &[]))?;
-    let p = Params::new().u(n)?.u(nh)?.u(d)?.u(half)?.u(usize::from(style == RopeStyle::Interleaved))?;
+    let p = Params::new().u(n)?.u(nh)?.u(d)?.u(half)?.u(usize::from(style == RopeStyle::Interleaved))?.f(table.attention_factor);
     let args = [whole(x.buffer(), &caps, "rope")?, whole(positions.buffer(), &caps, "rope")?, whole(inv_freq.buffer(), &caps, "rope")?];
     be.launch(&k, p, &args, be.grid(n)?)
 }
@@ -117,16 +118,4 @@ pub(super) fn add_assign(be: &WgpuBackend, a: &mut T, b: &T) -> Result<(), Backe
     let k = be.kernel("add", || shaders::build(shaders::ADD, &caps, &[]))?;
     let args = [whole(a.buffer(), &caps, "add_assign")?, whole(b.buffer(), &caps, "add_assign")?];
     be.launch(&k, Params::new().u(n)?, &args, be.grid(n)?)
-}
-
-pub(super) fn scale(be: &WgpuBackend, a: &mut T, s: f32) -> Result<(), BackendError> {
-    want(a, DType::F32, "scale")?;
-    let n = a.numel();
-    if n == 0 {
-        return Ok(());
-    }
-    let caps = *be.caps();
-    let k = be.kernel("scale", || shaders::build(shaders::SCALE, &caps, &[]))?;
-    let args = [whole(a.buffer(), &caps, "scale")?];
-    be.launch(&k, Params::new().u(n)?.f(s), &args, be.grid(n)?)
 }

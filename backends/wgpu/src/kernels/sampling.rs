@@ -1,51 +1,47 @@
-//! Greedy and top-k selection: argmax reduces on the device and reads back one index per
-//! row; top-k reads the logits back and reuses the CPU backend's selection (host-side
-//! sampling, the same order and tie rules).
+//! Token sampling and MoE routing on wgpu: both read their inputs back and run the CPU
+//! backend's reference code on the host, then write the result back to the device (so they
+//! obey the contract exactly, but are sync points and cannot be captured; device kernels for
+//! them are future work, noted in `docs/backends.md`).
 
 use finetp_backend_cpu::CpuStorage;
-use finetp_core::backend::{Backend, BackendError, DType, HostData, Kernels, Tensor};
+use finetp_core::backend::{Backend, BackendError, HostTensor, Kernels, MoeRouting, Tensor, checks};
 
-use super::{rows_cols, want};
 use crate::WgpuBackend;
-use crate::buffer::whole;
-use crate::dispatch::Params;
-use crate::shaders;
 
-/// Logits per stage-1 invocation.
-const CHUNK: usize = 1024;
-
-fn shape_ok(logits: &Tensor<WgpuBackend>, op: &'static str) -> Result<(usize, usize), BackendError> {
-    let (t, v) = rows_cols(logits, op)?;
-    want(logits, DType::F32, op)?;
-    if v == 0 && t > 0 {
-        return Err(BackendError::Shape(format!("{op}: rows of zero logits {:?}", logits.shape())));
-    }
-    Ok((t, v))
+/// A CPU twin of a wgpu tensor (downloaded).
+fn to_cpu(be: &WgpuBackend, t: &Tensor<WgpuBackend>) -> Result<Tensor<finetp_backend_cpu::CpuBackend>, BackendError> {
+    let host = be.download(t)?;
+    let dtype = host.dtype();
+    Ok(Tensor::from_parts(CpuStorage::from_host(host.data), host.shape, dtype))
 }
 
-pub(super) fn argmax(be: &WgpuBackend, logits: &Tensor<WgpuBackend>) -> Result<Vec<u32>, BackendError> {
-    let (t, v) = shape_ok(logits, "argmax")?;
-    if t == 0 {
-        return Ok(Vec::new());
-    }
-    let caps = *be.caps();
-    let chunks = v.div_ceil(CHUNK);
-    let part = be.alloc((t * chunks * 8) as u64)?;
-    let out = be.alloc((t * 4) as u64)?;
-    let k1 = be.kernel("argmax", || shaders::build(shaders::ARGMAX, &caps, &[]))?;
-    let k2 = be.kernel("argmax_rows", || shaders::build(shaders::ARGMAX_ROWS, &caps, &[]))?;
-    let p1 = Params::new().u(t)?.u(v)?.u(CHUNK)?.u(chunks)?;
-    be.launch(&k1, p1, &[whole(logits.buffer(), &caps, "argmax")?, whole(&part, &caps, "argmax")?], be.grid(t * chunks)?)?;
-    be.launch(&k2, Params::new().u(t)?.u(chunks)?, &[whole(&part, &caps, "argmax")?, whole(&out, &caps, "argmax")?], be.grid(t)?)?;
-    Ok(be.read_checked(&[(&out.buf, out.len)])?.pop().unwrap_or_default())
+/// A CPU tensor's contents into an existing wgpu tensor of the same shape and dtype.
+fn from_cpu(be: &WgpuBackend, c: Tensor<finetp_backend_cpu::CpuBackend>, dst: &mut Tensor<WgpuBackend>) -> Result<(), BackendError> {
+    let shape = c.shape().to_vec();
+    be.write(dst, &HostTensor::new(c.into_buffer().into_host(), &shape)?)
 }
 
-pub(super) fn top_k(be: &WgpuBackend, logits: &Tensor<WgpuBackend>, k: usize) -> Result<Vec<Vec<(f32, u32)>>, BackendError> {
-    shape_ok(logits, "top_k")?;
-    let host = be.download(logits)?;
-    let HostData::F32(v) = host.data else {
-        return Err(BackendError::DType { op: "top_k", expected: "f32", got: host.data.dtype() });
-    };
-    let cpu = Tensor::from_parts(CpuStorage::F32(v), host.shape, DType::F32);
-    be.cpu()?.top_k(&cpu, k)
+pub(super) fn sample(be: &WgpuBackend, logits: &Tensor<WgpuBackend>, params: &Tensor<WgpuBackend>, ids: &mut Tensor<WgpuBackend>) -> Result<(), BackendError> {
+    checks::sample(logits, params, ids)?;
+    let cpu = be.cpu()?;
+    let mut out = to_cpu(be, ids)?;
+    cpu.sample(&to_cpu(be, logits)?, &to_cpu(be, params)?, &mut out)?;
+    from_cpu(be, out, ids)
+}
+
+pub(super) fn moe_route(
+    be: &WgpuBackend,
+    logits: &Tensor<WgpuBackend>,
+    bias: Option<&Tensor<WgpuBackend>>,
+    rule: &MoeRouting,
+    ids: &mut Tensor<WgpuBackend>,
+    weights: &mut Tensor<WgpuBackend>,
+) -> Result<(), BackendError> {
+    checks::moe_route(logits, bias, rule, ids, weights)?;
+    let cpu = be.cpu()?;
+    let bias = bias.map(|b| to_cpu(be, b)).transpose()?;
+    let (mut i, mut w) = (to_cpu(be, ids)?, to_cpu(be, weights)?);
+    cpu.moe_route(&to_cpu(be, logits)?, bias.as_ref(), rule, &mut i, &mut w)?;
+    from_cpu(be, i, ids)?;
+    from_cpu(be, w, weights)
 }

@@ -1,6 +1,7 @@
 // Rotates x [T, nh, d] in place: one invocation per (row, head, pair). Angles in f32, as the
-// CPU backend and HF compute them (position * inv_freq rounded to f32).
-struct P { n: u32, nh: u32, d: u32, half: u32, interleaved: u32 }
+// CPU backend and HF compute them (position * inv_freq rounded to f32); sin and cos times the
+// table's attention factor (YaRN's mscale; 1 for plain RoPE).
+struct P { n: u32, nh: u32, d: u32, half: u32, interleaved: u32, factor: f32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
 @group(0) @binding(2) var<storage, read> positions: array<u32>;
@@ -17,8 +18,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let t = th / p.nh;
     let base = th * p.d;
     let a = f32(positions[t]) * inv_freq[f];
-    let s = sin(a);
-    let c = cos(a);
+    let s = sin(a) * p.factor;
+    let c = cos(a) * p.factor;
     var ia = f;
     var ib = f + p.half;
     if (p.interleaved != 0u) {

@@ -1,52 +1,74 @@
 //! The shape rules of the contract's calls that need no device data, written once for every
 //! backend (each still checks dtypes and whatever it can only see in its own buffers).
 
-use super::{Backend, BackendError, Tensor};
+use super::{Backend, BackendError, Block, DType, KvIndex, MoeRouting, Tensor};
+
+fn shape_err(detail: String) -> BackendError {
+    BackendError::Shape(detail)
+}
 
 /// `copy_block`'s rules: the same dtype on both sides, and the block inside both tensors.
-#[allow(clippy::too_many_arguments)]
-pub fn copy_block<B: Backend>(
-    src: &Tensor<B>,
-    src_row: usize,
-    src_col: usize,
-    dst: &Tensor<B>,
-    dst_row: usize,
-    dst_col: usize,
-    rows: usize,
-    cols: usize,
-) -> Result<(), BackendError> {
+pub fn copy_block<B: Backend>(src: &Tensor<B>, dst: &Tensor<B>, b: &Block) -> Result<(), BackendError> {
     if src.dtype() != dst.dtype() {
-        return Err(BackendError::Shape(format!("copy_block: dtype {} into {}", src.dtype(), dst.dtype())));
+        return Err(shape_err(format!("copy_block: dtype {} into {}", src.dtype(), dst.dtype())));
     }
-    let (sw, dw) = (src.row_len(), dst.row_len());
     let fits = |row: usize, col: usize, t_rows: usize, width: usize| {
-        row.checked_add(rows).is_some_and(|r| r <= t_rows) && col.checked_add(cols).is_some_and(|c| c <= width)
+        row.checked_add(b.rows).is_some_and(|r| r <= t_rows) && col.checked_add(b.cols).is_some_and(|c| c <= width)
     };
-    if !fits(src_row, src_col, src.rows(), sw) || !fits(dst_row, dst_col, dst.rows(), dw) {
-        return Err(BackendError::Shape(format!(
-            "copy_block: {rows}x{cols} block from ({src_row},{src_col}) of {:?} to ({dst_row},{dst_col}) of {:?} is out of bounds",
+    if !fits(b.src_row, b.src_col, src.rows(), src.row_len()) || !fits(b.dst_row, b.dst_col, dst.rows(), dst.row_len()) {
+        return Err(shape_err(format!(
+            "copy_block: {}x{} block from ({},{}) of {:?} to ({},{}) of {:?} is out of bounds",
+            b.rows,
+            b.cols,
+            b.src_row,
+            b.src_col,
             src.shape(),
+            b.dst_row,
+            b.dst_col,
             dst.shape()
         )));
     }
     Ok(())
 }
 
-/// `[S, L, n, d]` of a KV-cache tensor (`what` names it in the error).
-pub fn cache_dims<B: Backend>(c: &Tensor<B>, what: &str) -> Result<[usize; 4], BackendError> {
-    c.shape().try_into().map_err(|_| BackendError::Shape(format!("{what} must be [slots, rows, heads, dim], got {:?}", c.shape())))
+/// The dims of a paged KV cache and the step's index into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheDims {
+    /// Blocks in the pool and rows per block.
+    pub blocks: usize,
+    pub block_size: usize,
+    pub heads: usize,
+    pub dim: usize,
+    /// Sequence slots (rows of the block table) and blocks per slot.
+    pub seqs: usize,
+    pub max_blocks: usize,
 }
 
-/// `kv_cache_write`'s rules: `x [T, n, d]` rows for a cache `[S, L, n, d]`, and `T` slots and
-/// positions. Returns the cache's dims.
-pub fn kv_cache_write<B: Backend>(x: &Tensor<B>, cache: &Tensor<B>, slots: &Tensor<B>, positions: &Tensor<B>) -> Result<[usize; 4], BackendError> {
-    let dims = cache_dims(cache, "kv_cache_write: cache")?;
-    let [_, _, n, d] = dims;
-    let t = x.rows();
-    if x.shape() != [t, n, d] {
-        return Err(BackendError::Shape(format!("kv_cache_write: rows {:?} for a cache {:?}", x.shape(), cache.shape())));
+/// `[blocks, block_size, heads, dim]` of a cache pool and `[S, max_blocks]` of its block
+/// table (`what` names the cache in the error).
+pub fn cache_dims<B: Backend>(c: &Tensor<B>, index: &KvIndex<'_, B>, what: &str) -> Result<CacheDims, BackendError> {
+    let [blocks, block_size, heads, dim] = c.shape().try_into().map_err(|_| shape_err(format!("{what} must be [blocks, block_size, heads, dim], got {:?}", c.shape())))?;
+    let [seqs, max_blocks] = index.block_table.shape().try_into().map_err(|_| shape_err(format!("{what}: the block table must be [slots, max_blocks], got {:?}", index.block_table.shape())))?;
+    if block_size == 0 {
+        return Err(shape_err(format!("{what}: blocks of zero rows {:?}", c.shape())));
     }
-    rows_of("kv_cache_write", slots, positions, t)?;
+    for (t, name) in [(index.block_table, "block table"), (index.slots, "slots"), (index.positions, "positions")] {
+        if t.dtype() != DType::U32 {
+            return Err(shape_err(format!("{what}: the {name} must be u32, got {}", t.dtype())));
+        }
+    }
+    Ok(CacheDims { blocks, block_size, heads, dim, seqs, max_blocks })
+}
+
+/// `kv_cache_write`'s rules: `x [T, n, d]` rows for a cache `[blocks, bs, n, d]`, and `T` slots
+/// and positions.
+pub fn kv_cache_write<B: Backend>(x: &Tensor<B>, cache: &Tensor<B>, index: &KvIndex<'_, B>) -> Result<CacheDims, BackendError> {
+    let dims = cache_dims(cache, index, "kv_cache_write: cache")?;
+    let t = x.rows();
+    if x.shape() != [t, dims.heads, dims.dim] {
+        return Err(shape_err(format!("kv_cache_write: rows {:?} for a cache {:?}", x.shape(), cache.shape())));
+    }
+    rows_of("kv_cache_write", index, t)?;
     Ok(dims)
 }
 
@@ -59,44 +81,75 @@ pub struct AttentionDims {
     pub kv_heads: usize,
     pub dk: usize,
     pub dv: usize,
-    /// Cache slots and rows per slot.
-    pub slots: usize,
-    pub len: usize,
+    pub cache: CacheDims,
 }
 
-/// `kv_cache_attention`'s rules: `q [T, nh, dk]`, caches `[S, L, nkv, dk]` / `[S, L, nkv, dv]`,
-/// `nh % nkv == 0`, `y [T, nh, dv]`, and `T` slots and positions.
-pub fn kv_cache_attention<B: Backend>(
-    q: &Tensor<B>,
-    k: &Tensor<B>,
-    v: &Tensor<B>,
-    slots: &Tensor<B>,
-    positions: &Tensor<B>,
-    y: &Tensor<B>,
-) -> Result<AttentionDims, BackendError> {
-    let bad = |why: &str| BackendError::Shape(format!("kv_cache_attention: q {:?}, k {:?}, v {:?}, y {:?}: {why}", q.shape(), k.shape(), v.shape(), y.shape()));
+/// `kv_cache_attention`'s rules: `q [T, nh, dk]`, caches `[blocks, bs, nkv, dk]` /
+/// `[blocks, bs, nkv, dv]`, `nh % nkv == 0`, `y [T, nh, dv]`, and `T` slots and positions.
+pub fn kv_cache_attention<B: Backend>(q: &Tensor<B>, k: &Tensor<B>, v: &Tensor<B>, index: &KvIndex<'_, B>, y: &Tensor<B>) -> Result<AttentionDims, BackendError> {
+    let bad = |why: &str| shape_err(format!("kv_cache_attention: q {:?}, k {:?}, v {:?}, y {:?}: {why}", q.shape(), k.shape(), v.shape(), y.shape()));
     let [t, nh, dk] = *q.shape() else {
         return Err(bad("q must be [T, heads, dk]"));
     };
-    let [s, l, nkv, dk2] = cache_dims(k, "kv_cache_attention: k cache")?;
-    let [s2, l2, nkv2, dv] = cache_dims(v, "kv_cache_attention: v cache")?;
-    if dk != dk2 || (s, l, nkv) != (s2, l2, nkv2) {
+    let kd = cache_dims(k, index, "kv_cache_attention: k cache")?;
+    let vd = cache_dims(v, index, "kv_cache_attention: v cache")?;
+    if dk != kd.dim || (kd.blocks, kd.block_size, kd.heads) != (vd.blocks, vd.block_size, vd.heads) {
         return Err(bad("k and v caches do not match q"));
     }
-    if nkv == 0 || !nh.is_multiple_of(nkv) {
+    if kd.heads == 0 || !nh.is_multiple_of(kd.heads) {
         return Err(bad("query heads must be a multiple of kv heads"));
     }
-    if y.shape() != [t, nh, dv] {
+    if y.shape() != [t, nh, vd.dim] {
         return Err(bad("y must be [T, heads, dv]"));
     }
-    rows_of("kv_cache_attention", slots, positions, t)?;
-    Ok(AttentionDims { t, heads: nh, kv_heads: nkv, dk, dv, slots: s, len: l })
+    rows_of("kv_cache_attention", index, t)?;
+    Ok(AttentionDims { t, heads: nh, kv_heads: kd.heads, dk, dv: vd.dim, cache: kd })
 }
 
 /// One slot and one position per row.
-fn rows_of<B: Backend>(op: &str, slots: &Tensor<B>, positions: &Tensor<B>, t: usize) -> Result<(), BackendError> {
-    if slots.numel() != t || positions.numel() != t {
-        return Err(BackendError::Shape(format!("{op}: {} slots and {} positions for {t} rows", slots.numel(), positions.numel())));
+fn rows_of<B: Backend>(op: &str, index: &KvIndex<'_, B>, t: usize) -> Result<(), BackendError> {
+    if index.slots.numel() != t || index.positions.numel() != t {
+        return Err(shape_err(format!("{op}: {} slots and {} positions for {t} rows", index.slots.numel(), index.positions.numel())));
     }
     Ok(())
+}
+
+/// `sample`'s rules: `logits [M, V]` with `V > 0` when `M > 0`, `params` f32 `[M, 4]`, `ids`
+/// u32 `[M]`. Returns `(M, V)`.
+pub fn sample<B: Backend>(logits: &Tensor<B>, params: &Tensor<B>, ids: &Tensor<B>) -> Result<(usize, usize), BackendError> {
+    let [m, v] = *logits.shape() else {
+        return Err(shape_err(format!("sample: logits must be [rows, vocab], got {:?}", logits.shape())));
+    };
+    if v == 0 && m > 0 {
+        return Err(shape_err(format!("sample: rows of zero logits {:?}", logits.shape())));
+    }
+    if params.shape() != [m, 4] || params.dtype() != DType::F32 {
+        return Err(shape_err(format!("sample: params must be f32 [{m}, 4], got {:?} {}", params.shape(), params.dtype())));
+    }
+    if ids.numel() != m || ids.dtype() != DType::U32 {
+        return Err(shape_err(format!("sample: ids must be u32 [{m}], got {:?} {}", ids.shape(), ids.dtype())));
+    }
+    Ok((m, v))
+}
+
+/// `moe_route`'s rules: `router_logits` f32 `[T, E]`, `bias` f32 `[E]`, `ids` u32 and `weights`
+/// f32 `[T, top_k]`, groups dividing the experts, `top_k` reachable. Returns `(T, E)`.
+pub fn moe_route<B: Backend>(logits: &Tensor<B>, bias: Option<&Tensor<B>>, rule: &MoeRouting, ids: &Tensor<B>, weights: &Tensor<B>) -> Result<(usize, usize), BackendError> {
+    let [t, e] = *logits.shape() else {
+        return Err(shape_err(format!("moe_route: router logits must be [tokens, experts], got {:?}", logits.shape())));
+    };
+    if logits.dtype() != DType::F32 || bias.is_some_and(|b| b.dtype() != DType::F32 || b.numel() != e) {
+        return Err(shape_err(format!("moe_route: router logits and bias must be f32 [.., {e}]")));
+    }
+    let (g, k) = (rule.n_group.max(1), rule.top_k);
+    if e == 0 || !e.is_multiple_of(g) || rule.topk_group == 0 || rule.topk_group > g || k == 0 || k > rule.topk_group * (e / g) {
+        return Err(shape_err(format!(
+            "moe_route: {k} of {e} experts in {g} groups, {} allowed, is not a routable rule",
+            rule.topk_group
+        )));
+    }
+    if ids.shape() != [t, k] || ids.dtype() != DType::U32 || weights.shape() != [t, k] || weights.dtype() != DType::F32 {
+        return Err(shape_err(format!("moe_route: ids (u32) and weights (f32) must be [{t}, {k}], got {:?} {} and {:?} {}", ids.shape(), ids.dtype(), weights.shape(), weights.dtype())));
+    }
+    Ok((t, e))
 }

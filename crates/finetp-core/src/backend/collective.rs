@@ -1,27 +1,6 @@
 //! Collectives over one planned group.
 
-use std::time::Duration;
-
-use super::{Backend, CommError, Tensor};
-
-/// Who is in a group and where this rank sits in it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupInfo {
-    /// For messages, e.g. `"mlp[1]"` (component and group index).
-    pub name: String,
-    /// Global ranks of the members, in rank-in-group order.
-    pub global_ranks: Vec<usize>,
-    /// This rank's position in `global_ranks`.
-    pub rank: usize,
-    /// How long any one collective waits for the other members before failing.
-    pub timeout: Duration,
-}
-
-impl GroupInfo {
-    pub fn size(&self) -> usize {
-        self.global_ranks.len()
-    }
-}
+use super::{Backend, CommError, GroupSpec, Tensor};
 
 /// A communicator for one group, held by one member (one per rank, like an NCCL `ncclComm_t`).
 ///
@@ -32,7 +11,8 @@ impl GroupInfo {
 /// the implementation can see them. Every call fails with [`CommError::Timeout`] or
 /// [`CommError::PeerFailed`] rather than hang.
 pub trait Collective<B: Backend>: Send + Sync {
-    fn info(&self) -> &GroupInfo;
+    /// The group this communicator was made for.
+    fn info(&self) -> &GroupSpec;
 
     /// Element-wise sum over all members, result on every member. f32 or u32.
     fn all_reduce_sum(&self, t: &mut Tensor<B>) -> Result<(), CommError>;

@@ -2,12 +2,29 @@
 
 use std::fmt;
 
+/// What a dtype is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DTypeKind {
+    /// One float per element: activations (in the backend's
+    /// [`activation_dtype`](super::Backend::activation_dtype)) and weights.
+    Float,
+    /// Token ids, slots, positions, block tables.
+    Index,
+    /// Weights stored in blocks of several elements with their scales (GGUF `Q8_0`, `Q4_K`, …;
+    /// int8 with per-channel scales): only a GEMM's weight operand may have one.
+    Quantized,
+}
+
 /// Element type of a [`Tensor`](super::Tensor).
 ///
-/// Activations are always `F32` (f32 accumulate everywhere); weights may be `F32`, `BF16` or `F16`;
-/// token ids are `U32`.
+/// The contract's dtype family: activations are a float the backend chooses (f32 on the CPU
+/// reference); weights may be any float or — as the quantisation work adds them — a
+/// [`DTypeKind::Quantized`] block format, which is why the enum is `#[non_exhaustive]`: a
+/// backend answers a dtype it does not know with [`BackendError::Unsupported`](super::BackendError::Unsupported).
+/// Ids are `U32`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum DType {
     F32,
     F16,
@@ -16,27 +33,58 @@ pub enum DType {
 }
 
 impl DType {
-    /// Bytes per element.
-    pub const fn size_in_bytes(self) -> usize {
+    pub const fn kind(self) -> DTypeKind {
+        match self {
+            DType::F32 | DType::F16 | DType::BF16 => DTypeKind::Float,
+            DType::U32 => DTypeKind::Index,
+        }
+    }
+
+    /// Elements per storage block (1 for scalar types; 32 or 256 for block formats).
+    pub const fn block_elems(self) -> usize {
+        1
+    }
+
+    /// Bytes per storage block (the element size for scalar types).
+    pub const fn block_bytes(self) -> usize {
         match self {
             DType::F32 | DType::U32 => 4,
             DType::F16 | DType::BF16 => 2,
         }
     }
 
-    /// True for the floating-point types a weight may have.
+    /// Bytes per element, for scalar types (a block format's is fractional: use
+    /// [`storage_bytes`](Self::storage_bytes)).
+    pub const fn size_in_bytes(self) -> usize {
+        self.block_bytes() / self.block_elems()
+    }
+
+    /// Bytes that `numel` elements occupy (whole blocks), `None` on overflow or when `numel`
+    /// is not a whole number of blocks.
+    pub const fn storage_bytes(self, numel: usize) -> Option<usize> {
+        if numel % self.block_elems() != 0 {
+            return None;
+        }
+        (numel / self.block_elems()).checked_mul(self.block_bytes())
+    }
+
+    /// True for the floating-point types an activation or a float weight may have.
     pub const fn is_float(self) -> bool {
-        !matches!(self, DType::U32)
+        matches!(self.kind(), DTypeKind::Float)
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+            DType::U32 => "u32",
+        }
     }
 }
 
 impl fmt::Display for DType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            DType::F32 => "f32",
-            DType::F16 => "f16",
-            DType::BF16 => "bf16",
-            DType::U32 => "u32",
-        })
+        f.write_str(self.name())
     }
 }

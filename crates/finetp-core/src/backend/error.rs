@@ -17,10 +17,18 @@ pub enum BackendError {
     Unsupported(String),
     #[error("out of device memory allocating {bytes} bytes")]
     OutOfMemory { bytes: usize },
-    #[error("device error: {0}")]
-    Device(String),
+    /// The device, driver or library failed a call; `source` is its own error.
+    #[error("device error: {what}: {source}")]
+    Device { what: String, source: Box<dyn std::error::Error + Send + Sync> },
     #[error("{backend} backend unavailable: {missing} ({hint})")]
     Unavailable { backend: &'static str, missing: String, hint: String },
+}
+
+impl BackendError {
+    /// A device failure from the library's own error.
+    pub fn device(what: impl Into<String>, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        BackendError::Device { what: what.into(), source: source.into() }
+    }
 }
 
 /// What a collective can fail with. Every collective has a timeout: a member that never

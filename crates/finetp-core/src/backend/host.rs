@@ -79,6 +79,11 @@ impl HostTensor {
         }
     }
 
+    /// [`cast`](Self::cast), consuming `self`: no copy when the dtype is already `dtype`.
+    pub fn into_dtype(self, dtype: DType) -> Result<HostTensor, BackendError> {
+        if dtype == self.dtype() { Ok(self) } else { self.cast(dtype) }
+    }
+
     /// Converts float data to `dtype` (rounding to nearest); ids stay ids.
     pub fn cast(&self, dtype: DType) -> Result<HostTensor, BackendError> {
         if dtype == self.dtype() {

@@ -7,23 +7,51 @@
 //! component and never name a group id.
 //!
 //! Layers, models and the engine are written once against `B: Device` (all three traits).
+//! `docs/backends.md` lists the whole contract and what a new backend must do.
 
+mod block;
 pub mod checks;
 mod collective;
 mod dtype;
 mod error;
 mod graph;
+mod group;
 mod host;
+mod in_process_rendezvous;
 mod ops;
+mod rendezvous;
 mod tensor;
 
-pub use collective::{Collective, GroupInfo, total_rows};
-pub use dtype::DType;
+use std::sync::Arc;
+
+pub use block::Block;
+pub use collective::{Collective, total_rows};
+pub use group::{GroupKey, GroupRole, GroupSpec};
+pub use in_process_rendezvous::InProcessRendezvous;
+pub use rendezvous::{Rendezvous, SharedObject, broadcast_bytes};
+pub use dtype::{DType, DTypeKind};
 pub use error::{BackendError, CommError};
 pub use graph::{CapturedGraph, ReplayError};
 pub use host::{HostData, HostTensor};
-pub use ops::{Gemm, Kernels, PAD_SLOT, RopeStyle};
+pub use ops::{AttentionParams, Gemm, Kernels, KvIndex, MoeRouting, PAD_SLOT, RopeStyle, RopeTable, SampleParams};
 pub use tensor::Tensor;
+
+/// Where a rank's device is: what [`Backend::open`] needs to pick a device (or a share of the
+/// machine) for one rank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceSlot {
+    /// The rank's global rank.
+    pub rank: usize,
+    /// Its index among the ranks of this process (a device ordinal, modulo the devices).
+    pub local_rank: usize,
+    /// How many ranks this process runs (the CPU backend splits the cores between them).
+    pub local_ranks: usize,
+}
+
+impl DeviceSlot {
+    /// The slot of a single rank that has the machine to itself.
+    pub const SOLE: DeviceSlot = DeviceSlot { rank: 0, local_rank: 0, local_ranks: 1 };
+}
 
 /// A device handle with its own memory and (for asynchronous backends) its own stream.
 ///
@@ -35,8 +63,23 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// Short lowercase name, e.g. `"cpu"`, `"cuda"`.
     const NAME: &'static str;
 
+    /// Opens the device of one rank. A missing driver, library or device is
+    /// [`BackendError::Unavailable`] naming what is missing, never a panic.
+    fn open(slot: &DeviceSlot) -> Result<Self, BackendError>;
+
+    /// This rank's communicator for one group: the backend's own kind (in-process shared
+    /// memory, NCCL, HCCL, or host staging), made from the group's data and whatever its
+    /// members must exchange to find each other. Collective over the group: every member calls
+    /// it, in the plan's group order.
+    fn connect(&self, spec: &GroupSpec, rv: &dyn Rendezvous) -> Result<Arc<dyn Collective<Self>>, CommError>;
+
     /// A human-readable description of the device (printed by the CLI and the tests).
     fn describe(&self) -> String;
+
+    /// The float type of every activation on this backend: what layers allocate, what the
+    /// kernels read and write, what the KV cache stores (f32 on the CPU reference; a GPU may
+    /// choose bf16). The conformance suite states its tolerances per activation dtype.
+    fn activation_dtype(&self) -> DType;
 
     /// A zero-filled tensor.
     fn zeros(&self, shape: &[usize], dtype: crate::backend::DType) -> Result<Tensor<Self>, BackendError>;
@@ -50,24 +93,9 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// Waits until every enqueued call has finished.
     fn synchronize(&self) -> Result<(), BackendError>;
 
-    /// Copies a 2-D block: rows `src_row..src_row + rows` and columns `src_col..src_col + cols`
-    /// of `src` (viewed as `[rows, row_len]`) into `dst` at `(dst_row, dst_col)`. Same dtype.
-    /// Slicing heads, concatenating, padding and writing the KV cache are all this one call.
-    #[allow(clippy::too_many_arguments)]
-    fn copy_block(
-        &self,
-        src: &Tensor<Self>,
-        src_row: usize,
-        src_col: usize,
-        dst: &mut Tensor<Self>,
-        dst_row: usize,
-        dst_col: usize,
-        rows: usize,
-        cols: usize,
-    ) -> Result<(), BackendError>;
-
-    /// Sets every element to zero.
-    fn fill_zero(&self, t: &mut Tensor<Self>) -> Result<(), BackendError>;
+    /// Copies a 2-D block of `src` (viewed as `[rows, row_len]`) into `dst` (see [`Block`]).
+    /// Same dtype. Slicing heads, concatenating and padding are all this one call.
+    fn copy_block(&self, src: &Tensor<Self>, dst: &mut Tensor<Self>, block: Block) -> Result<(), BackendError>;
 
     /// Copies host data into an existing tensor of the same shape and dtype: how a step's inputs
     /// reach the fixed buffers of a captured graph. The default uploads a temporary and copies
@@ -83,7 +111,7 @@ pub trait Backend: Send + Sync + Sized + 'static {
             )));
         }
         let tmp = self.upload(host)?;
-        self.copy_block(&tmp, 0, 0, t, 0, 0, t.rows(), t.row_len())
+        self.copy_block(&tmp, t, Block::whole(&tmp))
     }
 
     /// Starts recording every call made on this handle (and on its communicators) from this

@@ -44,9 +44,10 @@ impl<B: Backend> Tensor<B> {
         self.shape.iter().product()
     }
 
-    /// Resident bytes of the data (what the memory report measures).
+    /// Resident bytes of the data (what the memory report measures); whole blocks for block
+    /// formats.
     pub fn size_in_bytes(&self) -> usize {
-        self.numel() * self.dtype.size_in_bytes()
+        self.dtype.storage_bytes(self.numel()).unwrap_or(usize::MAX)
     }
 
     /// Size of the first dimension (0 for a scalar).

@@ -50,8 +50,8 @@ pub enum ModelConfigError {
     #[error("model config: missing or invalid field \"{field}\" ({detail})")]
     Field { field: &'static str, detail: String },
 
-    #[error("model config: unsupported model_type \"{model_type}\"; supported: llama, qwen2, qwen3, deepseek_v3")]
-    UnsupportedModel { model_type: String },
+    #[error("model config: unsupported architecture: the config names {named}; supported: {supported}")]
+    UnsupportedModel { named: String, supported: String },
 
     #[error(
         "{key} = {size} does not divide the {what} of the model ({value}): every {component} shard must have the same size"

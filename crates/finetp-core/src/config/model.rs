@@ -1,13 +1,15 @@
 //! The model shapes fine-grained TP needs, read from a Hugging Face `config.json`.
 //!
-//! Field names are HF's own (llama, qwen2, qwen3, deepseek_v3), including MLA's `q_lora_rank`,
-//! `kv_lora_rank`, `v_head_dim` and MoE's `first_k_dense_replace`, `n_routed_experts`.
+//! Field names are HF's own (llama, mistral, qwen2, qwen3, deepseek_v2, deepseek_v3); MLA and MoE
+//! fields are read in `deepseek.rs`.
 
 use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use super::{Component, ModelConfigError, ParallelConfig};
+use super::deepseek::{mla, moe};
+use super::fields::Fields;
+use super::{Architecture, Component, MlaConfig, ModelConfigError, MoeConfig, ParallelConfig};
 
 /// vLLM pads the vocabulary of the embedding and lm_head to a multiple of this
 /// (`DEFAULT_VOCAB_PADDING_SIZE`).
@@ -16,39 +18,6 @@ pub const VOCAB_PADDING: usize = 64;
 /// Rounds `vocab` up as vLLM's `pad_vocab_size` does.
 pub const fn pad_vocab(vocab: usize) -> usize {
     vocab.div_ceil(VOCAB_PADDING) * VOCAB_PADDING
-}
-
-/// The architectures finetp knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Architecture {
-    Llama,
-    Qwen2,
-    Qwen3,
-    DeepseekV3,
-}
-
-/// Multi-head latent attention shapes (DeepSeek V2/V3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct MlaConfig {
-    /// `None`: queries use a plain `q_proj` (no low-rank down-projection).
-    pub q_lora_rank: Option<usize>,
-    pub kv_lora_rank: usize,
-    pub qk_nope_head_dim: usize,
-    pub qk_rope_head_dim: usize,
-    pub v_head_dim: usize,
-}
-
-/// Mixture-of-experts shapes (DeepSeek V3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct MoeConfig {
-    pub n_routed_experts: usize,
-    pub n_shared_experts: usize,
-    pub moe_intermediate_size: usize,
-    pub num_experts_per_tok: usize,
-    /// Layers `0..first_k_dense_replace` are dense.
-    pub first_k_dense_replace: usize,
-    pub moe_layer_freq: usize,
 }
 
 /// The parts of a HF `config.json` that shape weights, memory and fine-grained TP.
@@ -71,6 +40,9 @@ pub struct ModelConfig {
     pub rms_norm_eps: f64,
     pub rope_theta: f64,
     pub max_position_embeddings: usize,
+    /// Attention sees only the last `w` positions (Mistral's `sliding_window`; Qwen's when
+    /// `use_sliding_window`); `None`: full causal attention.
+    pub sliding_window: Option<usize>,
     pub mla: Option<MlaConfig>,
     pub moe: Option<MoeConfig>,
 }
@@ -105,14 +77,11 @@ impl ModelConfig {
 
     fn from_map(m: &Map<String, Value>) -> Result<Self, ModelConfigError> {
         let f = Fields(m);
-        let model_type = f.string("model_type")?;
-        let architecture = match model_type.as_str() {
-            "llama" | "mistral" => Architecture::Llama,
-            "qwen2" => Architecture::Qwen2,
-            "qwen3" => Architecture::Qwen3,
-            "deepseek_v3" => Architecture::DeepseekV3,
-            _ => return Err(ModelConfigError::UnsupportedModel { model_type }),
+        let classes: Vec<&str> = match m.get("architectures") {
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
         };
+        let architecture = Architecture::from_hf(&classes, f.opt_string("model_type")?.as_deref())?;
         let hidden_size = f.usize("hidden_size")?;
         let num_attention_heads = f.usize("num_attention_heads")?;
         let default_head_dim = hidden_size / num_attention_heads.max(1);
@@ -125,26 +94,11 @@ impl ModelConfig {
                 .and_then(Value::as_f64)
                 .unwrap_or(10000.0),
         };
-        let mla = if architecture == Architecture::DeepseekV3 {
-            Some(MlaConfig {
-                q_lora_rank: f.opt_usize("q_lora_rank")?,
-                kv_lora_rank: f.usize("kv_lora_rank")?,
-                qk_nope_head_dim: f.usize("qk_nope_head_dim")?,
-                qk_rope_head_dim: f.usize("qk_rope_head_dim")?,
-                v_head_dim: f.usize("v_head_dim")?,
-            })
-        } else {
-            None
-        };
-        let moe = match f.opt_usize("n_routed_experts")? {
-            Some(n) if n > 0 => Some(MoeConfig {
-                n_routed_experts: n,
-                n_shared_experts: f.opt_usize("n_shared_experts")?.unwrap_or(0),
-                moe_intermediate_size: f.usize("moe_intermediate_size")?,
-                num_experts_per_tok: f.opt_usize("num_experts_per_tok")?.unwrap_or(1),
-                first_k_dense_replace: f.opt_usize("first_k_dense_replace")?.unwrap_or(0),
-                moe_layer_freq: f.opt_usize("moe_layer_freq")?.unwrap_or(1).max(1),
-            }),
+        let mla = if architecture.is_deepseek() { Some(mla(&f)?) } else { None };
+        let moe = if architecture.is_deepseek() { moe(&f, architecture)? } else { None };
+        let sliding_window = match architecture {
+            Architecture::Mistral => f.opt_usize("sliding_window")?,
+            Architecture::Qwen2 | Architecture::Qwen3 if f.opt_bool("use_sliding_window")?.unwrap_or(false) => f.opt_usize("sliding_window")?,
             _ => None,
         };
         let cfg = Self {
@@ -162,6 +116,7 @@ impl ModelConfig {
             rms_norm_eps: f.opt_f64("rms_norm_eps")?.unwrap_or(1e-6),
             rope_theta,
             max_position_embeddings: f.opt_usize("max_position_embeddings")?.unwrap_or(4096),
+            sliding_window,
             mla,
             moe,
         };
@@ -181,6 +136,9 @@ impl ModelConfig {
             if v == 0 {
                 return Err(ModelConfigError::Field { field, detail: "must be > 0".into() });
             }
+        }
+        if self.sliding_window == Some(0) {
+            return Err(ModelConfigError::Field { field: "sliding_window", detail: "must be > 0 (or null for full attention)".into() });
         }
         if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
             return Err(ModelConfigError::Field {
@@ -251,43 +209,6 @@ impl ModelConfig {
     }
 }
 
-/// Typed field access with errors naming the field.
-struct Fields<'a>(&'a Map<String, Value>);
-
-impl Fields<'_> {
-    fn get(&self, field: &'static str) -> Option<&Value> {
-        self.0.get(field).filter(|v| !v.is_null())
-    }
-    fn usize(&self, field: &'static str) -> Result<usize, ModelConfigError> {
-        self.opt_usize(field)?.ok_or(ModelConfigError::Field { field, detail: "required".into() })
-    }
-    fn opt_usize(&self, field: &'static str) -> Result<Option<usize>, ModelConfigError> {
-        self.get(field)
-            .map(|v| {
-                v.as_u64()
-                    .and_then(|n| usize::try_from(n).ok())
-                    .ok_or_else(|| ModelConfigError::Field { field, detail: format!("expected a non-negative integer, got {v}") })
-            })
-            .transpose()
-    }
-    fn opt_f64(&self, field: &'static str) -> Result<Option<f64>, ModelConfigError> {
-        self.get(field)
-            .map(|v| v.as_f64().ok_or_else(|| ModelConfigError::Field { field, detail: format!("expected a number, got {v}") }))
-            .transpose()
-    }
-    fn opt_bool(&self, field: &'static str) -> Result<Option<bool>, ModelConfigError> {
-        self.get(field)
-            .map(|v| v.as_bool().ok_or_else(|| ModelConfigError::Field { field, detail: format!("expected true/false, got {v}") }))
-            .transpose()
-    }
-    fn string(&self, field: &'static str) -> Result<String, ModelConfigError> {
-        self.get(field)
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or(ModelConfigError::Field { field, detail: "required string".into() })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,7 +242,7 @@ mod tests {
     fn missing_field_is_named() {
         let e = ModelConfig::from_json_str(r#"{"model_type":"llama","hidden_size":64}"#).unwrap_err();
         assert!(e.to_string().contains("num_attention_heads"), "{e}");
-        let e = ModelConfig::from_json_str(r#"{"model_type":"gpt2"}"#).unwrap_err();
+        let e = ModelConfig::from_json_str(r#"{"model_type":"gpt2","architectures":["GPT2LMHeadModel"]}"#).unwrap_err();
         assert!(matches!(e, ModelConfigError::UnsupportedModel { .. }));
     }
 }

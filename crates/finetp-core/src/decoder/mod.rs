@@ -8,8 +8,8 @@ mod rope;
 
 pub use attention::{cached_attention, logit_rows};
 pub use batch::{StepBatch, StepInputs};
-pub use kv_cache::KvCache;
-pub use rope::{rope_inv_freq, rope_inv_freq_tensor};
+pub use kv_cache::{KV_BLOCK_SIZE, KvCache, KvLayout};
+pub use rope::{rope_inv_freq, rope_table};
 
 use crate::backend::{BackendError, CommError, Device, Tensor};
 use crate::layers::LayerError;
@@ -46,15 +46,15 @@ pub struct ModuleBytes {
 /// A causal language model on one rank. Object-safe so the engine can hold any model.
 pub trait CausalLm<B: Device>: Send {
     /// Runs one step: `batch` holds this rank's tokens (possibly none: an idle rank still
-    /// calls, so its groups' collectives stay in lock-step). Returns f32 logits
+    /// calls, so its groups' collectives stay in lock-step). Returns logits (activation dtype)
     /// `[batch.logit_rows_len(), vocab]`, one row per entry of `batch.logit_rows`.
     ///
     /// Everything that varies between steps is read from `batch`'s device tensors, so the
     /// engine can capture a decode step once and replay it (graph mode).
     fn forward(&self, be: &B, batch: &StepBatch<B>, kv: &mut KvCache<B>) -> Result<Tensor<B>, ModelError>;
 
-    /// An empty KV cache for `slots` sequences of up to `max_len` tokens.
-    fn new_kv_cache(&self, be: &B, slots: usize, max_len: usize) -> Result<KvCache<B>, ModelError>;
+    /// An empty KV cache of `layout`'s blocks.
+    fn new_kv_cache(&self, be: &B, layout: KvLayout) -> Result<KvCache<B>, ModelError>;
 
     /// Vocabulary size (columns of the logits).
     fn vocab_size(&self) -> usize;

@@ -22,7 +22,7 @@ pub use parallel_lm_head::ParallelLmHead;
 pub use parallel_mlp::ParallelMlp;
 pub use vocab_parallel_embedding::VocabParallelEmbedding;
 
-use crate::backend::{BackendError, CommError, DType, Device, Tensor};
+use crate::backend::{BackendError, CommError, Device, Tensor};
 use crate::shard::LoadError;
 
 /// What a layer's `load` or `forward` can fail with.
@@ -39,9 +39,9 @@ pub enum LayerError {
     Shape { layer: &'static str, detail: String },
 }
 
-/// `x [m, k] · w [n, k]ᵀ (+ bias)` into a new f32 tensor `[m, n]`.
+/// `x [m, k] · w [n, k]ᵀ (+ bias)` into a new activation tensor `[m, n]`.
 pub fn linear<B: Device>(be: &B, x: &Tensor<B>, w: &Tensor<B>, bias: Option<&Tensor<B>>) -> Result<Tensor<B>, BackendError> {
-    let mut y = be.zeros(&[x.rows(), w.rows()], DType::F32)?;
+    let mut y = be.zeros(&[x.rows(), w.rows()], be.activation_dtype())?;
     be.linear(x, w, bias, &mut y)?;
     Ok(y)
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::{LayerError, check_divides, linear};
-use crate::backend::{Collective, DType, Device, Tensor};
+use crate::backend::{Block, Collective, DType, Device, Tensor};
 use crate::parallel::mappings::{exchange, reduce_scatter_tokens};
 use crate::shard::{Axis, ShardSpec, WeightSource};
 
@@ -41,14 +41,15 @@ impl<B: Device> RowParallelOProj<B> {
         let bias = match bias_name {
             Some(b) if rank == 0 => {
                 src.expect_shape(b, &[hidden])?;
-                Some(be.upload(&src.load_full(b)?)?)
+                Some(be.upload(&src.load_full(b)?.into_dtype(DType::F32)?)?)
             }
             _ => None,
         };
         Ok(Self { weight, bias, in_features, group })
     }
 
-    /// `x`: f32 `[T, D]` attention output of this rank's tokens → f32 `[T, H]`.
+    /// `x`: `[T, D]` attention output of this rank's tokens (`Shard(tokens)`) → `[T, H]`
+    /// (`Shard(tokens)`), activations.
     pub fn forward(&self, be: &B, x: &Tensor<B>, counts: &[usize]) -> Result<Tensor<B>, LayerError> {
         let (t, size) = (x.rows(), self.group.info().size());
         if x.row_len() != self.in_features {
@@ -61,9 +62,9 @@ impl<B: Device> RowParallelOProj<B> {
             return Ok(linear(be, x, &self.weight, self.bias.as_ref())?);
         }
         let cw = self.in_features / size;
-        let mut send = be.zeros(&[size * t, cw], DType::F32)?; //           [P·T, D/P] block q = head slice q
+        let mut send = be.zeros(&[size * t, cw], x.dtype())?; //           [P·T, D/P] block q = head slice q
         for q in 0..size {
-            be.copy_block(x, 0, q * cw, &mut send, q * t, 0, t, cw)?;
+            be.copy_block(x, &mut send, Block::at((0, q * cw), (q * t, 0), t, cw))?;
         }
         let recv = exchange(be, &*self.group, send, &vec![t; size], counts)?; // [ΣT, D/P] my head slice
         let partial = linear(be, &recv, &self.weight, self.bias.as_ref())?; //   [ΣT, H]   Partial

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::{LayerError, check_divides, linear, load_vocab_shard};
-use crate::backend::{Collective, DType, Device, Tensor};
+use crate::backend::{Block, Collective, Device, Tensor};
 use crate::config::pad_vocab;
 use crate::parallel::mappings::{exchange, gather_tokens};
 use crate::shard::WeightSource;
@@ -47,7 +47,8 @@ impl<B: Device> ParallelLmHead<B> {
         Ok(Self { weight: shard, vocab, per_rank, group })
     }
 
-    /// `h`: f32 `[T, H]` (this rank's rows that need logits; T may be 0) → f32 `[T, vocab]`.
+    /// `h`: `[T, H]` (this rank's rows that need logits, `Shard(tokens)`; T may be 0) →
+    /// `[T, vocab]` full-vocabulary logits of those rows, activations.
     pub fn forward(&self, be: &B, h: Tensor<B>, counts: &[usize]) -> Result<Tensor<B>, LayerError> {
         let t = h.rows();
         let size = self.group.info().size();
@@ -55,12 +56,12 @@ impl<B: Device> ParallelLmHead<B> {
         let local = linear(be, &hg, &self.weight, None)?; //               [ΣT, Vp/P]  block q = member q's rows
         let mine = vec![t; size];
         let recv = exchange(be, &*self.group, local, counts, &mine)?; //  [P·T, Vp/P] block s = vocab shard s
-        let mut logits = be.zeros(&[t, self.vocab], DType::F32)?; //     [T, V]      padding dropped
+        let mut logits = be.zeros(&[t, self.vocab], recv.dtype())?; //     [T, V]      padding dropped
         for s in 0..size {
             let first = s * self.per_rank;
             let cols = self.per_rank.min(self.vocab.saturating_sub(first));
             if cols > 0 {
-                be.copy_block(&recv, s * t, 0, &mut logits, 0, first, t, cols)?;
+                be.copy_block(&recv, &mut logits, Block::at((s * t, 0), (0, first), t, cols))?;
             }
         }
         Ok(logits)

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::{LayerError, check_divides, linear};
-use crate::backend::{Collective, DType, Device, HostTensor, Tensor};
+use crate::backend::{Collective, Device, HostTensor, Tensor};
 use crate::parallel::mappings::{gather_tokens, reduce_scatter_tokens};
 use crate::shard::{Axis, ShardSpec, WeightSource};
 
@@ -45,11 +45,11 @@ impl<B: Device> ParallelMlp<B> {
         Ok(Self { gate_up, down, intermediate_per_rank: per, group })
     }
 
-    /// `x`: f32 `[T, H]` of this rank → f32 `[T, H]`.
+    /// `x`: `[T, H]` of this rank (`Shard(tokens)`) → `[T, H]` (`Shard(tokens)`), activations.
     pub fn forward(&self, be: &B, x: Tensor<B>, counts: &[usize]) -> Result<Tensor<B>, LayerError> {
         let xg = gather_tokens(be, &*self.group, x, counts)?; //          [ΣT, H]     Replicated
         let gu = linear(be, &xg, &self.gate_up, None)?; //                 [ΣT, 2I/P]  Shard(ff)
-        let mut act = be.zeros(&[gu.rows(), self.intermediate_per_rank], DType::F32)?;
+        let mut act = be.zeros(&[gu.rows(), self.intermediate_per_rank], gu.dtype())?;
         be.silu_mul(&gu, &mut act)?; //                                    [ΣT, I/P]
         let partial = linear(be, &act, &self.down, None)?; //              [ΣT, H]     Partial
         Ok(reduce_scatter_tokens(be, &*self.group, partial, counts)?) //   [T, H]      Shard(tokens)

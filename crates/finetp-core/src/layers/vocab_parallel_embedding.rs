@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::{LayerError, load_vocab_shard};
-use crate::backend::{Collective, DType, Device, Tensor};
+use crate::backend::{Block, Collective, DType, Device, Tensor};
 use crate::parallel::mappings::{gather_tokens, reduce_scatter_tokens};
 use crate::shard::WeightSource;
 
@@ -36,13 +36,14 @@ impl<B: Device> VocabParallelEmbedding<B> {
         Ok(Self { table: Arc::new(table), row_start: group.info().rank * per, hidden, group })
     }
 
-    /// `ids`: u32 `[T]` of this rank (`T = counts[me]`, may be 0) → f32 `[T, H]`.
+    /// `ids`: u32 `[T]` of this rank (`T = counts[me]`, may be 0; `Shard(tokens)`) → `[T, H]`
+    /// activations (`Shard(tokens)`).
     pub fn forward(&self, be: &B, ids: &Tensor<B>, counts: &[usize]) -> Result<Tensor<B>, LayerError> {
         // The gather consumes its input; ids are T u32s, so copying them is cheaper than a clone API.
         let mut mine = be.zeros(&[ids.rows()], DType::U32)?;
-        be.copy_block(ids, 0, 0, &mut mine, 0, 0, ids.rows(), 1)?;
+        be.copy_block(ids, &mut mine, Block::rows(0, 0, ids.rows(), 1))?;
         let all_ids = gather_tokens(be, &*self.group, mine, counts)?; // [ΣT]      Replicated
-        let mut rows = be.zeros(&[all_ids.rows(), self.hidden], DType::F32)?;
+        let mut rows = be.zeros(&[all_ids.rows(), self.hidden], be.activation_dtype())?;
         be.embedding(&all_ids, &self.table, self.row_start, &mut rows)?; // [ΣT, H] Partial
         Ok(reduce_scatter_tokens(be, &*self.group, rows, counts)?) // [T, H]      Shard(tokens)
     }

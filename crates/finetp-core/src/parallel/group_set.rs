@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::backend::{Backend, Collective};
+use crate::backend::{Backend, Collective, CommError, GroupRole, GroupSpec, Rendezvous};
 use crate::config::Component;
 
 /// One rank's communicator for each fine-grained component and for its DP group, after
@@ -18,6 +18,32 @@ pub struct GroupSet<B: Backend> {
 }
 
 impl<B: Backend> GroupSet<B> {
+    /// Makes this rank's communicators on `be` from its planned groups
+    /// ([`Plan::group_specs`](crate::plan::Plan::group_specs)), one [`Backend::connect`] per
+    /// group, in the order given (which must be [`GroupRole::PLANNED`]: every rank connects in
+    /// the same order).
+    ///
+    /// # Errors
+    /// [`CommError::InvalidArgument`] when `specs` are not the planned roles in order; otherwise
+    /// whatever the backend's `connect` fails with (a peer that never arrives, a library error).
+    pub fn connect(be: &B, specs: &[GroupSpec], rv: &dyn Rendezvous) -> Result<Self, CommError> {
+        let roles: Vec<GroupRole> = specs.iter().map(|s| s.role).collect();
+        if roles != GroupRole::PLANNED {
+            return Err(CommError::InvalidArgument {
+                group: "group set".into(),
+                op: "connect",
+                detail: format!("groups {roles:?} are not the planned {:?}", GroupRole::PLANNED),
+            });
+        }
+        let mut comms = Vec::with_capacity(specs.len());
+        for spec in specs {
+            comms.push(be.connect(spec, rv)?);
+        }
+        let mut it = comms.into_iter();
+        let mut next = || it.next().expect("five planned groups");
+        Ok(Self { embedding: next(), lm_head: next(), o_proj: next(), mlp: next(), dp: next() })
+    }
+
     pub fn get(&self, c: Component) -> &Arc<dyn Collective<B>> {
         match c {
             Component::Embedding => &self.embedding,

@@ -13,7 +13,7 @@ fn check_counts<B: Backend>(g: &dyn Collective<B>, op: &'static str, counts: &[u
     let info = g.info();
     if counts.len() != info.size() || counts[info.rank] != mine {
         return Err(CommError::InvalidArgument {
-            group: info.name.clone(),
+            group: info.name(),
             op,
             detail: format!("counts {counts:?} for a group of {} where member {} has {mine} rows", info.size(), info.rank),
         });
@@ -49,7 +49,7 @@ pub fn reduce_scatter_tokens<B: Backend>(be: &B, g: &dyn Collective<B>, partial:
     let info = g.info();
     if partial.rows() != total_rows(counts) {
         return Err(CommError::InvalidArgument {
-            group: info.name.clone(),
+            group: info.name(),
             op: "reduce_scatter_tokens",
             detail: format!("{} rows for counts {counts:?}", partial.rows()),
         });

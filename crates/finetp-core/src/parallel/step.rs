@@ -1,6 +1,6 @@
 //! Per-step token counts of every DP rank, from which each group's `counts` are read.
 
-use crate::backend::GroupInfo;
+use crate::backend::GroupSpec;
 
 /// How many tokens each DP replica runs this step. The engine fills it from one small
 /// collective on the DP group per step (vLLM exchanges the same metadata); every layer then
@@ -24,7 +24,7 @@ impl StepCounts {
     }
 
     /// The counts of the members of `group`, in rank-in-group order.
-    pub fn for_group(&self, group: &GroupInfo) -> Vec<usize> {
+    pub fn for_group(&self, group: &GroupSpec) -> Vec<usize> {
         group.global_ranks.iter().map(|r| self.per_dp_rank[r / self.ranks_per_replica]).collect()
     }
 }

@@ -12,7 +12,9 @@
 //! Pure and deterministic: no backend, no I/O.
 
 use std::fmt;
+use std::time::Duration;
 
+use crate::backend::{GroupRole, GroupSpec};
 use crate::config::{Component, ParallelConfig};
 
 /// Where a global rank sits in the DP × PP × TP grid.
@@ -100,6 +102,39 @@ impl Plan {
     pub fn group_of(&self, c: Component, rank: usize) -> Option<&[usize]> {
         let m = self.membership(c, rank)?;
         Some(&self.component(c).groups[m.group])
+    }
+
+    /// Which DP group `rank` is in (one per (pp, tp) position), and where: its DP index.
+    pub fn dp_membership(&self, rank: usize) -> Option<Membership> {
+        if rank >= self.world_size() {
+            return None;
+        }
+        let RankCoord { dp, pp, tp } = self.coord(rank);
+        Some(Membership { group: pp * self.parallel.tensor_parallel_size + tp, rank_in_group: dp })
+    }
+
+    /// Every group `rank` belongs to, as data for the backend to make communicators from, in
+    /// the one order every rank connects them ([`GroupRole::PLANNED`]: the four components,
+    /// then the DP group). Creating a communicator is collective on NCCL and HCCL, so a fixed
+    /// global order is what keeps two ranks from waiting on each other. `None` if `rank` is
+    /// outside the world.
+    pub fn group_specs(&self, rank: usize, timeout: Duration) -> Option<Vec<GroupSpec>> {
+        GroupRole::PLANNED
+            .into_iter()
+            .map(|role| {
+                let (m, ranks) = match role {
+                    GroupRole::Component(c) => {
+                        let m = self.membership(c, rank)?;
+                        (m, &self.component(c).groups[m.group])
+                    }
+                    GroupRole::Dp | GroupRole::Named(_) => {
+                        let m = self.dp_membership(rank)?;
+                        (m, &self.dp_groups[m.group])
+                    }
+                };
+                Some(GroupSpec { role, index: m.group, global_ranks: ranks.clone(), rank: m.rank_in_group, timeout })
+            })
+            .collect()
     }
 }
 

@@ -95,3 +95,28 @@ proptest! {
         let _ = crate::config::AdditionalConfig::parse(&format!(r#"{{"finegrained_tp_config":{{"{key}":{v}}}}}"#));
     }
 }
+
+/// Every rank's specs come in the one planned order, and the members of each group agree on
+/// it: the same `(role, index)`, the same member list, and each member at its own position.
+#[test]
+fn group_specs_are_in_one_order_and_agree_across_members() {
+    let t = std::time::Duration::from_secs(1);
+    for (dp, tp, pp) in [(8, 1, 1), (4, 2, 1), (2, 2, 2)] {
+        let p = Plan::new(&ParallelConfig::new(dp, tp, pp, false, FinegrainedTpConfig { embedding: Some(2), lm_head: Some(dp), ..Default::default() }).unwrap());
+        let all: Vec<Vec<GroupSpec>> = (0..p.world_size()).map(|r| p.group_specs(r, t).unwrap()).collect();
+        for (rank, specs) in all.iter().enumerate() {
+            assert_eq!(specs.iter().map(|s| s.role).collect::<Vec<_>>(), GroupRole::PLANNED);
+            for s in specs {
+                assert_eq!(s.global_rank(), rank, "{s}");
+                for (pos, &peer) in s.global_ranks.iter().enumerate() {
+                    let theirs = all[peer].iter().find(|x| x.role == s.role).unwrap();
+                    assert_eq!((theirs.index, &theirs.global_ranks, theirs.rank), (s.index, &s.global_ranks, pos), "{s} seen from {peer}");
+                }
+            }
+            let dp_group = &specs[4];
+            assert_eq!(dp_group.size(), dp);
+            assert!(dp_group.global_ranks.iter().all(|&r| p.coord(r).tp == p.coord(rank).tp && p.coord(r).pp == p.coord(rank).pp));
+        }
+        assert!(p.group_specs(p.world_size(), t).is_none());
+    }
+}

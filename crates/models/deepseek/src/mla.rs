@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use finetp_core::backend::{Collective, DType, Device, RopeStyle, Tensor};
+use finetp_core::backend::{AttentionParams, Block, Collective, Device, RopeTable, Tensor};
 use finetp_core::config::{MlaConfig, ModelConfig};
 use finetp_core::decoder::{KvCache, ModelError, StepBatch, cached_attention};
 use finetp_core::layers::{RowParallelOProj, linear};
@@ -35,7 +35,7 @@ pub fn full<B: Device>(be: &B, src: &dyn WeightSource, name: &str, shape: &[usiz
 
 impl<B: Device> Mla<B> {
     pub fn load(be: &B, cfg: &ModelConfig, src: &dyn WeightSource, prefix: &str, o_group: Arc<dyn Collective<B>>) -> Result<Self, ModelError> {
-        let m = cfg.mla.ok_or_else(|| ModelError::Config("DeepSeek-V3 needs MLA fields (kv_lora_rank, ...)".into()))?;
+        let m = cfg.mla.ok_or_else(|| ModelError::Config("DeepSeek-V2/V3 needs MLA fields (kv_lora_rank, ...)".into()))?;
         let (h, nh) = (cfg.hidden_size, cfg.num_attention_heads);
         let qk = m.qk_nope_head_dim + m.qk_rope_head_dim;
         let p = |n: &str| format!("{prefix}.{n}");
@@ -68,7 +68,7 @@ impl<B: Device> Mla<B> {
         batch: &StepBatch<B>,
         kv: &mut KvCache<B>,
         layer: usize,
-        inv_freq: &Tensor<B>,
+        rope_table: &RopeTable<B>,
         o_counts: &[usize],
     ) -> Result<Tensor<B>, ModelError> {
         let (rows, nh, m) = (h.rows(), self.heads, &self.m);
@@ -82,24 +82,26 @@ impl<B: Device> Mla<B> {
             QueryProj::Full(w) => linear(be, h, w, None)?,
         }; // [rows, nh·qk]
         let mut q = q.reshape(&[rows * nh, qk])?;
-        rope_tail(be, &mut q, nope, rope, &batch.positions, nh, inv_freq)?;
+        rope_tail(be, &mut q, nope, rope, &batch.positions, nh, rope_table)?;
         let ckv = linear(be, h, &self.kv_a, None)?; // [rows, kv_lora + rope]
-        let mut latent = be.zeros(&[rows, m.kv_lora_rank], DType::F32)?;
-        be.copy_block(&ckv, 0, 0, &mut latent, 0, 0, rows, m.kv_lora_rank)?;
-        let mut k_pe = be.zeros(&[rows, 1, rope], DType::F32)?;
-        be.copy_block(&ckv, 0, m.kv_lora_rank, &mut k_pe, 0, 0, rows, rope)?;
-        be.rope(&mut k_pe, &batch.positions, inv_freq, RopeStyle::Interleaved)?;
+        let act = be.activation_dtype();
+        let mut latent = be.zeros(&[rows, m.kv_lora_rank], act)?;
+        be.copy_block(&ckv, &mut latent, Block::rows(0, 0, rows, m.kv_lora_rank))?;
+        let mut k_pe = be.zeros(&[rows, 1, rope], act)?;
+        be.copy_block(&ckv, &mut k_pe, Block::at((0, m.kv_lora_rank), (0, 0), rows, rope))?;
+        be.rope(&mut k_pe, &batch.positions, rope_table)?;
         let kvb = linear(be, &rms(be, &latent, &self.kv_a_norm, self.eps)?, &self.kv_b, None)?.reshape(&[rows * nh, nope + vd])?;
-        let mut k = be.zeros(&[rows * nh, qk], DType::F32)?;
-        be.copy_block(&kvb, 0, 0, &mut k, 0, 0, rows * nh, nope)?;
+        let mut k = be.zeros(&[rows * nh, qk], act)?;
+        be.copy_block(&kvb, &mut k, Block::rows(0, 0, rows * nh, nope))?;
         let mut k = k.reshape(&[rows, nh * qk])?;
         for head in 0..nh {
-            be.copy_block(&k_pe, 0, 0, &mut k, 0, head * qk + nope, rows, rope)?; // shared rope key
+            be.copy_block(&k_pe, &mut k, Block::at((0, 0), (0, head * qk + nope), rows, rope))?; // shared rope key
         }
-        let mut v = be.zeros(&[rows * nh, vd], DType::F32)?;
-        be.copy_block(&kvb, 0, nope, &mut v, 0, 0, rows * nh, vd)?;
+        let mut v = be.zeros(&[rows * nh, vd], act)?;
+        be.copy_block(&kvb, &mut v, Block::at((0, nope), (0, 0), rows * nh, vd))?;
         let (q, k, v) = (q.reshape(&[rows, nh, qk])?, k.reshape(&[rows, nh, qk])?, v.reshape(&[rows, nh, vd])?);
-        let attn = cached_attention(be, batch, kv, layer, (&q, &k, &v), 1.0 / (qk as f32).sqrt())?;
+        let params = AttentionParams { scale: 1.0 / (qk as f32).sqrt(), sliding_window: None };
+        let attn = cached_attention(be, batch, kv, layer, (&q, &k, &v), &params)?;
         Ok(self.o_proj.forward(be, &attn, o_counts)?)
     }
 
@@ -114,7 +116,7 @@ impl<B: Device> Mla<B> {
 
 /// RMSNorm into a new tensor.
 pub fn rms<B: Device>(be: &B, x: &Tensor<B>, w: &Tensor<B>, eps: f32) -> Result<Tensor<B>, ModelError> {
-    let mut y = be.zeros(x.shape(), DType::F32)?;
+    let mut y = be.zeros(x.shape(), x.dtype())?;
     be.rms_norm(x, w, eps, &mut y)?;
     Ok(y)
 }
@@ -129,14 +131,14 @@ fn rope_tail<B: Device>(
     rope: usize,
     positions: &Tensor<B>,
     nh: usize,
-    inv_freq: &Tensor<B>,
+    table: &RopeTable<B>,
 ) -> Result<(), ModelError> {
     let n = q.rows();
-    let mut pe = be.zeros(&[n, rope], DType::F32)?;
-    be.copy_block(q, 0, nope, &mut pe, 0, 0, n, rope)?;
+    let mut pe = be.zeros(&[n, rope], q.dtype())?;
+    be.copy_block(q, &mut pe, Block::at((0, nope), (0, 0), n, rope))?;
     let mut pe = pe.reshape(&[n / nh.max(1), nh, rope])?;
-    be.rope(&mut pe, positions, inv_freq, RopeStyle::Interleaved)?;
+    be.rope(&mut pe, positions, table)?;
     let pe = pe.reshape(&[n, rope])?;
-    be.copy_block(&pe, 0, 0, q, 0, nope, n, rope)?;
+    be.copy_block(&pe, q, Block::at((0, 0), (0, nope), n, rope))?;
     Ok(())
 }

@@ -1,15 +1,14 @@
-//! The whole DeepSeek-V3 model on one rank.
+//! The whole DeepSeek-V2/V3 model on one rank.
 
-use finetp_core::backend::{Device, Tensor};
-use finetp_core::config::{Architecture, Component, ModelConfig};
-use finetp_core::decoder::{CausalLm, KvCache, ModelError, ModuleBytes, StepBatch, logit_rows, rope_inv_freq_tensor};
+use finetp_core::backend::{Device, RopeStyle, RopeTable, Tensor};
+use finetp_core::config::{Component, ModelConfig};
+use finetp_core::decoder::{CausalLm, KvCache, KvLayout, ModelError, ModuleBytes, StepBatch, logit_rows, rope_table};
 use finetp_core::layers::{ParallelLmHead, ParallelMlp, VocabParallelEmbedding};
 use finetp_core::parallel::GroupSet;
 use finetp_core::shard::WeightSource;
 
 use crate::mla::{Mla, full, rms};
 use crate::moe::Moe;
-pub use crate::moe::MoeExtra;
 
 enum Ffn<B: Device> {
     /// Layers `< first_k_dense_replace`: fine-grained MLP TP applies.
@@ -24,21 +23,22 @@ struct Layer<B: Device> {
     ffn: Ffn<B>,
 }
 
-pub struct DeepseekV3<B: Device> {
+pub struct Deepseek<B: Device> {
     cfg: ModelConfig,
     groups: GroupSet<B>,
     embed: VocabParallelEmbedding<B>,
     layers: Vec<Layer<B>>,
     norm: Tensor<B>,
     lm_head: ParallelLmHead<B>,
-    /// RoPE frequencies of the rope part `[qk_rope_head_dim / 2]`, on the device.
-    inv_freq: Tensor<B>,
+    /// RoPE of the rope part (`qk_rope_head_dim` dims, interleaved pairs).
+    rope: RopeTable<B>,
 }
 
-impl<B: Device> DeepseekV3<B> {
-    pub fn load(be: &B, cfg: &ModelConfig, src: &dyn WeightSource, groups: &GroupSet<B>, moe: MoeExtra) -> Result<Self, ModelError> {
-        if cfg.architecture != Architecture::DeepseekV3 {
-            return Err(ModelError::Config(format!("{:?} is not a DeepSeek-V3 model", cfg.architecture)));
+impl<B: Device> Deepseek<B> {
+    /// Loads a DeepSeek-V2 or -V3 checkpoint (routing as its config says).
+    pub fn load(be: &B, cfg: &ModelConfig, src: &dyn WeightSource, groups: &GroupSet<B>) -> Result<Self, ModelError> {
+        if !cfg.architecture.is_deepseek() {
+            return Err(ModelError::Config(format!("{} is not a DeepSeek-V2/V3 model", cfg.architecture)));
         }
         let (v, h) = (cfg.vocab_size, cfg.hidden_size);
         let embed = VocabParallelEmbedding::load(be, src, "model.embed_tokens.weight", v, h, groups.embedding.clone())?;
@@ -46,7 +46,7 @@ impl<B: Device> DeepseekV3<B> {
             .map(|i| {
                 let p = format!("model.layers.{i}");
                 let ffn = if cfg.is_moe_layer(i) {
-                    Ffn::Moe(Moe::load(be, cfg, src, &format!("{p}.mlp"), &moe)?)
+                    Ffn::Moe(Moe::load(be, cfg, src, &format!("{p}.mlp"))?)
                 } else {
                     Ffn::Dense(ParallelMlp::load(be, src, &format!("{p}.mlp"), h, cfg.intermediate_size, groups.mlp.clone())?)
                 };
@@ -72,7 +72,7 @@ impl<B: Device> DeepseekV3<B> {
             layers,
             norm: full(be, src, "model.norm.weight", &[h])?,
             lm_head,
-            inv_freq: rope_inv_freq_tensor(be, cfg.rope_theta, rope)?,
+            rope: rope_table(be, cfg.rope_theta, rope, RopeStyle::Interleaved)?,
         })
     }
 
@@ -82,13 +82,13 @@ impl<B: Device> DeepseekV3<B> {
     }
 }
 
-impl<B: Device> CausalLm<B> for DeepseekV3<B> {
+impl<B: Device> CausalLm<B> for Deepseek<B> {
     fn forward(&self, be: &B, batch: &StepBatch<B>, kv: &mut KvCache<B>) -> Result<Tensor<B>, ModelError> {
         let eps = self.cfg.rms_norm_eps as f32;
         let (o_counts, mlp_counts) = (self.counts(Component::OProj, batch), self.counts(Component::Mlp, batch));
         let mut x = self.embed.forward(be, &batch.ids, &self.counts(Component::Embedding, batch))?;
         for (i, l) in self.layers.iter().enumerate() {
-            let a = l.attn.forward(be, &rms(be, &x, &l.input_ln, eps)?, batch, kv, i, &self.inv_freq, &o_counts)?;
+            let a = l.attn.forward(be, &rms(be, &x, &l.input_ln, eps)?, batch, kv, i, &self.rope, &o_counts)?;
             be.add_assign(&mut x, &a)?;
             let h = rms(be, &x, &l.post_ln, eps)?;
             let f = match &l.ffn {
@@ -102,10 +102,10 @@ impl<B: Device> CausalLm<B> for DeepseekV3<B> {
         Ok(self.lm_head.forward(be, sel, &self.counts(Component::LmHead, batch))?)
     }
 
-    fn new_kv_cache(&self, be: &B, slots: usize, max_len: usize) -> Result<KvCache<B>, ModelError> {
+    fn new_kv_cache(&self, be: &B, layout: KvLayout) -> Result<KvCache<B>, ModelError> {
         let m = self.cfg.mla.ok_or_else(|| ModelError::Config("no MLA config".into()))?;
         let nh = self.cfg.num_attention_heads;
-        Ok(KvCache::new(be, self.cfg.num_hidden_layers, slots, max_len, (nh, m.qk_nope_head_dim + m.qk_rope_head_dim), m.v_head_dim)?)
+        Ok(KvCache::new(be, self.cfg.num_hidden_layers, layout, (nh, m.qk_nope_head_dim + m.qk_rope_head_dim), m.v_head_dim)?)
     }
 
     fn vocab_size(&self) -> usize {

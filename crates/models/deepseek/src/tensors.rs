@@ -1,6 +1,6 @@
-//! The checkpoint tensors a DeepSeek-V3 model reads, with their HF shapes.
+//! The checkpoint tensors a DeepSeek-V2/V3 model reads, with their HF shapes.
 
-use finetp_core::config::ModelConfig;
+use finetp_core::config::{ModelConfig, TopkMethod};
 
 /// Every tensor name and shape the model loads (MTP layers excluded).
 pub fn tensor_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
@@ -36,7 +36,9 @@ pub fn tensor_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
         match cfg.moe.filter(|_| cfg.is_moe_layer(l)) {
             Some(e) => {
                 t.push((format!("{p}.mlp.gate.weight"), vec![e.n_routed_experts, h]));
-                t.push((format!("{p}.mlp.gate.e_score_correction_bias"), vec![e.n_routed_experts]));
+                if e.topk_method == TopkMethod::NoauxTc {
+                    t.push((format!("{p}.mlp.gate.e_score_correction_bias"), vec![e.n_routed_experts]));
+                }
                 for j in 0..e.n_routed_experts {
                     mlp(&mut t, format!("{p}.mlp.experts.{j}"), e.moe_intermediate_size);
                 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use finetp_core::backend::{Collective, Device, RopeStyle, Tensor};
+use finetp_core::backend::{AttentionParams, Collective, DType, Device, RopeTable, Tensor};
 use finetp_core::config::ModelConfig;
 use finetp_core::decoder::{KvCache, ModelError, StepBatch, cached_attention};
 use finetp_core::layers::{ParallelMlp, RowParallelOProj, linear};
@@ -26,7 +26,7 @@ pub struct DecoderLayer<B: Device> {
 
 /// Per-step values every layer shares.
 pub struct LayerStep<'a, B: Device> {
-    pub inv_freq: &'a Tensor<B>,
+    pub rope: &'a RopeTable<B>,
     pub o_proj_counts: &'a [usize],
     pub mlp_counts: &'a [usize],
 }
@@ -47,7 +47,12 @@ impl<B: Device> DecoderLayer<B> {
             Ok(be.upload(&src.load_full(&name)?)?)
         };
         let proj = |n: &str, out: usize| full(format!("{p}.self_attn.{n}_proj.weight"), &[out, h]);
-        let bias = |n: &str, out: usize| full(format!("{p}.self_attn.{n}_proj.bias"), &[out]);
+        // Biases are f32 whatever the checkpoint stores (the contract's GEMM adds an f32 bias).
+        let bias = |n: &str, out: usize| -> Result<Tensor<B>, ModelError> {
+            let name = format!("{p}.self_attn.{n}_proj.bias");
+            src.expect_shape(&name, &[out])?;
+            Ok(be.upload(&src.load_full(&name)?.into_dtype(DType::F32)?)?)
+        };
         let qkv = Qkv {
             w: [proj("q", q_out)?, proj("k", kv_out)?, proj("v", kv_out)?],
             bias: if cfg.qkv_bias { Some([bias("q", q_out)?, bias("k", kv_out)?, bias("v", kv_out)?]) } else { None },
@@ -90,9 +95,10 @@ impl<B: Device> DecoderLayer<B> {
             q = norm(be, &q, qn, eps)?;
             k = norm(be, &k, kn, eps)?;
         }
-        be.rope(&mut q, &batch.positions, step.inv_freq, RopeStyle::Neox)?;
-        be.rope(&mut k, &batch.positions, step.inv_freq, RopeStyle::Neox)?;
-        let attn = cached_attention(be, batch, kv, layer, (&q, &k, &v), 1.0 / (hd as f32).sqrt())?;
+        be.rope(&mut q, &batch.positions, step.rope)?;
+        be.rope(&mut k, &batch.positions, step.rope)?;
+        let params = AttentionParams { scale: 1.0 / (hd as f32).sqrt(), sliding_window: cfg.sliding_window.map(|w| u32::try_from(w).unwrap_or(u32::MAX)) };
+        let attn = cached_attention(be, batch, kv, layer, (&q, &k, &v), &params)?;
         let o = self.o_proj.forward(be, &attn, step.o_proj_counts)?;
         be.add_assign(&mut x, &o)?;
         let h = norm(be, &x, &self.post_attention_layernorm, eps)?;

@@ -1,8 +1,8 @@
 //! The whole Llama-family model on one rank.
 
-use finetp_core::backend::{Device, Tensor};
+use finetp_core::backend::{Device, RopeStyle, RopeTable, Tensor};
 use finetp_core::config::{Architecture, Component, ModelConfig};
-use finetp_core::decoder::{CausalLm, KvCache, ModelError, ModuleBytes, StepBatch, logit_rows, rope_inv_freq_tensor};
+use finetp_core::decoder::{CausalLm, KvCache, KvLayout, ModelError, ModuleBytes, StepBatch, logit_rows, rope_table};
 use finetp_core::layers::{ParallelLmHead, VocabParallelEmbedding};
 use finetp_core::parallel::GroupSet;
 use finetp_core::shard::WeightSource;
@@ -16,16 +16,16 @@ pub struct Llama<B: Device> {
     layers: Vec<DecoderLayer<B>>,
     norm: Tensor<B>,
     lm_head: ParallelLmHead<B>,
-    /// RoPE frequencies `[head_dim / 2]`, on the device.
-    inv_freq: Tensor<B>,
+    /// NeoX-style RoPE over the whole head.
+    rope: RopeTable<B>,
 }
 
 impl<B: Device> Llama<B> {
     /// Loads this rank's weights: replicated attention and norms, and its shard of each
     /// fine-grained component (the layers derive their own slices from their groups).
     pub fn load(be: &B, cfg: &ModelConfig, src: &dyn WeightSource, groups: &GroupSet<B>) -> Result<Self, ModelError> {
-        if !matches!(cfg.architecture, Architecture::Llama | Architecture::Qwen2 | Architecture::Qwen3) {
-            return Err(ModelError::Config(format!("{:?} is not a Llama-family model", cfg.architecture)));
+        if !matches!(cfg.architecture, Architecture::Llama | Architecture::Mistral | Architecture::Qwen2 | Architecture::Qwen3) {
+            return Err(ModelError::Config(format!("{} is not a Llama-family model", cfg.architecture)));
         }
         let (v, h) = (cfg.vocab_size, cfg.hidden_size);
         let embed = VocabParallelEmbedding::load(be, src, "model.embed_tokens.weight", v, h, groups.embedding.clone())?;
@@ -48,7 +48,7 @@ impl<B: Device> Llama<B> {
             layers,
             norm,
             lm_head,
-            inv_freq: rope_inv_freq_tensor(be, cfg.rope_theta, cfg.head_dim)?,
+            rope: rope_table(be, cfg.rope_theta, cfg.head_dim, RopeStyle::Neox)?,
         })
     }
 
@@ -62,7 +62,7 @@ impl<B: Device> CausalLm<B> for Llama<B> {
     fn forward(&self, be: &B, batch: &StepBatch<B>, kv: &mut KvCache<B>) -> Result<Tensor<B>, ModelError> {
         let o_proj_counts = self.counts(Component::OProj, batch);
         let mlp_counts = self.counts(Component::Mlp, batch);
-        let step = LayerStep { inv_freq: &self.inv_freq, o_proj_counts: &o_proj_counts, mlp_counts: &mlp_counts };
+        let step = LayerStep { rope: &self.rope, o_proj_counts: &o_proj_counts, mlp_counts: &mlp_counts };
         let mut x = self.embed.forward(be, &batch.ids, &self.counts(Component::Embedding, batch))?; // [rows, H]
         for (i, layer) in self.layers.iter().enumerate() {
             x = layer.forward(be, &self.cfg, i, x, batch, kv, &step)?;
@@ -72,9 +72,9 @@ impl<B: Device> CausalLm<B> for Llama<B> {
         Ok(self.lm_head.forward(be, sel, &self.counts(Component::LmHead, batch))?) // [M, V]
     }
 
-    fn new_kv_cache(&self, be: &B, slots: usize, max_len: usize) -> Result<KvCache<B>, ModelError> {
+    fn new_kv_cache(&self, be: &B, layout: KvLayout) -> Result<KvCache<B>, ModelError> {
         let c = &self.cfg;
-        Ok(KvCache::new(be, c.num_hidden_layers, slots, max_len, (c.num_key_value_heads, c.head_dim), c.head_dim)?)
+        Ok(KvCache::new(be, c.num_hidden_layers, layout, (c.num_key_value_heads, c.head_dim), c.head_dim)?)
     }
 
     fn vocab_size(&self) -> usize {

@@ -10,13 +10,13 @@ use std::time::Duration;
 use candle_core::{DType as CDType, Device as CDevice, Tensor as CTensor};
 use candle_nn::VarBuilder;
 use finetp_backend_cpu::CpuBackend;
-use finetp_backend_cpu::comm::Fabric;
-use finetp_core::backend::Backend;
+use finetp_core::backend::{Backend, SampleParams};
 use finetp_core::config::{FinegrainedTpConfig, ModelConfig, ParallelConfig};
-use finetp_core::decoder::{CausalLm, StepBatch, StepInputs};
+use finetp_core::decoder::{CausalLm, KV_BLOCK_SIZE, KvLayout, StepBatch, StepInputs};
 use finetp_core::parallel::StepCounts;
 use finetp_core::plan::Plan;
 use finetp_core::shard::InMemoryWeights;
+use finetp_engine::{Launcher, Rank};
 use finetp_model_llama::{Llama, tensor_shapes};
 
 const TOL: f32 = 1e-4;
@@ -40,30 +40,25 @@ fn candle_vars(w: &InMemoryWeights) -> HashMap<String, CTensor> {
 /// Our logits for `prompt` then for `next` one step later, on both ranks (same prompt each).
 fn ours(cfg: &ModelConfig, w: Arc<InMemoryWeights>, prompt: &[u32], next: u32) -> (Vec<f32>, Vec<f32>) {
     let plan = Plan::new(&ParallelConfig::new(2, 1, 1, false, FinegrainedTpConfig::uniform(2)).unwrap());
-    let fabric = Arc::new(Fabric::new(&plan, Duration::from_secs(20)));
-    let run = |rank: usize| {
-        let (fabric, w, cfg, prompt) = (fabric.clone(), w.clone(), cfg.clone(), prompt.to_vec());
-        std::thread::spawn(move || {
-            let be = CpuBackend::new(1).unwrap();
-            let g = fabric.connect(rank).unwrap();
-            let model = Llama::load(&be, &cfg, &*w, &g).unwrap();
-            let mut kv = model.new_kv_cache(&be, 1, 16).unwrap();
+    let per_rank = Launcher::threads(Duration::from_secs(20))
+        .run(&plan, |Rank { be, groups: g, .. }: Rank<CpuBackend>| {
+            let model = Llama::load(&be, cfg, &*w, &g).unwrap();
+            let layout = KvLayout::reserved(1, 16, KV_BLOCK_SIZE).unwrap();
+            let mut kv = model.new_kv_cache(&be, layout).unwrap();
             let step = |ids: Vec<u32>, past: usize, kv: &mut _| {
                 let n = ids.len();
-                let mut inputs = StepInputs::default();
-                inputs.push_sequence(0, &ids, past);
+                let mut inputs = StepInputs::new(layout.reserved_table(), layout.max_blocks);
+                inputs.push_sequence(0, &ids, past, SampleParams::GREEDY);
                 let batch = StepBatch::upload(&be, &inputs, StepCounts::new(vec![n, n], 1), StepCounts::new(vec![1, 1], 1)).unwrap();
                 be.download(&model.forward(&be, &batch, kv).unwrap()).unwrap().to_f32_vec().unwrap()
             };
-            let first = step(prompt.clone(), 0, &mut kv);
+            let first = step(prompt.to_vec(), 0, &mut kv);
             let second = step(vec![next], prompt.len(), &mut kv);
-            (first, second)
+            Ok((first, second))
         })
-    };
-    let (a, b) = (run(0), run(1));
-    let (ra, rb) = (a.join().unwrap(), b.join().unwrap());
-    assert_eq!(ra, rb, "both ranks ran the same prompt");
-    ra
+        .unwrap();
+    assert_eq!(per_rank[0], per_rank[1], "both ranks ran the same prompt");
+    per_rank[0].clone()
 }
 
 fn assert_close(got: &[f32], want: &[f32], what: &str) {
