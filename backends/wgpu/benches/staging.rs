@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use divan::Bencher;
 use divan::counter::BytesCount;
-use finetp_backend_cpu::comm::group_handles;
+use finetp_backend_cpu::comm::{StagedComm, group_handles};
 use finetp_backend_cpu::{CpuBackend, CpuStorage, CpuTensor};
-use finetp_backend_wgpu::{StagedComm, WgpuBackend};
+use finetp_backend_wgpu::WgpuBackend;
 use finetp_core::backend::{Backend, Collective, CommError, DType, HostTensor, Tensor};
 
 fn main() {
@@ -44,7 +44,7 @@ fn two_members<C: Send + Sync>(bencher: Bencher, bytes: usize, members: [C; 2], 
 /// One wgpu member: its device, its staged communicator and its tensors.
 struct Member {
     be: WgpuBackend,
-    comm: StagedComm,
+    comm: StagedComm<WgpuBackend>,
     t: Mutex<Tensor<WgpuBackend>>,
     out: Mutex<Tensor<WgpuBackend>>,
 }

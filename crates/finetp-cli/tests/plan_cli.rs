@@ -144,10 +144,16 @@ fn estimate_and_auto_on_the_seed_scenario() {
     rejects(&args, &["nonexistent.toml"]);
 }
 
-/// Backends behind a cargo feature say how to get them (before any model is fetched).
+/// Backends behind a cargo feature say how to get them, in one line naming the exact command
+/// (before any model is fetched); `ci/wgpu.sh` runs the command this prints and uses its binary.
+/// Backends this version does not have yet say that, and which ones exist.
 #[test]
-fn a_backend_that_is_not_compiled_in_says_which_feature_to_build() {
+fn a_backend_that_is_not_compiled_in_says_which_command_builds_it() {
     #[cfg(not(feature = "wgpu"))]
-    rejects(&["run", "--backend", "wgpu", "--max-tokens", "1"], &["not compiled into this binary", "--features wgpu"]);
-    rejects(&["run", "--backend", "cuda", "--max-tokens", "1"], &["not compiled into this binary", "--features cuda"]);
+    for cmd in ["run", "bench"] {
+        rejects(&[cmd, "--backend", "wgpu", "-d", "2", "--additional-config", &fg(r#""mlp_tensor_parallel_size":2"#)], &["not compiled into this binary", "`cargo build --release -p finetp-cli --features wgpu`"]);
+    }
+    for b in ["cuda", "ascend"] {
+        rejects(&["run", "--backend", b, "--max-tokens", "1"], &[&format!("the {b} backend is not part of this version"), "backends that exist: cpu, wgpu"]);
+    }
 }

@@ -83,6 +83,12 @@ pub fn cases<B: Device>() -> Vec<Case<B>> {
 /// The test binary of `B`'s conformance: every case, plus the meta case; exits with the
 /// runner's status. `require_env` is the backend's `FINETP_REQUIRE_<X>` switch.
 pub fn main<B: Device>(require_env: &str) -> ! {
+    main_with::<B>(require_env, Vec::new())
+}
+
+/// [`main`] plus the backend's own cases (`(name, body)`, a body that panics on failure),
+/// which need its device as the suite's do.
+pub fn main_with<B: Device>(require_env: &str, extra: Vec<(&'static str, fn())>) -> ! {
     let what = format!("{} device", B::NAME);
     let device = match B::open(&DeviceSlot::SOLE) {
         Ok(be) => {
@@ -92,27 +98,31 @@ pub fn main<B: Device>(require_env: &str) -> ! {
         Err(e) => Need::absent(&what, require_env, e.to_string()),
     };
     let all = cases::<B>();
-    let wants_model = all.iter().any(|c| c.needs_model) && device.absent.is_none();
-    let model = if wants_model {
+    // Only looked for (and fetched) when there is a device to run it on.
+    let model = (all.iter().any(|c| c.needs_model) && device.absent.is_none()).then(|| {
         let (need, path) = Need::default_model();
         if let Some(p) = path {
             let _ = model::SMOLLM2.set(p);
         }
         need
-    } else {
-        Need::absent("default model", "FINETP_REQUIRE_MODEL", format!("no {what} to run it on"))
-    };
+    });
     let mut out: Vec<harness::Case> = all
         .into_iter()
         .map(|c| {
             let mut needs: Vec<Arc<Need>> = vec![device.clone()];
             if c.needs_model {
-                needs.push(model.clone());
+                needs.extend(model.clone());
             }
             let body = c.body;
             harness::Case::new(format!("{}::{}", B::NAME, c.name), &needs, move || body(&Env::<B>::open()?))
         })
         .collect();
+    for (name, body) in extra {
+        out.push(harness::Case::new(format!("{}::{name}", B::NAME), std::slice::from_ref(&device), move || {
+            body();
+            Ok(())
+        }));
+    }
     out.push(harness::Case::new(format!("{}::meta_every_trait_method_has_a_case", B::NAME), &[], meta::every_method_has_a_case::<B>));
     harness::run(out)
 }

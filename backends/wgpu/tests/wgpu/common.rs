@@ -1,60 +1,26 @@
-//! Shared test helpers: opening the backend (or skipping), CPU twins of wgpu tensors, data.
+//! Shared helpers of the wgpu-specific cases: opening the backend with options, CPU twins of
+//! wgpu tensors, data. The cases only run where the harness found an adapter.
 #![allow(dead_code)]
 
 use finetp_backend_cpu::{CpuBackend, CpuStorage, CpuTensor};
 use finetp_backend_wgpu::{WgpuBackend, WgpuOptions, WgpuTensor};
-use finetp_core::backend::{Backend, BackendError, DType, HostData, HostTensor, Tensor};
+use finetp_core::backend::{Backend, DType, HostData, HostTensor, Tensor};
 use half::{bf16, f16};
 
-/// The wgpu backend, or `None` (with a printed reason) when this machine has no adapter.
-/// With `FINETP_REQUIRE_WGPU=1` (CI) a missing adapter fails the test instead.
-pub fn backend() -> Option<WgpuBackend> {
+pub use finetp_testkit::Rng;
+
+/// The wgpu backend (the harness has checked that an adapter exists).
+pub fn backend() -> WgpuBackend {
     open(WgpuOptions::default())
 }
 
-pub fn open(opts: WgpuOptions) -> Option<WgpuBackend> {
-    match WgpuBackend::with_options(opts) {
-        Ok(be) => Some(be),
-        Err(e @ BackendError::Unavailable { .. }) => {
-            if std::env::var("FINETP_REQUIRE_WGPU").is_ok_and(|v| v == "1") {
-                panic!("FINETP_REQUIRE_WGPU=1 but no wgpu adapter: {e}");
-            }
-            eprintln!("SKIP: no wgpu adapter: {e}");
-            None
-        }
-        Err(e) => panic!("opening the wgpu backend failed: {e}"),
-    }
+pub fn open(opts: WgpuOptions) -> WgpuBackend {
+    WgpuBackend::with_options(opts).expect("opening the wgpu backend")
 }
 
 /// A CPU backend with 2 threads, the reference.
 pub fn cpu() -> CpuBackend {
     CpuBackend::new(2).expect("pool")
-}
-
-/// SplitMix64: deterministic test data without a dependency.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    pub fn f32(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-    pub fn f32s(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.f32()).collect()
-    }
-    pub fn below(&mut self, n: u32) -> u32 {
-        (self.next_u64() % u64::from(n)) as u32
-    }
 }
 
 /// Host data of `v` stored as `dtype` (rounded to nearest).
@@ -63,7 +29,7 @@ pub fn host(v: &[f32], shape: &[usize], dtype: DType) -> HostTensor {
         DType::F32 => HostData::F32(v.to_vec()),
         DType::BF16 => HostData::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect()),
         DType::F16 => HostData::F16(v.iter().map(|&x| f16::from_f32(x)).collect()),
-        DType::U32 => HostData::U32(v.iter().map(|&x| x as u32).collect()),
+        _ => HostData::U32(v.iter().map(|&x| x as u32).collect()),
     };
     HostTensor::new(data, shape).expect("test bug: data does not fit the shape")
 }

@@ -1,4 +1,5 @@
-//! GEMM on wgpu against the CPU backend and an f64 reference, on random inputs.
+//! GEMM on wgpu against the CPU backend and an f64 reference, on random inputs, and its
+//! reduction order pinned bit for bit (beyond the suite's tolerance).
 //!
 //! Tolerances (stated again in each assert message):
 //! - accuracy: `|y - ref| <= 1e-5 · Σ|x·w|` against an f64 reference computed from the weights
@@ -12,11 +13,10 @@
 //! - split weights (forced small binding limit) and both f16 paths give exactly the unsplit /
 //!   native result.
 
-mod common;
-
-use common::*;
 use finetp_backend_wgpu::{WgpuBackend, WgpuOptions};
-use finetp_core::backend::{Backend, DType, Gemm, HostTensor};
+use finetp_core::backend::{DType, Gemm, HostTensor};
+
+use super::common::*;
 
 /// The CPU kernel's reduction order for one output (backends/cpu/src/gemm/tile.rs), with fused
 /// (`mul_add`) or separately rounded multiply-adds; `paired`: bf16 weights, whose lanes take
@@ -83,9 +83,8 @@ fn check(be: &WgpuBackend, m: usize, n: usize, k: usize, dt: DType, with_bias: b
     got
 }
 
-#[test]
-fn linear_matches_for_every_weight_dtype_bias_and_shape() {
-    let Some(be) = backend() else { return };
+pub fn linear_matches_for_every_weight_dtype_bias_and_shape() {
+    let be = backend();
     // m = 0, 1, odd, a multiple of the 4 rows per invocation and not; k below 8, odd, not a
     // multiple of 4 (scalar loads), past one 1024-wide block with a tail; n odd, wider than a
     // workgroup.
@@ -101,10 +100,9 @@ fn linear_matches_for_every_weight_dtype_bias_and_shape() {
     }
 }
 
-#[test]
-fn f16_weights_give_the_same_bits_with_and_without_shader_f16() {
-    let Some(native) = backend() else { return };
-    let Some(packed) = open(WgpuOptions { shader_f16: false, ..Default::default() }) else { return };
+pub fn f16_weights_give_the_same_bits_with_and_without_shader_f16() {
+    let native = backend();
+    let packed = open(WgpuOptions { shader_f16: false, ..Default::default() });
     assert!(!packed.uses_shader_f16());
     if !native.uses_shader_f16() {
         eprintln!("note: the adapter has no shader-f16; both runs use unpack2x16float");
@@ -116,65 +114,17 @@ fn f16_weights_give_the_same_bits_with_and_without_shader_f16() {
     }
 }
 
-#[test]
-fn weights_larger_than_one_binding_are_split_into_row_windows() {
-    let Some(full) = backend() else { return };
+pub fn weights_larger_than_one_binding_are_split_into_row_windows() {
+    let full = backend();
     // 8 KiB bindings: a 300 x 257 f32 weight (308 KB) is read through 38+ windows, whose
     // starts are not row-aligned to the binding alignment.
-    let Some(small) = open(WgpuOptions { max_binding_bytes: Some(8192), ..Default::default() }) else { return };
+    let small = open(WgpuOptions { max_binding_bytes: Some(8192), ..Default::default() });
     assert_eq!(small.max_binding_bytes(), 8192);
     for dt in [DType::F32, DType::BF16, DType::F16] {
         for (m, n, k) in [(1, 300, 257), (6, 301, 128)] {
             let a = check(&full, m, n, k, dt, true, 5);
             let b = check(&small, m, n, k, dt, true, 5);
             assert_bits(&b, &a, &format!("split {dt} {m}x{n}x{k}: windows give exactly the unsplit result"));
-        }
-        // batched_linear windows the flattened [B·n, k] rows: windows cut through batches.
-        let mut r = Rng::new(6);
-        let (bt, m, n, k) = (3, 2, 100, 257);
-        let xh = host(&r.f32s(bt * m * k), &[bt, m, k], DType::F32);
-        let wh = host(&r.f32s(bt * n * k), &[bt, n, k], dt);
-        let run = |be: &WgpuBackend| {
-            let (x, w) = (be.upload(&xh).unwrap(), be.upload(&wh).unwrap());
-            let mut y = be.zeros(&[bt, m, n], DType::F32).unwrap();
-            be.batched_linear(&x, &w, &mut y).unwrap();
-            f32s_of(be, &y)
-        };
-        assert_bits(&run(&small), &run(&full), &format!("split batched {dt}: exactly the unsplit result"));
-    }
-}
-
-#[test]
-fn batched_linear_matches_the_cpu() {
-    let Some(be) = backend() else { return };
-    let cpu = cpu();
-    let mut r = Rng::new(31);
-    for (b, m, n, k) in [(4, 1, 16, 64), (3, 5, 7, 1030), (16, 2, 32, 12), (0, 2, 3, 4), (2, 0, 3, 4)] {
-        for dt in [DType::F32, DType::BF16] {
-            let xh = host(&r.f32s(b * m * k), &[b, m, k], DType::F32);
-            let wh = host(&r.f32s(b * n * k), &[b, n, k], dt);
-            let (xg, xc) = both(&be, &cpu, &xh);
-            let (wg, wc) = both(&be, &cpu, &wh);
-            let (mut yg, mut yc) = zeros_both(&be, &cpu, &[b, m, n], DType::F32);
-            be.batched_linear(&xg, &wg, &mut yg).unwrap();
-            cpu.batched_linear(&xc, &wc, &mut yc).unwrap();
-            let (x, w) = (stored(&xh), stored(&wh));
-            let got = f32s_of(&be, &yg);
-            let on_cpu = cpu_f32s(&yc);
-            for bi in 0..b {
-                for i in 0..m {
-                    for j in 0..n {
-                        let xr = &x[(bi * m + i) * k..][..k];
-                        let wr = &w[(bi * n + j) * k..][..k];
-                        let g = got[(bi * m + i) * n + j];
-                        let paired = dt == DType::BF16;
-                        let (fused, split) = (cpu_order(xr, wr, true, paired), cpu_order(xr, wr, false, paired));
-                        let want = if be.fma_is_fused() { fused } else { split };
-                        assert_eq!(g.to_bits(), want.to_bits(), "batched {b}x{m}x{n}x{k} {dt} [{bi},{i},{j}]: the CPU order, exactly");
-                        assert_eq!(on_cpu[(bi * m + i) * n + j].to_bits(), fused.to_bits(), "CPU batched is its order with FMA");
-                    }
-                }
-            }
         }
     }
 }
