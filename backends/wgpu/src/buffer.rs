@@ -14,7 +14,7 @@
 
 use finetp_core::backend::{BackendError, DType};
 
-use crate::device::Caps;
+use crate::caps::Caps;
 
 /// The device memory of one tensor.
 pub struct WgpuBuffer {

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use finetp_backend_cpu::CpuBackend;
 use finetp_core::backend::BackendError;
 
+pub(crate) use crate::caps::Caps;
 use crate::pipelines::Pipelines;
 use crate::status::Status;
 use crate::stream::Stream;
@@ -32,23 +33,6 @@ impl Default for WgpuOptions {
     fn default() -> Self {
         Self { max_binding_bytes: None, shader_f16: true, shader_f64: true }
     }
-}
-
-/// What the kernels may rely on, from the adapter's limits and the features granted.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Caps {
-    /// Largest storage binding, in bytes (a multiple of 4).
-    pub max_binding: u64,
-    /// Alignment of a storage binding's offset.
-    pub offset_align: u64,
-    /// Largest buffer.
-    pub max_buffer: u64,
-    /// Workgroups per dispatch dimension.
-    pub max_groups: u32,
-    /// Threads per workgroup of the 1-D kernels.
-    pub wg: u32,
-    pub shader_f16: bool,
-    pub shader_f64: bool,
 }
 
 /// The adapter a backend runs on, as printed by [`WgpuBackend::describe`](finetp_core::backend::Backend::describe).

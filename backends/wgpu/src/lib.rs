@@ -33,6 +33,7 @@
 //! eagerly (it reports why).
 
 mod buffer;
+mod caps;
 mod device;
 mod dispatch;
 mod gemm;

@@ -8,7 +8,7 @@
 
 use finetp_core::backend::{BackendError, DType};
 
-use crate::device::Caps;
+use crate::caps::Caps;
 
 pub(crate) const LINEAR: &str = include_str!("shaders/linear.wgsl");
 pub(crate) const EMBEDDING: &str = include_str!("shaders/embedding.wgsl");

@@ -7,7 +7,7 @@ use anyhow::anyhow;
 use clap::Args;
 use finetp_core::backend::{DType, Device};
 use finetp_core::config::{Component, ModelConfig};
-use finetp_core::cost::{HardwareProfile, component_times};
+use finetp_cost::{HardwareProfile, component_times};
 use finetp_core::memory::{Quantization, WeightFormat};
 use finetp_engine::bench::{BenchConfig, CollectiveTiming, ComponentTiming, GemmTiming, time_collectives, time_component, time_gemm};
 use finetp_engine::{BackendKind, EngineError, Launcher, WithBackend};

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use finetp_core::backend::DType;
 use finetp_core::config::{ModelConfig, ParallelConfig};
-use finetp_core::cost::{HardwareProfile, auto, estimate};
+use finetp_cost::{HardwareProfile, auto, estimate};
 use finetp_core::memory::{MemoryReport, Quantization, WeightFormat, gib};
 use finetp_core::plan::Plan;
 

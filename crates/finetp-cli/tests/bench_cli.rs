@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use finetp_core::cost::HardwareProfile;
+use finetp_cost::HardwareProfile;
 
 #[test]
 fn calibrate_writes_a_profile_the_cost_model_reads() {

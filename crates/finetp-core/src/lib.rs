@@ -18,7 +18,6 @@
 
 pub mod backend;
 pub mod config;
-pub mod cost;
 pub mod decoder;
 pub mod layers;
 pub mod memory;

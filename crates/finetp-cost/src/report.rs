@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::{AutoChoice, CollectiveCost, Estimate};
-use crate::memory::gib;
+use finetp_core::memory::gib;
 
 impl fmt::Display for Estimate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,12 +1,12 @@
 use super::*;
-use crate::backend::DType;
-use crate::config::{Component, FinegrainedTpConfig, ModelConfig, ParallelConfig};
-use crate::memory::{MemoryReport, Quantization, WeightFormat};
+use finetp_core::backend::DType;
+use finetp_core::config::{Component, FinegrainedTpConfig, ModelConfig, ParallelConfig};
+use finetp_core::memory::{MemoryReport, Quantization, WeightFormat};
 
 const GIB: f64 = (1u64 << 30) as f64;
 
 fn deepseek() -> ModelConfig {
-    ModelConfig::from_json_str(include_str!("../../tests/data/deepseek-r1.config.json")).unwrap()
+    ModelConfig::from_json_str(include_str!("../../finetp-core/tests/data/deepseek-r1.config.json")).unwrap()
 }
 
 fn w8a8() -> WeightFormat {

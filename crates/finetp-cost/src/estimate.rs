@@ -2,8 +2,8 @@
 //! memory, weight-read time) and what it costs (the collectives it adds), on one rank.
 
 use super::HardwareProfile;
-use crate::config::{Component, ModelConfig, ParallelConfig};
-use crate::memory::{MemoryReport, ModelShapes, Quantization, WeightFormat};
+use finetp_core::config::{Component, ModelConfig, ParallelConfig};
+use finetp_core::memory::{MemoryReport, ModelShapes, Quantization, WeightFormat};
 
 /// Bytes of one token id on the wire (the engines exchange `u32` ids).
 const TOKEN_ID_BYTES: u64 = 4;
@@ -181,7 +181,7 @@ pub fn component_times(
     profile: &HardwareProfile,
 ) -> (f64, f64, usize) {
     let p = p.max(1);
-    let mut fg = crate::config::FinegrainedTpConfig::default();
+    let mut fg = finetp_core::config::FinegrainedTpConfig::default();
     fg.set(c, Some(p));
     let parallel = ParallelConfig {
         data_parallel_size: p,

@@ -92,10 +92,10 @@ pub enum ProfileError {
 }
 
 const BUILTIN: [(&str, &str); 4] = [
-    ("ascend-910b", include_str!("../../../../profiles/ascend-910b.toml")),
-    ("h100-sxm", include_str!("../../../../profiles/h100-sxm.toml")),
-    ("a100", include_str!("../../../../profiles/a100.toml")),
-    ("cpu-local", include_str!("../../../../profiles/cpu-local.toml")),
+    ("ascend-910b", include_str!("../../../profiles/ascend-910b.toml")),
+    ("h100-sxm", include_str!("../../../profiles/h100-sxm.toml")),
+    ("a100", include_str!("../../../profiles/a100.toml")),
+    ("cpu-local", include_str!("../../../profiles/cpu-local.toml")),
 ];
 
 impl HardwareProfile {

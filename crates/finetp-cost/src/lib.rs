@@ -1,4 +1,7 @@
-//! The analytic cost model: what each component's fine-grained TP size buys (weight memory,
+//! # finetp-cost
+//!
+//! The analytic cost model (a crate of its own: only `finetp plan` and `finetp bench` use it,
+//! so nothing else rebuilds when it changes): what each component's fine-grained TP size buys (weight memory,
 //! weight-read time) and costs (collectives) per decode step, and the sizes that minimise TPOT.
 //!
 //! Decode GEMMs are memory-bound: a rank's time in a component is the bytes it streams over the

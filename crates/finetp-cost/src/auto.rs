@@ -3,8 +3,8 @@
 
 use super::estimate::component_estimate;
 use super::{Estimate, HardwareProfile, estimate};
-use crate::config::{Component, ConfigError, FinegrainedTpConfig, ModelConfig, ParallelConfig};
-use crate::memory::{MemoryReport, WeightFormat, gib};
+use finetp_core::config::{Component, ConfigError, FinegrainedTpConfig, ModelConfig, ParallelConfig};
+use finetp_core::memory::{MemoryReport, WeightFormat, gib};
 
 /// Why no sizes can be chosen.
 #[derive(Debug, thiserror::Error, PartialEq)]
