@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The wgpu job: Debian's software Vulkan driver (Mesa lavapipe), the wgpu test suite on it
-# (a missing adapter fails instead of skipping), then `finetp run --backend wgpu` with DP 2 and
-# every fine-grained component at size 2.
+# The wgpu job: Debian's software Vulkan driver (Mesa lavapipe); the command a binary without
+# wgpu prints for `--backend wgpu`, run as printed; the conformance suite and wgpu's own cases
+# on lavapipe (a missing adapter fails instead of being listed as ignored); the examples and
+# `finetp run --backend wgpu` with DP 2 and every fine-grained component at size 2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -25,18 +26,32 @@ if [ -z "${XDG_RUNTIME_DIR:-}" ] || [ ! -d "${XDG_RUNTIME_DIR}" ]; then
   chmod 700 "$XDG_RUNTIME_DIR"
   export XDG_RUNTIME_DIR
 fi
-# From here on a missing adapter is a failure, not a skip.
-export FINETP_REQUIRE_WGPU=1
+# From here on a missing adapter (or model) is a failure, not an ignored case.
+export FINETP_REQUIRE_WGPU=1 FINETP_REQUIRE_MODEL=1
+target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+finetp="$target_dir/release/finetp"
+layout='{"finegrained_tp_config":{"embedding_tensor_parallel_size":2,"lmhead_tensor_parallel_size":2,"oproj_tensor_parallel_size":2,"mlp_tensor_parallel_size":2}}'
 
-echo "== adapter (the test prints it and fails if there is none)"
-cargo test --locked -p finetp-backend-wgpu --test adapter -- --nocapture
+echo "== a binary without wgpu names the command that builds one with it; that command works"
+cargo build --release --locked -p finetp-cli
+set +e
+msg="$("$finetp" run --backend wgpu --data-parallel-size 2 --additional-config "$layout" 2>&1 >/dev/null)"
+code=$?
+set -e
+echo "$msg"
+[ "$code" -eq 2 ] || { echo "expected exit code 2, got $code"; exit 1; }
+cmd="$(printf '%s\n' "$msg" | sed -n 's/.*build one that has it with `\([^`]*\)`.*/\1/p')"
+[ -n "$cmd" ] || { echo "no build command in the message"; exit 1; }
+echo "running: $cmd"
+eval "$cmd"
 
-echo "== wgpu test suite"
+echo "== wgpu conformance suite and wgpu's own cases (the adapter is printed first)"
 cargo test --locked -p finetp-backend-wgpu
 
-echo "== finetp run --backend wgpu (DP 2, all components at size 2)"
-cargo run --release --locked -p finetp-cli --features wgpu -- run --backend wgpu --data-parallel-size 2 --tensor-parallel-size 1 \
-  --additional-config '{"finegrained_tp_config":{"embedding_tensor_parallel_size":2,"lmhead_tensor_parallel_size":2,"oproj_tensor_parallel_size":2,"mlp_tensor_parallel_size":2}}' \
-  --max-tokens 32
+echo "== example on wgpu (random Qwen2 checkpoint, DP 4, sharded == replicated)"
+cargo run --release --locked -p finetp-examples --features wgpu --example qwen -- --backend wgpu
+
+echo "== finetp run --backend wgpu (DP 2, all components at size 2), with the binary the printed command built"
+"$finetp" run --backend wgpu --data-parallel-size 2 --tensor-parallel-size 1 --additional-config "$layout" --max-tokens 32
 
 echo "== ci/wgpu.sh took $(( $(date +%s) - start )) s"

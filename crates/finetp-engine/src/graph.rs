@@ -33,7 +33,7 @@ enum State<B: Device> {
     Empty,
     /// The captured step and the tensors it reads and writes.
     /// `ids`: the sampled tokens the graph writes (u32 `[M]`).
-    Ready { batch: StepBatch<B>, ids: Tensor<B>, graph: Box<dyn CapturedGraph>, kv_id: usize },
+    Ready { batch: Box<StepBatch<B>>, ids: Tensor<B>, graph: Box<dyn CapturedGraph>, kv_id: usize },
     /// Capture is not possible here: run static shapes eagerly.
     Eager { reason: String },
 }
@@ -107,7 +107,7 @@ impl<B: Device> DecodeGraph<B> {
         match (out, graph) {
             (Ok(ids), Ok(graph)) => {
                 tracing::debug!(rank, ops = graph.ops(), "captured the decode step");
-                self.state = State::Ready { batch, ids, graph, kv_id: std::ptr::from_ref(kv) as usize };
+                self.state = State::Ready { batch: Box::new(batch), ids, graph, kv_id: std::ptr::from_ref(kv) as usize };
                 Ok(())
             }
             (Err(e), _) => match unsupported(&e) {

@@ -62,7 +62,7 @@ impl DType {
     /// Bytes that `numel` elements occupy (whole blocks), `None` on overflow or when `numel`
     /// is not a whole number of blocks.
     pub const fn storage_bytes(self, numel: usize) -> Option<usize> {
-        if numel % self.block_elems() != 0 {
+        if !numel.is_multiple_of(self.block_elems()) {
             return None;
         }
         (numel / self.block_elems()).checked_mul(self.block_bytes())
