@@ -2,7 +2,7 @@
 //!
 //! The reference backend: every other backend is tested against it. Ranks are threads of one
 //! process; each owns a [`CpuBackend`] (its own rayon pool) and, per planned group, a
-//! communicator from the in-process [`comm`] fabric.
+//! communicator from the in-process collectives ([`comm`]).
 
 pub mod comm;
 mod backend;

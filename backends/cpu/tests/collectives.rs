@@ -148,7 +148,7 @@ fn clone(t: &CpuTensor) -> CpuTensor {
     tensor(t.buffer().clone(), t.shape())
 }
 
-/// Sequential sums in member order, the order the fabric promises.
+/// Sequential sums in member order, the order the collectives promise.
 fn reference_sum(c: &Case) -> CpuStorage {
     let len = c.full[0].numel();
     match c.dtype {

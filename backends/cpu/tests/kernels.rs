@@ -9,7 +9,8 @@
 //!   only copies or does one f32 operation.
 
 use finetp_backend_cpu::{CpuBackend, CpuStorage, CpuTensor};
-use finetp_core::backend::{BackendError, DType, Gemm, Kernels, RopeStyle, RopeTable, SampleParams, Tensor};
+use finetp_core::backend::{BackendError, DType, Gemm, Kernels, MoeRouting, RopeStyle, RopeTable, SampleParams, Tensor};
+use finetp_core::config::{MoeScoring, TopkMethod};
 use half::{bf16, f16};
 use proptest::prelude::*;
 
@@ -256,7 +257,7 @@ fn greedy_sampling_takes_the_first_maximum_and_skips_nan() {
 /// prefix; the first candidate whose running weight reaches `uniform` of the prefix's).
 fn reference(logits: &[f32], p: SampleParams) -> u32 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut c: Vec<(f64, u32)> = logits.iter().enumerate().map(|(i, &l)| ((f64::from(l - max) / f64::from(p.temperature)).exp(), i as u32)).collect();
+    let mut c: Vec<(f64, u32)> = logits.iter().enumerate().map(|(i, &l)| (((f64::from(l) - f64::from(max)) / f64::from(p.temperature)).exp(), i as u32)).collect();
     c.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     if p.top_k > 0 {
         c.truncate(p.top_k as usize);
@@ -305,6 +306,53 @@ fn random_sampling_follows_the_contracts_rule() {
         seen.insert(got);
     }
     assert!(seen.len() > 10, "random rows pick many different tokens ({} seen)", seen.len());
+    // +inf takes all the weight; NaN none; top-p past 1 is 1, and u = 1 still picks a real token.
+    let edge = vec![f32::NAN, 1.0, f32::INFINITY, 3.0];
+    for u in [0.0, 0.5, 0.99] {
+        assert_eq!(sample(&be, edge.clone(), 4, &[params(1.0, 1.0, 0, u)]).expect("sample")[0], 2, "+inf at u {u}");
+    }
+    let nan_last = vec![2.0, f32::NAN, 1.0];
+    assert_ne!(sample(&be, nan_last, 3, &[params(1.0, 7.0, 0, 1.0)]).expect("sample")[0], 1, "NaN never picked");
+}
+
+/// Routes one token of 4 experts in 2 groups with `rule` (2 experts per token, 1 group).
+fn route(be: &CpuBackend, logits: [f32; 4], bias: Option<[f32; 4]>, scoring: MoeScoring, topk_method: TopkMethod, scale: f32, norm: bool) -> (Vec<u32>, Vec<f32>) {
+    let rule = MoeRouting { scoring, topk_method, n_group: 2, topk_group: 1, top_k: 2, routed_scaling_factor: scale, norm_topk_prob: norm };
+    let (mut ids, mut w) = (Tensor::from_parts(CpuStorage::U32(vec![0; 2]), vec![1, 2], DType::U32), f32t(vec![0.0; 2], &[1, 2]));
+    let b = bias.map(|b| f32t(b.to_vec(), &[4]));
+    be.moe_route(&f32t(logits.to_vec(), &[1, 4]), b.as_ref(), &rule, &mut ids, &mut w).expect("moe_route");
+    (ids.buffer().as_u32("ids").expect("u32").to_vec(), data(&w).to_vec())
+}
+
+/// Hand-worked examples of each routing method (HF transformers' DeepSeek-V2/V3 rules), so the
+/// routing kernel is checked against the rule, not against itself.
+#[test]
+fn moe_routing_follows_each_method_on_worked_examples() {
+    let be = be();
+    let sig = |x: f32| 1.0 / (1.0 + (-x).exp());
+    let close = |got: &[f32], want: &[f32]| got.iter().zip(want).all(|(g, w)| (g - w).abs() <= 1e-6 * w.abs().max(1.0));
+    // noaux_tc: sigmoid scores [.5, .881, .731, .269]; the bias -0.5 on expert 1 drops group 0's
+    // top-2 sum (0.881 + 0.5 -> 0.381 + 0.5) below group 1's (1.0): group 1 wins, experts 2, 3,
+    // weighted by their plain scores, normalised (they sum to 1), times 2.5.
+    let (ids, w) = route(&be, [0.0, 2.0, 1.0, -1.0], Some([0.0, -0.5, 0.0, 0.0]), MoeScoring::Sigmoid, TopkMethod::NoauxTc, 2.5, true);
+    assert_eq!(ids, [2, 3]);
+    let (a, b) = (sig(1.0), sig(-1.0));
+    assert!(close(&w, &[a / (a + b) * 2.5, b / (a + b) * 2.5]), "{w:?}");
+    // Without the bias group 0 wins (1.381 > 1.0): experts 1, 0.
+    let (ids, _) = route(&be, [0.0, 2.0, 1.0, -1.0], None, MoeScoring::Sigmoid, TopkMethod::NoauxTc, 2.5, true);
+    assert_eq!(ids, [1, 0]);
+    // group_limited_greedy: softmax scores of [1, 3, 2, 0]; group 0's best (0.644) beats group
+    // 1's (0.237): experts 1, 0, plain scores times 1.5 (V2 does not normalise).
+    let e: Vec<f32> = [1f32, 3.0, 2.0, 0.0].iter().map(|x| x.exp()).collect();
+    let sum: f32 = e.iter().sum();
+    let sm: Vec<f32> = e.iter().map(|x| x / sum).collect();
+    let (ids, w) = route(&be, [1.0, 3.0, 2.0, 0.0], None, MoeScoring::Softmax, TopkMethod::GroupLimitedGreedy, 1.5, false);
+    assert_eq!(ids, [1, 0]);
+    assert!(close(&w, &[sm[1] * 1.5, sm[0] * 1.5]), "{w:?}");
+    // greedy: the two best scores whatever their group: experts 1, 2.
+    let (ids, w) = route(&be, [1.0, 3.0, 2.0, 0.0], None, MoeScoring::Softmax, TopkMethod::Greedy, 1.5, false);
+    assert_eq!(ids, [1, 2]);
+    assert!(close(&w, &[sm[1] * 1.5, sm[2] * 1.5]), "{w:?}");
 }
 
 proptest! {

@@ -9,8 +9,8 @@
 //! - **Enqueued, not eager.** Every kernel, copy and clear is recorded into one pending
 //!   command encoder per backend handle (`stream.rs`); the encoder is submitted only at a sync
 //!   point: [`download`](finetp_core::backend::Backend::download),
-//!   [`synchronize`](finetp_core::backend::Backend::synchronize), `argmax`/`top_k` (they
-//!   return host values), or before a collective stages its tensors through the host. Buffers
+//!   [`synchronize`](finetp_core::backend::Backend::synchronize), `sample`/`moe_route` (they
+//!   run on the host for now), or before a collective stages its tensors through the host. Buffers
 //!   stay on the device between ops.
 //! - **Adapter limits.** Storage bindings are capped (128 MiB on lavapipe and in WebGPU's
 //!   defaults), so weights bigger than one binding are read through several row windows of

@@ -48,8 +48,8 @@ impl BackendKind {
     /// The command that builds a `finetp` binary with this backend (in `target/release`).
     pub const fn build_command(self) -> Option<&'static str> {
         match self {
-            BackendKind::Cpu => Some("cargo build --release -p finetp-cli"),
-            BackendKind::Wgpu => Some("cargo build --release -p finetp-cli --features wgpu"),
+            BackendKind::Cpu => Some("cargo build --release --locked -p finetp-cli"),
+            BackendKind::Wgpu => Some("cargo build --release --locked -p finetp-cli --features wgpu"),
             BackendKind::Cuda | BackendKind::Ascend => None,
         }
     }

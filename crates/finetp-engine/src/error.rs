@@ -28,6 +28,9 @@ pub enum EngineError {
     /// A request or layout the engine cannot run (caught before any rank starts).
     #[error("{0}")]
     Config(String),
+    /// A rank found its run impossible (its ranks disagree on the run, its cache does not fit).
+    #[error("rank {rank}: {detail}")]
+    Run { rank: usize, detail: String },
     #[error("{}", not_compiled_message(*backend))]
     NotCompiled { backend: BackendKind },
 }
@@ -60,20 +63,35 @@ impl EngineError {
             | EngineError::Backend { rank, .. }
             | EngineError::Replay { rank, .. }
             | EngineError::Panicked { rank, .. }
-            | EngineError::Spawn { rank, .. } => Some(*rank),
+            | EngineError::Spawn { rank, .. }
+            | EngineError::Run { rank, .. } => Some(*rank),
             EngineError::Config(_) | EngineError::NotCompiled { .. } => None,
         }
     }
 
-    /// Errors that only echo another rank's failure (a peer left); a report prefers a root cause.
-    pub fn is_echo(&self) -> bool {
-        let comm = match self {
+    /// The collective error inside, if this is one.
+    fn comm(&self) -> Option<&CommError> {
+        match self {
             EngineError::Comm { source, .. } | EngineError::Connect { source, .. } => Some(source),
             EngineError::Model { source: ModelError::Comm(c) | ModelError::Layer(LayerError::Comm(c)), .. } => Some(c),
             EngineError::Replay { source: ReplayError::Comm(c), .. } => Some(c),
             _ => None,
-        };
-        matches!(comm, Some(CommError::PeerFailed { .. }))
+        }
+    }
+
+    /// How likely this error is the root cause of a failed run, highest first: a rank's own
+    /// failure (device, model, panic), then its own bad collective arguments, then the peers'
+    /// views of them (disagreeing calls, a member that never came, a member that left).
+    pub fn root_cause_rank(&self) -> u8 {
+        match self.comm() {
+            None => 5,
+            Some(CommError::Backend(_)) => 5,
+            Some(CommError::InvalidArgument { .. }) => 4,
+            Some(CommError::Mismatch { .. }) => 3,
+            Some(CommError::Timeout { .. }) => 2,
+            Some(CommError::PeerFailed { .. }) => 1,
+            Some(_) => 2,
+        }
     }
 
     /// A layer error on `rank`.

@@ -66,10 +66,11 @@ impl Launcher {
     /// connected; returns the ranks' results in rank order.
     ///
     /// # Errors
-    /// The first failing rank's own error: [`EngineError::Open`] (no device),
+    /// The failing rank's own error: [`EngineError::Open`] (no device),
     /// [`EngineError::Connect`], or whatever `body` returned; a panicking rank is
-    /// [`EngineError::Panicked`]. Peers of a failed rank fail fast, and their echoes of its
-    /// failure are not what is reported.
+    /// [`EngineError::Panicked`]. Peers of a failed rank fail fast, and their views of its
+    /// failure (a departed peer, a timeout, a mismatch) are reported only when nothing likelier
+    /// to be the cause is ([`EngineError::root_cause_rank`]).
     pub fn run<B, T, F>(&self, plan: &Plan, body: F) -> Result<Vec<T>, EngineError>
     where
         B: Backend,
@@ -117,7 +118,9 @@ impl Launcher {
         if errors.is_empty() {
             return Ok(ok);
         }
-        let root = errors.iter().position(|e| !e.is_echo()).unwrap_or(0);
+        // The likeliest root cause; the lowest rank among equals.
+        let best = errors.iter().map(EngineError::root_cause_rank).max().unwrap_or(0);
+        let root = errors.iter().position(|e| e.root_cause_rank() == best).unwrap_or(0);
         Err(errors.swap_remove(root))
     }
 }

@@ -140,7 +140,7 @@ fn run_rank<B: Device>(
     let model_err = |source| EngineError::Model { rank, source };
     let comm_err = |source| EngineError::Comm { rank, source };
     let layout = KvLayout::reserved(mine.len(), cfg.max_seq_len, KV_BLOCK_SIZE)
-        .ok_or_else(|| EngineError::Config(format!("a KV cache of {} sequences x {} tokens overflows", mine.len(), cfg.max_seq_len)))?;
+        .ok_or_else(|| EngineError::Run { rank, detail: format!("a KV cache of {} sequences x {} tokens overflows", mine.len(), cfg.max_seq_len) })?;
     let table = layout.reserved_table();
     let mut kv = model.new_kv_cache(be, layout).map_err(model_err)?;
     let mut seqs: Vec<Seq> = mine
@@ -284,11 +284,10 @@ fn agree_on_the_run<B: Device>(be: &B, groups: &GroupSet<B>, fingerprint: u64) -
     let theirs = be.download(&t).map_err(|e| comm(e.into()))?;
     if theirs.data != finetp_core::backend::HostData::U32(mine.to_vec()) {
         let g = groups.dp.info();
-        return Err(EngineError::Config(format!(
-            "rank {} and rank {} were started with different requests, model or flags (every rank of a run must get the same)",
-            g.global_rank(),
-            g.global_rank_of(0)
-        )));
+        return Err(EngineError::Run {
+            rank: g.global_rank(),
+            detail: format!("it and rank {} were started with different requests, model or flags (every rank of a run must get the same)", g.global_rank_of(0)),
+        });
     }
     Ok(())
 }

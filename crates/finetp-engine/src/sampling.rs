@@ -34,12 +34,13 @@ impl Sampler {
         Self { params, state: params.seed ^ (request_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) }
     }
 
-    fn uniform(&mut self) -> f64 {
+    /// A uniform draw in `[0, 1)` with 24 bits (exactly representable as f32).
+    fn uniform(&mut self) -> f32 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        ((z ^ (z >> 31)) >> 40) as f32 / (1u32 << 24) as f32
     }
 
     /// This step's parameters for the device's
@@ -50,7 +51,7 @@ impl Sampler {
         if p.temperature <= 0.0 {
             return SampleParams::GREEDY;
         }
-        SampleParams { temperature: p.temperature, top_p: p.top_p, top_k: p.top_k, uniform: self.uniform() as f32 }
+        SampleParams { temperature: p.temperature, top_p: p.top_p, top_k: p.top_k, uniform: self.uniform() }
     }
 }
 

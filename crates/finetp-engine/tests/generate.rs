@@ -149,16 +149,22 @@ fn a_rank_that_fails_to_load_fails_the_run_with_its_own_error() {
 }
 
 #[test]
-fn a_rank_whose_device_does_not_open_fails_the_run_with_that_error_at_once() {
+fn a_rank_that_fails_fails_its_waiting_peers_at_once_and_the_run_reports_its_error() {
     let plan = Plan::new(&ParallelConfig::new(2, 1, 1, false, FinegrainedTpConfig::uniform(2)).unwrap());
     let start = std::time::Instant::now();
-    // The launcher is the one place ranks start: a rank that never comes fails its peers' group
-    // creation at once (they are told it left), with no timeout to wait out.
+    // Rank 0 waits in a collective for rank 1, which fails instead: its thread ends and its
+    // communicators go, so rank 0's wait ends at once (not after the 60 s timeout) with a peer
+    // failure, and the launcher reports rank 1's own error, not rank 0's echo of it.
     let err = Launcher::threads(Duration::from_secs(60))
-        .run(&plan, |r: Rank<CpuBackend>| if r.rank == 1 { Err(EngineError::Config("rank 1 gives up".into())) } else { Ok(()) })
+        .run(&plan, |r: Rank<CpuBackend>| {
+            if r.rank == 1 {
+                return Err(EngineError::Config("rank 1 gives up".into()));
+            }
+            r.groups.dp.barrier().map_err(|source| EngineError::Comm { rank: 0, source })
+        })
         .unwrap_err();
     assert!(err.to_string().contains("rank 1 gives up"), "{err}");
-    assert!(start.elapsed() < Duration::from_secs(10));
+    assert!(start.elapsed() < Duration::from_secs(10), "rank 0 waited {:?}", start.elapsed());
 }
 
 #[test]

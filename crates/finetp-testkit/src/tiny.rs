@@ -2,7 +2,7 @@
 //! in milliseconds and shaped so that every fine-grained size up to 4 divides them: vocabulary
 //! 97 (padded to 128), hidden 32, 4 heads of 8 (o_proj input 32), MLP intermediate 64.
 //!
-//! [`write`] puts one on disk as a real checkpoint — `config.json`, `model.safetensors` (f32)
+//! [`write()`] puts one on disk as a real checkpoint — `config.json`, `model.safetensors` (f32)
 //! and a word-level `tokenizer.json` whose token `i` is the word `t{i}` — so that `finetp run
 //! --model <dir>` and the loaders see exactly what a downloaded model gives them.
 

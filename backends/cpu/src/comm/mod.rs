@@ -20,7 +20,7 @@
 //!    it fails with [`CommError::Timeout`] naming the members that never arrived, and a
 //!    dropped peer handle fails it at once with [`CommError::PeerFailed`]. Either leaves the
 //!    group *broken*: the lock-step invariant is lost, so every later call fails the same way
-//!    (like an aborted NCCL communicator; build a new [`Fabric`]).
+//!    (like an aborted NCCL communicator; connect the groups again).
 //! 2. **move**: each member reads its peers' buffers directly, through the posted pointers,
 //!    into its own output: no staging copy.
 //! 3. **leave**: a second barrier, so that no member returns (and frees or overwrites its

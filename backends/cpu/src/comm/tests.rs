@@ -1,4 +1,4 @@
-//! Failure paths that need the fabric's internals: a member whose data movement panics, and a
+//! Failure paths that need the collectives' internals: a member whose data movement panics, and a
 //! lock poisoned by a panicking member.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -1,6 +1,6 @@
 //! Data movement between members' buffers, through the pointers they posted.
 //!
-//! The unsafe core of the fabric. Every function here runs between a round's first and last
+//! The unsafe core of the in-process collectives. Every function here runs between a round's first and last
 //! barrier, when each member that posted a pointer is blocked inside the same collective, so
 //! its buffer is alive; the callers divide the writes so that no byte is written while anyone
 //! else reads or writes it (see each caller). Ranges are checked against the posted lengths,

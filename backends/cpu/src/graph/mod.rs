@@ -11,7 +11,7 @@
 //! - **fresh buffers are fresh every replay**: `zeros` during capture also records a
 //!   `fill_zero`, so code that accumulates into a new buffer sees zeros at every replay, as
 //!   it does eagerly;
-//! - **no host round trips**: `download`, `upload`, `argmax` and `top_k` during capture fail
+//! - **no host round trips**: `download`, `upload` and `write` during capture fail
 //!   with [`BackendError::Unsupported`]: their results would be frozen into the graph.
 //!
 //! The recording is thread-local: ranks are threads, and each captures only its own calls.

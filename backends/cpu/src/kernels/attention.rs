@@ -93,40 +93,47 @@ fn one(d: &Call<'_>, idx: usize, out: &mut [f32], scores: &mut Vec<f32>) {
     out.iter_mut().for_each(|o| *o *= inv);
 }
 
-/// Every row's slot, position and block must address the cache, or be padding (the counts are
-/// checked by `checks`; the values only the host-side CPU backend can read at call time).
-fn check_rows(op: &str, r: &Rows<'_>) -> Result<(), BackendError> {
+/// Every row's slot and position, and every block it reads (from the first key in its window
+/// to its own position), must address the cache, or the row be padding (the counts are checked
+/// by `checks`; the values only the host-side CPU backend can read at call time).
+fn check_rows(op: &str, r: &Rows<'_>, window: Option<u32>) -> Result<(), BackendError> {
     let CacheDims { blocks, block_size, seqs, max_blocks, .. } = r.dims;
     for (i, (&slot, &p)) in r.slots.iter().zip(r.positions).enumerate().filter(|(_, (s, _))| **s != PAD_SLOT) {
-        let (s, b) = (slot as usize, p as usize / block_size);
-        if s >= seqs || b >= max_blocks {
+        let (s, last) = (slot as usize, p as usize / block_size);
+        if s >= seqs || last >= max_blocks {
             return Err(BackendError::Shape(format!(
                 "{op}: row {i} addresses slot {slot} position {p}, outside a block table of {seqs} slots x {max_blocks} blocks of {block_size} rows"
             )));
         }
-        let block = r.table[s * max_blocks + b];
-        if block as usize >= blocks {
-            return Err(BackendError::Shape(format!("{op}: row {i} (slot {slot} position {p}) maps to block {block} of a cache of {blocks} blocks")));
+        let first = window.map_or(0, |w| (p as usize + 1).saturating_sub(w as usize)) / block_size;
+        for b in first..=last {
+            let block = r.table[s * max_blocks + b];
+            if block as usize >= blocks {
+                return Err(BackendError::Shape(format!(
+                    "{op}: row {i} (slot {slot} position {p}) reads block {block} (entry {b} of its table row) of a cache of {blocks} blocks"
+                )));
+            }
         }
     }
     Ok(())
 }
 
 /// The step's rows, read from the index's host-side buffers.
-fn rows<'a>(op: &'static str, index: &'a KvIndex<'a, CpuBackend>, dims: CacheDims) -> Result<Rows<'a>, BackendError> {
+/// Writes check only each row's own block (`window = Some(1)`); attention every block it reads.
+fn rows<'a>(op: &'static str, index: &'a KvIndex<'a, CpuBackend>, dims: CacheDims, window: Option<u32>) -> Result<Rows<'a>, BackendError> {
     let r = Rows {
         table: index.block_table.buffer().as_u32(op)?,
         slots: index.slots.buffer().as_u32(op)?,
         positions: index.positions.buffer().as_u32(op)?,
         dims,
     };
-    check_rows(op, &r)?;
+    check_rows(op, &r, window)?;
     Ok(r)
 }
 
 pub(super) fn kv_cache_write(x: &Tensor<CpuBackend>, cache: &mut Tensor<CpuBackend>, index: &KvIndex<'_, CpuBackend>) -> Result<(), BackendError> {
     let dims = checks::kv_cache_write(x, cache, index)?;
-    let r = rows("kv_cache_write", index, dims)?;
+    let r = rows("kv_cache_write", index, dims, Some(1))?;
     let xs = x.buffer().as_f32("kv_cache_write (x)")?;
     let cs = cache.buffer_mut().as_f32_mut("kv_cache_write (cache)")?;
     let row = dims.heads * dims.dim;
@@ -145,13 +152,13 @@ pub(super) fn kv_cache_attention(
     y: &mut Tensor<CpuBackend>,
 ) -> Result<(), BackendError> {
     let AttentionDims { heads: nh, kv_heads: nkv, dk, dv, cache, .. } = checks::kv_cache_attention(q, k, v, index, y)?;
-    let r = rows("kv_cache_attention", index, cache)?;
+    let window = params.sliding_window.filter(|&w| w > 0);
+    let r = rows("kv_cache_attention", index, cache, window)?;
     let (qs, ks, vs) = (q.buffer().as_f32("kv_cache_attention (q)")?, k.buffer().as_f32("kv_cache_attention (k)")?, v.buffer().as_f32("kv_cache_attention (v)")?);
     let ys = y.buffer_mut().as_f32_mut("kv_cache_attention (y)")?;
     if ys.is_empty() {
         return Ok(());
     }
-    let window = params.sliding_window.filter(|&w| w > 0);
     let d = Call { qs, ks, vs, rows: r, scale: params.scale, window, nh, nkv, dk, dv };
     let span = |p: u32| window.map_or(p as usize + 1, |w| (p as usize + 1).min(w as usize));
     let keys: usize = r.slots.iter().zip(r.positions).filter(|(s, _)| **s != PAD_SLOT).map(|(_, p)| span(*p)).sum();

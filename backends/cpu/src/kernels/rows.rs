@@ -1,4 +1,4 @@
-//! Per-row and element-wise kernels: embedding, RMSNorm, RoPE, SiLU·mul, add, scale.
+//! Per-row and element-wise kernels: embedding, RMSNorm, RoPE, SiLU·mul, add.
 
 use finetp_core::backend::{BackendError, RopeStyle, Tensor};
 use rayon::prelude::*;

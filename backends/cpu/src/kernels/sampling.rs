@@ -30,19 +30,26 @@ pub(crate) fn sample_row(logits: &[f32], [temperature, top_p, top_k, uniform]: [
     }
     let t = f64::from(temperature);
     let max = logits.iter().copied().filter(|v| !v.is_nan()).fold(f32::NEG_INFINITY, f32::max);
-    let mut cand: Vec<(u32, f64)> = logits
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| (i as u32, if v.is_nan() { 0.0 } else { (f64::from(v - max) / t).exp() }))
-        .collect();
-    // Descending weight, ties by lower id (a stable sort of ids in order).
+    let weight = |v: f32| -> f64 {
+        if v.is_nan() {
+            0.0
+        } else if max == f32::INFINITY {
+            // Infinite logits share all the weight.
+            if v == f32::INFINITY { 1.0 } else { 0.0 }
+        } else {
+            ((f64::from(v) - f64::from(max)) / t).exp()
+        }
+    };
+    let mut cand: Vec<(u32, f64)> = logits.iter().enumerate().map(|(i, &v)| (i as u32, weight(v))).collect();
+    // Descending weight, ties by lower id.
     cand.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(Ordering::Equal).then(a.0.cmp(&b.0)));
     let k = top_k as usize;
     if k > 0 && k < cand.len() {
         cand.truncate(k);
     }
     let total: f64 = cand.iter().map(|c| c.1).sum();
-    let goal = f64::from(top_p) * total;
+    let top_p = if top_p.is_nan() { 1.0 } else { f64::from(top_p.clamp(0.0, 1.0)) };
+    let goal = top_p * total;
     let mut kept = 0.0;
     let mut n = 0;
     for c in &cand {
@@ -53,14 +60,15 @@ pub(crate) fn sample_row(logits: &[f32], [temperature, top_p, top_k, uniform]: [
         }
     }
     let mass: f64 = cand[..n].iter().map(|c| c.1).sum();
-    let mut u = f64::from(uniform) * mass;
+    let mut u = f64::from(uniform.clamp(0.0, 1.0)) * mass;
     for c in &cand[..n] {
         u -= c.1;
         if u <= 0.0 {
             return c.0;
         }
     }
-    cand[n - 1].0
+    // Rounding left a sliver of `u`: the last candidate that has any weight.
+    cand[..n].iter().rev().find(|c| c.1 > 0.0).unwrap_or(&cand[0]).0
 }
 
 pub(super) fn sample(logits: &Tensor<CpuBackend>, params: &Tensor<CpuBackend>, ids: &mut Tensor<CpuBackend>) -> Result<(), BackendError> {

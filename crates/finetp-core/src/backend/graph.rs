@@ -12,8 +12,8 @@
 //! Contract for backends:
 //! - tensors allocated during capture stay alive as long as the graph, even if the code that
 //!   allocated them drops them (CUDA: a private memory pool; CPU: the graph keeps them);
-//! - a call that needs the host during capture (a download, an upload of fresh host data,
-//!   argmax) fails with [`BackendError::Unsupported`] rather than freezing a value;
+//! - a call that needs the host during capture (a download, an upload or write of fresh host
+//!   data) fails with [`BackendError::Unsupported`] rather than freezing a value;
 //! - whether the captured calls also ran during capture is backend-specific (the CPU runs
 //!   them, CUDA does not): the caller always replays once to get results.
 

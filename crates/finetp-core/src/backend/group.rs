@@ -63,7 +63,7 @@ impl GroupSpec {
         Self { role: GroupRole::Named(name), index: 0, global_ranks, rank, timeout }
     }
 
-    /// The whole group of `global_ranks`, one spec per member (index = rank-in-group).
+    /// The whole group of `global_ranks`, one spec per member (the `i`-th is member `i`'s).
     pub fn members(name: &'static str, global_ranks: &[usize], timeout: Duration) -> Vec<Self> {
         (0..global_ranks.len()).map(|r| Self::named(name, global_ranks.to_vec(), r, timeout)).collect()
     }

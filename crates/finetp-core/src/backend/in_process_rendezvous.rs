@@ -16,6 +16,9 @@ struct Round {
     posts: Vec<Option<Vec<u8>>>,
     /// Members that have read the result; the round is dropped when all have.
     taken: usize,
+    /// The member that gave up on this round (timed out, or saw a peer leave): the round can
+    /// never complete, and every member waiting or arriving later fails at once.
+    abandoned_by: Option<usize>,
 }
 
 #[derive(Default)]
@@ -76,6 +79,7 @@ impl Rendezvous for InProcessRendezvous {
             global_ranks: spec.global_ranks.clone(),
             posts: vec![None; n],
             taken: 0,
+            abandoned_by: None,
         });
         if round.global_ranks != spec.global_ranks {
             return Err(CommError::Mismatch {
@@ -89,16 +93,29 @@ impl Rendezvous for InProcessRendezvous {
         loop {
             let round = st.rounds.get(&(key, seq)).expect("a round stays until every member has read it");
             let missing: Vec<usize> = (0..n).filter(|&i| round.posts[i].is_none()).collect();
+            if let Some(member) = round.abandoned_by {
+                return Err(CommError::PeerFailed { group: spec.name(), op, member, global_rank: spec.global_ranks[member] });
+            }
             if missing.is_empty() {
                 break;
             }
-            if let Some(&member) = missing.iter().find(|&&i| st.departed.contains(&spec.global_ranks[i])) {
-                return Err(CommError::PeerFailed { group: spec.name(), op, member, global_rank: spec.global_ranks[member] });
+            let failed = if let Some(&member) = missing.iter().find(|&&i| st.departed.contains(&spec.global_ranks[i])) {
+                Some(CommError::PeerFailed { group: spec.name(), op, member, global_rank: spec.global_ranks[member] })
+            } else if deadline.is_some_and(|d| Instant::now() >= d) {
+                Some(CommError::Timeout { group: spec.name(), op, after: spec.timeout, missing })
+            } else {
+                None
+            };
+            if let Some(e) = failed {
+                // The round can never complete now: members still waiting, and any arriving
+                // late, fail too instead of completing it without this member.
+                if let Some(r) = st.rounds.get_mut(&(key, seq)) {
+                    r.abandoned_by = Some(me);
+                }
+                self.cv.notify_all();
+                return Err(e);
             }
             let left = deadline.map_or(MAX_WAIT, |d| d.saturating_duration_since(Instant::now()));
-            if left.is_zero() {
-                return Err(CommError::Timeout { group: spec.name(), op, after: spec.timeout, missing });
-            }
             st = self.cv.wait_timeout(st, left.min(MAX_WAIT)).unwrap_or_else(PoisonError::into_inner).0;
         }
         let round = st.rounds.get_mut(&(key, seq)).expect("present");
@@ -111,19 +128,25 @@ impl Rendezvous for InProcessRendezvous {
     }
 
     fn local_shared(&self, spec: &GroupSpec, kind: &'static str, make: &dyn Fn() -> SharedObject) -> Result<Option<SharedObject>, CommError> {
+        let slot = (spec.key(), kind);
         let obj = {
             let mut st = self.lock();
-            let entry = st.shared.entry((spec.key(), kind)).or_insert_with(|| (make(), 0));
+            let entry = st.shared.entry(slot).or_insert_with(|| (make(), 0));
             entry.1 += 1;
             let obj = entry.0.clone();
             if entry.1 == spec.size() {
-                st.shared.remove(&(spec.key(), kind));
+                st.shared.remove(&slot);
             }
             obj
         };
         // Every member leaves with the object only once all have come, as a communicator's
         // creation does: a member that never arrives fails its peers here, not in a collective.
-        self.all_gather_bytes(spec, &[])?;
+        if let Err(e) = self.all_gather_bytes(spec, &[]) {
+            // Nobody may be handed this object any more: a late member makes a fresh one and
+            // waits (and fails) on its own.
+            self.lock().shared.remove(&slot);
+            return Err(e);
+        }
         Ok(Some(obj))
     }
 }
@@ -195,5 +218,16 @@ mod tests {
         let specs = GroupSpec::members("u", &[0, 1, 2], Duration::from_millis(50));
         let e = rv.all_gather_bytes(&specs[1], &[]).unwrap_err();
         assert!(matches!(&e, CommError::Timeout { missing, .. } if *missing == vec![0, 2]), "{e}");
+    }
+
+    #[test]
+    fn a_member_that_gave_up_fails_a_late_peer_instead_of_completing_without_it() {
+        let rv = InProcessRendezvous::new();
+        let specs = GroupSpec::members("late", &[0, 1], Duration::from_millis(50));
+        // Member 0 times out waiting for member 1 (alive, just slow) ...
+        assert!(matches!(rv.all_gather_bytes(&specs[0], &[]), Err(CommError::Timeout { .. })));
+        // ... so member 1, arriving late, must not find a completed round.
+        let e = rv.local_shared(&specs[1], "k", &|| Arc::new(1u8)).unwrap_err();
+        assert!(matches!(e, CommError::PeerFailed { member: 0, .. }), "{e}");
     }
 }

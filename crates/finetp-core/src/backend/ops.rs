@@ -180,10 +180,12 @@ pub trait Kernels: Backend {
     /// not `M × V` logits.
     ///
     /// Exactly: greedy rows take the first largest logit (NaN never wins over a number).
-    /// Others weigh token `i` by `exp((l_i − max) / temperature)` (in f64), order candidates by
-    /// weight, descending (ties: lower id first), keep the first `top_k` (0: all), then the
-    /// shortest prefix whose weight reaches `top_p` of the kept weight, and return the first
-    /// candidate at which the running weight reaches `uniform ×` the prefix's weight.
+    /// Others weigh token `i` by `exp((l_i − max) / temperature)`, computed in f64 from the
+    /// logits (NaN weighs 0; if the largest logit is +∞, the +∞ logits weigh 1 and the rest 0),
+    /// order candidates by weight, descending (ties: lower id first), keep the first `top_k`
+    /// (0: all), then the shortest prefix whose weight reaches `top_p` (clamped to `[0, 1]`) of
+    /// the kept weight, and return the first candidate at which the running weight reaches
+    /// `uniform ×` the prefix's weight (the last one with any weight if rounding leaves a rest).
     fn sample(&self, logits: &Tensor<Self>, params: &Tensor<Self>, ids: &mut Tensor<Self>) -> Result<(), BackendError>;
 
     /// Mixture-of-experts routing of each token (row of `router_logits [T, E]`, f32), as HF

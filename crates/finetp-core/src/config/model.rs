@@ -43,6 +43,13 @@ pub struct ModelConfig {
     /// Attention sees only the last `w` positions (Mistral's `sliding_window`; Qwen's when
     /// `use_sliding_window`); `None`: full causal attention.
     pub sliding_window: Option<usize>,
+    /// The first layer the window applies to (0 for Mistral; Qwen's `max_window_layers`, as
+    /// HF's `layer_types`: layers below it attend fully).
+    pub sliding_window_from_layer: usize,
+    /// A RoPE scaling scheme the config names (`rope_scaling.rope_type` / `type`, or
+    /// `rope_parameters.rope_type`), other than the default. The models refuse what they do not
+    /// implement rather than run with unscaled RoPE.
+    pub rope_scaling: Option<String>,
     pub mla: Option<MlaConfig>,
     pub moe: Option<MoeConfig>,
 }
@@ -96,6 +103,16 @@ impl ModelConfig {
         };
         let mla = if architecture.is_deepseek() { Some(mla(&f)?) } else { None };
         let moe = if architecture.is_deepseek() { moe(&f, architecture)? } else { None };
+        let sliding_window_from_layer = match architecture {
+            Architecture::Qwen2 | Architecture::Qwen3 => f.opt_usize("max_window_layers")?.unwrap_or(28),
+            _ => 0,
+        };
+        let scaling_type = |v: Option<&Value>| -> Option<String> {
+            let o = v?.as_object()?;
+            let t = o.get("rope_type").or_else(|| o.get("type"))?.as_str()?;
+            (t != "default").then(|| t.to_string())
+        };
+        let rope_scaling = scaling_type(m.get("rope_scaling")).or_else(|| scaling_type(m.get("rope_parameters")));
         let sliding_window = match architecture {
             Architecture::Mistral => f.opt_usize("sliding_window")?,
             Architecture::Qwen2 | Architecture::Qwen3 if f.opt_bool("use_sliding_window")?.unwrap_or(false) => f.opt_usize("sliding_window")?,
@@ -117,6 +134,8 @@ impl ModelConfig {
             rope_theta,
             max_position_embeddings: f.opt_usize("max_position_embeddings")?.unwrap_or(4096),
             sliding_window,
+            sliding_window_from_layer,
+            rope_scaling,
             mla,
             moe,
         };
@@ -161,6 +180,25 @@ impl ModelConfig {
     pub fn o_proj_in_features(&self) -> usize {
         let per_head = self.mla.map_or(self.head_dim, |m| m.v_head_dim);
         self.num_attention_heads * per_head
+    }
+
+    /// The attention window of layer `i` (`None`: full causal attention).
+    pub fn window_of_layer(&self, i: usize) -> Option<usize> {
+        self.sliding_window.filter(|_| i >= self.sliding_window_from_layer)
+    }
+
+    /// Refuses a RoPE scaling scheme a model does not implement (typed, never ignored).
+    ///
+    /// # Errors
+    /// [`ModelConfigError::Field`] naming `rope_scaling` and the scheme.
+    pub fn refuse_rope_scaling(&self) -> Result<(), ModelConfigError> {
+        match &self.rope_scaling {
+            None => Ok(()),
+            Some(t) => Err(ModelConfigError::Field {
+                field: "rope_scaling",
+                detail: format!("RoPE scaling \"{t}\" is not implemented yet; refused rather than run with unscaled RoPE"),
+            }),
+        }
     }
 
     /// True when layer `i`'s feed-forward is a mixture of experts (vLLM-Ascend's `is_moe_layer`).
@@ -244,5 +282,21 @@ mod tests {
         assert!(e.to_string().contains("num_attention_heads"), "{e}");
         let e = ModelConfig::from_json_str(r#"{"model_type":"gpt2","architectures":["GPT2LMHeadModel"]}"#).unwrap_err();
         assert!(matches!(e, ModelConfigError::UnsupportedModel { .. }));
+    }
+
+    #[test]
+    fn rope_scaling_is_named_and_refused_and_windows_start_where_the_config_says() {
+        let base = r#""vocab_size":97,"hidden_size":32,"intermediate_size":64,"num_hidden_layers":4,"num_attention_heads":4"#;
+        let c = ModelConfig::from_json_str(&format!(r#"{{"model_type":"llama",{base},"rope_scaling":{{"rope_type":"llama3","factor":32.0}}}}"#)).unwrap();
+        assert_eq!(c.rope_scaling.as_deref(), Some("llama3"));
+        assert!(c.refuse_rope_scaling().unwrap_err().to_string().contains("llama3"));
+        let c = ModelConfig::from_json_str(&format!(r#"{{"model_type":"llama",{base},"rope_scaling":{{"type":"default"}}}}"#)).unwrap();
+        assert!(c.refuse_rope_scaling().is_ok());
+        let c = ModelConfig::from_json_str(&format!(r#"{{"model_type":"qwen2",{base},"use_sliding_window":true,"sliding_window":8,"max_window_layers":2}}"#)).unwrap();
+        assert_eq!((0..4).map(|i| c.window_of_layer(i)).collect::<Vec<_>>(), [None, None, Some(8), Some(8)]);
+        let c = ModelConfig::from_json_str(&format!(r#"{{"model_type":"qwen2",{base},"use_sliding_window":false,"sliding_window":8}}"#)).unwrap();
+        assert_eq!(c.window_of_layer(3), None);
+        let c = ModelConfig::from_json_str(&format!(r#"{{"model_type":"mistral",{base},"sliding_window":8}}"#)).unwrap();
+        assert_eq!(c.window_of_layer(0), Some(8));
     }
 }

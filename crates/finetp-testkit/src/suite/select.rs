@@ -25,11 +25,18 @@ fn sample<B: Device>(env: &Env<B>) -> Result<(), String> {
         // activations are 16-bit still orders them as the CPU does.
         let mut x: Vec<f32> = (0..m * v).map(|i| ((i * 7919) % v) as f32 / 8.0 - 20.0).collect();
         if m >= 3 {
-            // Ties (the first wins), a NaN (never picked over a number).
+            // Ties (the first wins), a NaN (never picked over a number), in sampled rows ...
             x[v + 10] = 500.0;
             x[v + 900] = 500.0;
             x[2 * v + 3] = f32::NAN;
             x[2 * v + 4] = 700.0;
+        }
+        if m >= 4 {
+            // ... and in greedy rows (0 and 3).
+            x[3 * v + 10] = 500.0;
+            x[3 * v + 900] = 500.0;
+            x[5] = f32::NAN;
+            x[6] = 600.0;
         }
         let rows: Vec<SampleParams> = (0..m)
             .map(|i| match i % 3 {

@@ -40,6 +40,7 @@ impl<B: Device> Deepseek<B> {
         if !cfg.architecture.is_deepseek() {
             return Err(ModelError::Config(format!("{} is not a DeepSeek-V2/V3 model", cfg.architecture)));
         }
+        cfg.refuse_rope_scaling().map_err(|e| ModelError::Config(e.to_string()))?;
         let (v, h) = (cfg.vocab_size, cfg.hidden_size);
         let embed = VocabParallelEmbedding::load(be, src, "model.embed_tokens.weight", v, h, groups.embedding.clone())?;
         let layers = (0..cfg.num_hidden_layers)

@@ -97,7 +97,7 @@ impl<B: Device> DecoderLayer<B> {
         }
         be.rope(&mut q, &batch.positions, step.rope)?;
         be.rope(&mut k, &batch.positions, step.rope)?;
-        let params = AttentionParams { scale: 1.0 / (hd as f32).sqrt(), sliding_window: cfg.sliding_window.map(|w| u32::try_from(w).unwrap_or(u32::MAX)) };
+        let params = AttentionParams { scale: 1.0 / (hd as f32).sqrt(), sliding_window: cfg.window_of_layer(layer).map(|w| u32::try_from(w).unwrap_or(u32::MAX)) };
         let attn = cached_attention(be, batch, kv, layer, (&q, &k, &v), &params)?;
         let o = self.o_proj.forward(be, &attn, step.o_proj_counts)?;
         be.add_assign(&mut x, &o)?;

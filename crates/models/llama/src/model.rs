@@ -27,6 +27,7 @@ impl<B: Device> Llama<B> {
         if !matches!(cfg.architecture, Architecture::Llama | Architecture::Mistral | Architecture::Qwen2 | Architecture::Qwen3) {
             return Err(ModelError::Config(format!("{} is not a Llama-family model", cfg.architecture)));
         }
+        cfg.refuse_rope_scaling().map_err(|e| ModelError::Config(e.to_string()))?;
         let (v, h) = (cfg.vocab_size, cfg.hidden_size);
         let embed = VocabParallelEmbedding::load(be, src, "model.embed_tokens.weight", v, h, groups.embedding.clone())?;
         let layers = (0..cfg.num_hidden_layers)

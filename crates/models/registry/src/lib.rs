@@ -2,7 +2,7 @@
 //!
 //! The model registry: the architecture a checkpoint names (`config.json`'s `architectures` /
 //! `model_type`, GGUF's `general.architecture`, parsed into
-//! [`Architecture`](finetp_core::config::Architecture) by the config) picks the model crate
+//! `finetp_core::config::Architecture` by the config) picks the model crate
 //! that builds it. The CLI and the engine never name a model type; a new architecture is one
 //! arm here.
 //!
