@@ -42,6 +42,7 @@ impl ParallelArgs {
             self.enable_expert_parallel,
             additional.finegrained_tp,
         )
+        .and_then(|p| p.check_runnable().map(|()| p))
         .context("invalid parallel configuration")
         .map_err(Failure::Input)
     }

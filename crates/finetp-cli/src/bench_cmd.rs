@@ -106,6 +106,15 @@ pub fn measure<B: Device>(launcher: &Launcher, model: &ModelConfig, sizes: &[(Co
 
 pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     let parallel = args.parallel.to_config()?;
+    if parallel.tensor_parallel_size > 1 {
+        // The probes time one component on DP ranks, which is what the cost model is fitted to;
+        // timing it inside TP groups would need TP-sliced inputs per rank.
+        return Err(Failure::Input(anyhow!(
+            "finetp bench times components at --tensor-parallel-size 1 (got {}); `finetp run --tensor-parallel-size {} --json` reports TPOT under TP",
+            parallel.tensor_parallel_size,
+            parallel.tensor_parallel_size
+        )));
+    }
     let model = match &args.model {
         Some(p) => crate::plan_cmd::load_model(Some(p), &parallel)?.ok_or_else(|| Failure::Input(anyhow!("no model")))?,
         None => smollm2_config(),

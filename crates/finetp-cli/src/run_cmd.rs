@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, anyhow};
 use clap::{Args, ValueEnum};
-use finetp_core::backend::Device;
+use finetp_core::backend::{DType, Device};
+use finetp_core::memory::{MemoryReport, Quantization, WeightFormat};
 use finetp_core::plan::Plan;
 use finetp_engine::{BackendKind, EngineConfig, EngineError, ExecMode, GenerationReport, Launcher, Rank, Request, Sampling, WithBackend};
 use finetp_loader::Checkpoint;
@@ -61,11 +62,6 @@ pub enum Mode {
 
 pub fn run(args: &RunArgs) -> Result<(), Failure> {
     let parallel = args.parallel.to_config()?;
-    if parallel.tensor_parallel_size != 1 || parallel.pipeline_parallel_size != 1 {
-        return Err(Failure::Input(anyhow!(
-            "finetp run supports --tensor-parallel-size 1 and --pipeline-parallel-size 1 for now (fine-grained TP groups are carved from DP ranks); `finetp plan` accepts any layout"
-        )));
-    }
     let backend = args.backend.kind();
     if !backend.compiled() {
         return Err(Failure::Input(EngineError::NotCompiled { backend }.into()));
@@ -117,18 +113,25 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
         max_seq_len: max_prompt + args.max_tokens,
     };
     let plan = Plan::new(&parallel);
-    eprintln!("finetp: {} on {dp} {backend} ranks ({:?} mode)\n{plan}", ckpt.description, cfg.mode);
+    eprintln!("finetp: {} on {} {backend} ranks ({:?} mode)\n{plan}", ckpt.description, plan.world_size(), cfg.mode);
     let work = Generate { plan: &plan, cfg: &cfg, requests: &requests, ckpt: &ckpt };
     let report = finetp_engine::dispatch(backend, work).map_err(|e| Failure::Input(e.into()))?.context("generation failed")?;
+    // What the memory model says each rank holds, in the dtype the weights were loaded in:
+    // printed next to the measured bytes, so a mis-sharded layer shows.
+    let dtype = ckpt.weights.loaded_dtype("model.embed_tokens.weight").unwrap_or(DType::F32);
+    let planned = MemoryReport::new(&ckpt.config, &parallel, WeightFormat { dtype, quantization: Quantization::None });
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut v = serde_json::to_value(&report)?;
+        v["planned_weight_bytes"] = planned.total().into();
+        v["planned_memory"] = serde_json::to_value(&planned)?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     for (o, p) in report.outputs.iter().zip(&prompts) {
         let text = tokenizer.decode(&o.tokens, true).map_err(|e| anyhow!("cannot decode request {}: {e}", o.id))?;
         println!("--- request {} (DP rank {}) ---\n> {p}\n{}\n", o.id, o.rank, text.trim());
     }
-    print_report(&report);
+    print_report(&report, planned.total());
     Ok(())
 }
 
@@ -155,15 +158,15 @@ impl WithBackend for Generate<'_> {
     }
 }
 
-fn print_report(r: &GenerationReport) {
+fn print_report(r: &GenerationReport, planned_bytes: u64) {
     let mib = |b: usize| b as f64 / (1u64 << 20) as f64;
     let modules: Vec<&str> = r.ranks.first().map(|x| x.weight_bytes.iter().map(|m| m.module).collect()).unwrap_or_default();
-    println!("Per-rank weight memory, MiB (measured from the live buffers):");
+    println!("Per-rank weight memory, MiB (measured from the live buffers; plan = the memory model's total, as `finetp plan` prints it):");
     print!("{:<6}", "rank");
     for m in &modules {
         print!(" {:>12}", m.split(' ').next().unwrap_or(m));
     }
-    println!(" {:>10} {:>10}", "total", "kv-cache");
+    println!(" {:>10} {:>10} {:>10}", "total", "plan", "kv-cache");
     let mut ranks = r.ranks.clone();
     ranks.sort_by_key(|x| x.rank);
     for rk in &ranks {
@@ -172,7 +175,7 @@ fn print_report(r: &GenerationReport) {
             print!(" {:>12.2}", mib(m.bytes));
         }
         let total: usize = rk.weight_bytes.iter().map(|m| m.bytes).sum();
-        println!(" {:>10.2} {:>10.2}", mib(total), mib(rk.kv_cache_bytes));
+        println!(" {:>10.2} {:>10.2} {:>10.2}", mib(total), mib(planned_bytes as usize), mib(rk.kv_cache_bytes));
     }
     if let Some(g) = ranks.first().and_then(|x| x.graph.as_ref()) {
         match &g.eager_reason {

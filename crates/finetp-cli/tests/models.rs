@@ -1,7 +1,8 @@
 //! `finetp run --model <dir>` on tiny random checkpoints of every supported architecture, each
 //! written as a real `config.json` + `model.safetensors` + `tokenizer.json`: the model registry
-//! picks the model from the config, and DP 4 with all four components at size 2 gives exactly
-//! the tokens of the unsharded single-rank run, eager and graph. An architecture finetp does not
+//! picks the model from the config, and DP 4 with all four components at size 2, TP 2 x DP 2
+//! with all four at size 2, and TP 4 give exactly the tokens of the unsharded single-rank run,
+//! eager and graph, each rank holding the planned bytes. An architecture finetp does not
 //! know is bad input (exit 2) that lists the supported ones.
 
 use std::path::Path;
@@ -35,9 +36,25 @@ fn every_architecture_runs_from_its_checkpoint_and_sharded_equals_unsharded() {
         let (reference, _) = run(dir.path(), &["-d", "1"]);
         assert!(reference.iter().all(|t| t.len() == 9), "{arch}: every request generates its 9 tokens: {reference:?}");
         eprintln!("{arch}: {reference:?}");
-        for mode in ["eager", "graph"] {
-            let (sharded, report) = run(dir.path(), &["-d", "4", "--mode", mode, "--additional-config", ALL_AT_2]);
-            assert_eq!(sharded, reference, "{arch}: DP 4, all four components at size 2, {mode}");
+        // DP 4 with every component at size 2; TP 2 x DP 2 with every component at size 2
+        // (4 parts each); TP 4 (more TP ranks than the 2 KV heads: KV heads replicated).
+        let layouts: [&[&str]; 3] = [&["-d", "4", "--additional-config", ALL_AT_2], &["-d", "2", "-t", "2", "--additional-config", ALL_AT_2], &["-t", "4"]];
+        for (layout, mode) in layouts.iter().flat_map(|l| ["eager", "graph"].map(|m| (*l, m))) {
+            let args: Vec<&str> = layout.iter().copied().chain(["--mode", mode]).collect();
+            let (sharded, report) = run(dir.path(), &args);
+            assert_eq!(sharded, reference, "{arch}: {layout:?}, {mode}");
+            // Every rank holds what the memory plan says, to the byte.
+            let planned = report["planned_weight_bytes"].as_u64().expect("planned bytes");
+            for r in report["ranks"].as_array().expect("ranks") {
+                let held: u64 = r["weight_bytes"].as_array().expect("weight bytes").iter().map(|m| m["bytes"].as_u64().expect("bytes")).sum();
+                assert_eq!(held, planned, "{arch}: {layout:?}: rank {} holds {held} bytes, the plan says {planned}", r["rank"]);
+            }
+            // ... and `finetp plan` says the same for the same layout (the checkpoints are f32).
+            let out = Command::new(env!("CARGO_BIN_EXE_finetp")).args(["plan", "--json", "--dtype", "f32", "--model"]).arg(dir.path()).args(layout).output().expect("run finetp plan");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("plan JSON");
+            let plan_total: u64 = v["memory"]["rows"].as_array().expect("rows").iter().map(|r| r["bytes"].as_u64().expect("bytes")).sum();
+            assert_eq!(plan_total, planned, "{arch}: {layout:?}: finetp plan's per-rank total");
             // The registry built the architecture's own model: its memory report has its modules.
             let modules: Vec<&str> = report["ranks"][0]["weight_bytes"].as_array().expect("weight bytes").iter().filter_map(|m| m["module"].as_str()).collect();
             let want = if arch.is_deepseek() { "attention (MLA, norms)" } else { "attention (q/kv, norms)" };

@@ -62,6 +62,31 @@ fn sizes_must_divide_the_model_shapes() {
     rejects(&["plan", "-d", "5", "--model", DEEPSEEK, "--additional-config", &fg(r#""mlp_tensor_parallel_size":5"#)], &["mlp_tensor_parallel_size = 5", "intermediate_size", "18432"]);
 }
 
+/// Standard TP's rules, and fine-grained sizes composed with it (a component splits in TP x
+/// size parts), are checked by `plan` as `run` checks them.
+#[test]
+fn tensor_parallel_rules_name_the_dimension() {
+    rejects(&["plan", "-t", "3", "--model", DEEPSEEK], &["--tensor-parallel-size 3 does not divide the model's num_attention_heads (128)"]);
+    // 129280 = 2^8 x 505: size 64 alone divides it, 64 x TP 8 = 512 parts do not.
+    rejects(
+        &["plan", "-d", "64", "-t", "8", "--model", DEEPSEEK, "--additional-config", &fg(r#""lmhead_tensor_parallel_size":64"#)],
+        &["lmhead_tensor_parallel_size = 64 under --tensor-parallel-size 8 splits the lm_head in 512 parts", "129280"],
+    );
+    let ok = finetp(&["plan", "-d", "4", "-t", "2", "--model", DEEPSEEK, "--additional-config", &fg(r#""oproj_tensor_parallel_size":4"#)]);
+    let text = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success() && text.contains("o_proj     size 4   (x TP 2 = 8 parts): [0,2,4,6] [1,3,5,7]") && text.contains("tp         size 2  : [0..1]"), "{text}");
+}
+
+/// Pipeline parallelism is not implemented: `plan`, `run` and `bench` refuse it alike, before
+/// reading any model.
+#[test]
+fn pipeline_parallelism_is_refused_by_every_command() {
+    for cmd in ["plan", "run", "bench"] {
+        rejects(&[cmd, "-d", "2", "--pipeline-parallel-size", "2"], &["--pipeline-parallel-size 2 is not supported", "pipeline parallelism is not implemented"]);
+    }
+    rejects(&["bench", "-d", "2", "-t", "3"], &["finetp bench times components at --tensor-parallel-size 1 (got 3)"]);
+}
+
 #[test]
 fn bad_model_and_config_paths() {
     rejects(&["plan", "-d", "2", "--model", "/nonexistent/model"], &["/nonexistent/model", "cannot read model config"]);

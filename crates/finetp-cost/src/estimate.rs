@@ -88,11 +88,10 @@ pub struct ComponentEstimate {
     pub gemm_time_s: f64,
     /// `gemm_time_baseline_s − gemm_time_s`.
     pub read_time_saved_s: f64,
-    /// Collectives fine-grained TP adds.
+    /// Collectives fine-grained TP adds (standard TP's own collectives are issued either way,
+    /// on the same sizes, so they cancel).
     pub collectives: Vec<CollectiveCost>,
-    /// Standard-TP collectives it makes unnecessary (only when TP > 1).
-    pub replaced_collectives: Vec<CollectiveCost>,
-    /// Seconds of collectives added minus those replaced.
+    /// Seconds of collectives added.
     pub comm_time_added_s: f64,
     /// Collective calls added per step.
     pub collectives_per_step: usize,
@@ -231,15 +230,16 @@ impl<'a> Ctx<'a> {
         let configured = self.parallel.finegrained_tp.get(c).map(|s| s.max(1));
         let size = configured.unwrap_or(1);
         // Without fine-grained TP: split by standard TP, this rank's tokens only. With it:
-        // split by the group size alone, the whole group's tokens.
+        // each TP part split again by the group size (`finetp_core::layers::LayerGroups`), the
+        // whole group's tokens.
         let base = self.work(c, tp, self.tokens);
         let with = match configured {
-            Some(p) => self.work(c, p, p as u64 * self.tokens),
+            Some(p) => self.work(c, tp * p, p as u64 * self.tokens),
             None => self.work(c, tp, self.tokens),
         };
-        let (collectives, replaced_collectives) = match configured {
-            Some(p) => (self.collectives(c, p), if tp > 1 { self.standard_tp_collectives(c, tp) } else { Vec::new() }),
-            None => (Vec::new(), Vec::new()),
+        let collectives = match configured {
+            Some(p) => self.collectives(c, p),
+            None => Vec::new(),
         };
         // Each layer call also pays a fixed overhead, the same with and without the component's
         // fine-grained TP (so it cancels in the saving).
@@ -252,8 +252,7 @@ impl<'a> Ctx<'a> {
         let time = |w: &Work| self.profile.gemm_s(w.bytes as f64, w.flops, w.int8) + overhead;
         let (gemm_time_baseline_s, gemm_time_s) = (time(&base), time(&with));
         let read_time_saved_s = gemm_time_baseline_s - gemm_time_s;
-        let comm_time_added_s = collectives.iter().map(|x| x.time_s).sum::<f64>()
-            - replaced_collectives.iter().map(|x| x.time_s).sum::<f64>();
+        let comm_time_added_s = collectives.iter().map(|x| x.time_s).sum::<f64>();
         ComponentEstimate {
             component: c,
             size,
@@ -265,7 +264,6 @@ impl<'a> Ctx<'a> {
             read_time_saved_s,
             collectives_per_step: collectives.iter().map(|x| x.calls_per_step).sum(),
             collectives,
-            replaced_collectives,
             comm_time_added_s,
             net_tpot_delta_s: comm_time_added_s - read_time_saved_s,
         }
@@ -318,22 +316,24 @@ impl<'a> Ctx<'a> {
     /// What `c` issues per step with fine-grained size `p` (research §4): embedding
     /// all_gather(ids) + reduce_scatter(hidden); lm_head all_gather(hidden) +
     /// all_to_all(logits); o_proj all_to_all + reduce_scatter per layer; MLP all_gather +
-    /// reduce_scatter per dense layer.
+    /// reduce_scatter per dense layer. Under TP `t` the lm_head's logits and o_proj's head
+    /// slices are the TP part's (`1/t` of them); hidden states are whole.
     fn collectives(&self, c: Component, p: usize) -> Vec<CollectiveCost> {
         use CollectiveKind::*;
         let (t, a, h, pp) = (self.tokens, self.act, self.shapes.hidden as u64, p as u64);
+        let tp = self.parallel.tensor_parallel_size.max(1) as u64;
         let hidden_group = pp * t * h * a;
         let span = p * self.parallel.tensor_parallel_size.max(1) * self.parallel.pipeline_parallel_size.max(1);
         let list: Vec<(CollectiveKind, &'static str, usize, u64)> = match c {
             Component::Embedding => vec![(AllGather, "token ids", 1, pp * t * TOKEN_ID_BYTES), (ReduceScatter, "hidden states", 1, hidden_group)],
             Component::LmHead => {
                 // Each member holds [P·T, Vp/P] logits = T·Vp elements and keeps 1/P of them.
-                let logits = t * self.shapes.padded_vocab as u64 * a;
+                let logits = t * self.shapes.padded_vocab as u64 / tp * a;
                 vec![(AllGather, "hidden states", 1, hidden_group), (AllToAll, "logits", 1, logits)]
             }
             Component::OProj => {
                 let layers = self.model.num_hidden_layers;
-                let heads = t * self.shapes.o_proj.inp as u64 * a;
+                let heads = t * self.shapes.o_proj.inp as u64 / tp * a;
                 vec![(AllToAll, "head slices", layers, heads), (ReduceScatter, "hidden states", layers, hidden_group)]
             }
             Component::Mlp => {
@@ -342,20 +342,6 @@ impl<'a> Ctx<'a> {
             }
         };
         self.priced(list, p, span)
-    }
-
-    /// The standard-TP collectives a component stops issuing once fine-grained TP shards it
-    /// instead: the row-parallel all-reduces, and the lm_head's logits gather.
-    fn standard_tp_collectives(&self, c: Component, tp: usize) -> Vec<CollectiveCost> {
-        use CollectiveKind::*;
-        let (t, a, h) = (self.tokens, self.act, self.shapes.hidden as u64);
-        let list = match c {
-            Component::Embedding => vec![(AllReduce, "hidden states", 1, t * h * a)],
-            Component::LmHead => vec![(AllGather, "logits", 1, t * self.shapes.padded_vocab as u64 * a)],
-            Component::OProj => vec![(AllReduce, "hidden states", self.model.num_hidden_layers, t * h * a)],
-            Component::Mlp => vec![(AllReduce, "hidden states", self.model.dense_mlp_layers(), t * h * a)],
-        };
-        self.priced(list, tp, tp)
     }
 
     fn priced(&self, list: Vec<(CollectiveKind, &'static str, usize, u64)>, p: usize, span: usize) -> Vec<CollectiveCost> {

@@ -48,7 +48,7 @@ impl fmt::Display for Estimate {
         )?;
         let mut header = false;
         for r in &self.rows {
-            for (sign, c) in r.collectives.iter().map(|c| ('+', c)).chain(r.replaced_collectives.iter().map(|c| ('-', c))) {
+            for (sign, c) in r.collectives.iter().map(|c| ('+', c)) {
                 if !header {
                     writeln!(f, "collectives per step (+ added, - replaced standard TP):")?;
                     header = true;

@@ -112,9 +112,13 @@ fn groups_larger_than_a_node_use_the_inter_node_link() {
     let e = estimate(&deepseek(), &p, w8a8(), 24, &hw);
     let lm = row(&e, Component::LmHead);
     assert!(lm.collectives[0].spans_nodes);
-    // ...and the standard-TP logits gather it replaces is credited back.
-    assert_eq!(lm.replaced_collectives.len(), 1);
-    assert!(lm.comm_time_added_s < lm.collectives.iter().map(|c| c.time_s).sum::<f64>());
+    // ...and fine-grained TP splits each TP part again: half the weight bytes read of TP 1 at
+    // the same size, and half the logits through the all-to-all.
+    let tp1 = estimate(&deepseek(), &ParallelConfig::new(16, 1, 1, true, FinegrainedTpConfig { lm_head: Some(8), ..Default::default() }).unwrap(), w8a8(), 24, &hw);
+    let lm1 = row(&tp1, Component::LmHead);
+    let vocab_rows = |r: &ComponentEstimate| r.read_bytes;
+    assert!(vocab_rows(lm) < vocab_rows(lm1) * 6 / 10, "{} vs {}", lm.read_bytes, lm1.read_bytes);
+    assert_eq!(lm.collectives[1].buffer_bytes * 2, lm1.collectives[1].buffer_bytes);
 }
 
 #[test]

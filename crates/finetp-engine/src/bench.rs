@@ -93,10 +93,10 @@ impl<B: Device> Probe<B> {
         let err = |e| EngineError::layer(rank, e);
         let (h, v) = (m.hidden_size, m.vocab_size);
         Ok(match c {
-            Component::Embedding => Probe::Embedding(VocabParallelEmbedding::load(be, w, "w", v, h, g.embedding.clone()).map_err(err)?),
-            Component::LmHead => Probe::LmHead(ParallelLmHead::load(be, w, "w", v, h, g.lm_head.clone()).map_err(err)?),
-            Component::OProj => Probe::OProj(RowParallelOProj::load(be, w, "w", None, h, m.o_proj_in_features(), g.o_proj.clone()).map_err(err)?),
-            Component::Mlp => Probe::Mlp(ParallelMlp::load(be, w, "mlp", h, m.intermediate_size, g.mlp.clone()).map_err(err)?),
+            Component::Embedding => Probe::Embedding(VocabParallelEmbedding::load(be, w, "w", v, h, g.layer(Component::Embedding)).map_err(err)?),
+            Component::LmHead => Probe::LmHead(ParallelLmHead::load(be, w, "w", v, h, g.layer(Component::LmHead)).map_err(err)?),
+            Component::OProj => Probe::OProj(RowParallelOProj::load(be, w, "w", None, h, m.o_proj_in_features(), g.layer(Component::OProj)).map_err(err)?),
+            Component::Mlp => Probe::Mlp(ParallelMlp::load(be, w, "mlp", h, m.intermediate_size, g.layer(Component::Mlp)).map_err(err)?),
         })
     }
 

@@ -1,5 +1,7 @@
-//! The rank loop: every DP rank is a thread that owns its device, model shard, requests and KV
-//! cache, and steps in lock-step with the others.
+//! The rank loop: every rank is a thread that owns its device, model shard, requests and KV
+//! cache, and steps in lock-step with the others. The TP ranks of one replica serve the same
+//! requests (each runs its heads and its parts of every layer) and sample the same tokens from
+//! the same logits.
 
 use std::time::Instant;
 
@@ -74,13 +76,13 @@ struct Seq {
     done: bool,
 }
 
-/// Runs `requests` over the DP ranks of `plan`, started by `launcher`; request `i` is served by
-/// DP rank `i % DP` (vLLM's round-robin). `load` loads a rank's model shard on its device and
+/// Runs `requests` over the DP replicas of `plan`, started by `launcher`; request `i` is served
+/// by DP replica `i % DP` (vLLM's round-robin), on each of its TP ranks. `load` loads a rank's model shard on its device and
 /// groups. Any rank's failure fails the run with that rank's error (the others see a peer
 /// failure or a timeout, never a hang).
 ///
 /// # Errors
-/// [`EngineError::Config`] for a layout the engine does not run (TP or PP > 1) or a request that
+/// [`EngineError::Config`] for a layout the engine does not run (PP > 1) or a request that
 /// does not fit, before any rank starts; otherwise the failing rank's error.
 pub fn generate<B, L>(launcher: &Launcher, plan: &Plan, cfg: &EngineConfig, requests: &[Request], load: L) -> Result<GenerationReport, EngineError>
 where
@@ -88,12 +90,7 @@ where
     L: Fn(&Rank<B>) -> Result<Box<dyn CausalLm<B>>, EngineError> + Sync,
 {
     let p = &plan.parallel;
-    if p.tensor_parallel_size != 1 || p.pipeline_parallel_size != 1 {
-        return Err(EngineError::Config(format!(
-            "the engine runs --tensor-parallel-size 1 and --pipeline-parallel-size 1 for now (got TP {}, PP {}); fine-grained TP groups are carved from DP ranks",
-            p.tensor_parallel_size, p.pipeline_parallel_size
-        )));
-    }
+    p.check_runnable().map_err(|e| EngineError::Config(e.to_string()))?;
     let dp = p.data_parallel_size;
     for r in requests {
         if r.prompt.is_empty() {
@@ -112,23 +109,35 @@ where
     let capacity = (0..dp).map(|rank| requests.iter().skip(rank).step_by(dp).count()).max().unwrap_or(0);
     let start = Instant::now();
     let per_rank = launcher.run(plan, |rank: Rank<B>| {
-        let mine: Vec<Request> = requests.iter().skip(rank.rank).step_by(dp).cloned().collect();
+        let replica = plan.coord(rank.rank).dp;
+        let mine: Vec<Request> = requests.iter().skip(replica).step_by(dp).cloned().collect();
         let model = load(&rank)?;
-        run_rank(rank.rank, cfg, capacity, requests, &rank.be, &rank.groups, &*model, mine)
+        run_rank(RankPlace { rank: rank.rank, replica, ranks_per_replica: plan.world_size() / dp }, cfg, capacity, requests, &rank.be, &rank.groups, &*model, mine)
     })?;
     let mut outputs = Vec::new();
     let mut ranks = Vec::new();
-    for (o, rep) in per_rank {
-        outputs.extend(o);
+    for (rank, (o, rep)) in per_rank.into_iter().enumerate() {
+        // A replica's TP ranks produce the same tokens: report them once, from TP rank 0.
+        if plan.coord(rank).tp == 0 {
+            outputs.extend(o);
+        }
         ranks.push(rep);
     }
     outputs.sort_by_key(|o| o.id);
     Ok(GenerationReport { outputs, ranks, total_s: start.elapsed().as_secs_f64() })
 }
 
+/// Where a rank sits: its global rank, its DP replica, and how many ranks a replica has.
+#[derive(Clone, Copy)]
+struct RankPlace {
+    rank: usize,
+    replica: usize,
+    ranks_per_replica: usize,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run_rank<B: Device>(
-    rank: usize,
+    place: RankPlace,
     cfg: &EngineConfig,
     capacity: usize,
     all_requests: &[Request],
@@ -137,6 +146,7 @@ fn run_rank<B: Device>(
     model: &dyn CausalLm<B>,
     mine: Vec<Request>,
 ) -> Result<(Vec<RequestOutput>, RankReport), EngineError> {
+    let RankPlace { rank, replica, ranks_per_replica: rpr } = place;
     let model_err = |source| EngineError::Model { rank, source };
     let comm_err = |source| EngineError::Comm { rank, source };
     let layout = KvLayout::reserved(mine.len(), cfg.max_seq_len, KV_BLOCK_SIZE)
@@ -169,8 +179,6 @@ fn run_rank<B: Device>(
             break;
         }
         let dp = world.tokens.len();
-        // Ranks per replica (PP x TP): 1, checked by `generate`.
-        let rpr = 1;
         let ids = if cfg.mode == ExecMode::Graph && !world.any_prefill {
             // Static shapes: every rank runs `capacity` rows and logit rows.
             let mut inputs = local.inputs;
@@ -196,7 +204,7 @@ fn run_rank<B: Device>(
     drop(graph);
     let outputs = seqs
         .into_iter()
-        .map(|s| RequestOutput { id: s.req.id, rank, tokens: s.generated, ttft_s: s.ttft_s.unwrap_or(0.0) })
+        .map(|s| RequestOutput { id: s.req.id, rank: replica, tokens: s.generated, ttft_s: s.ttft_s.unwrap_or(0.0) })
         .collect();
     Ok((outputs, report))
 }

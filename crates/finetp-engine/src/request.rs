@@ -17,7 +17,7 @@ pub struct Request {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RequestOutput {
     pub id: usize,
-    /// The DP rank that served it.
+    /// The DP replica that served it (its DP rank).
     pub rank: usize,
     pub tokens: Vec<u32>,
     /// Seconds from the start of generation to its first token.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use finetp_core::backend::{HostData, HostTensor};
+use finetp_core::backend::{DType, HostData, HostTensor};
 use finetp_core::shard::{Axis, LoadError, ShardSpec, WeightSource};
 use half::{bf16, f16};
 use memmap2::Mmap;
@@ -90,6 +90,15 @@ fn to_host(dtype: Dtype, bytes: &[u8], shape: &[usize]) -> Option<HostTensor> {
 }
 
 impl WeightSource for SafetensorsDir {
+    fn loaded_dtype(&self, name: &str) -> Option<DType> {
+        match self.tensors.get(name)?.dtype {
+            Dtype::F32 => Some(DType::F32),
+            Dtype::BF16 => Some(DType::BF16),
+            Dtype::F16 => Some(DType::F16),
+            _ => None,
+        }
+    }
+
     fn shape(&self, name: &str) -> Result<Vec<usize>, LoadError> {
         Ok(self.entry(name)?.shape.clone())
     }

@@ -16,6 +16,9 @@ pub enum GroupRole {
     Component(Component),
     /// All DP replicas at one (pp, tp) position: per-step metadata.
     Dp,
+    /// The TP ranks of one replica at one pipeline stage (Megatron's tensor-parallel group):
+    /// every sharded layer's TP reduction, and the attention heads' split.
+    Tp,
     /// A group built outside a plan (tests, benchmarks), named for messages.
     Named(&'static str),
 }
@@ -24,18 +27,20 @@ impl GroupRole {
     /// The roles of a plan's groups, in the order every rank connects them (communicator creation
     /// is collective on NCCL and HCCL: one global order means no two ranks wait on each other
     /// in opposite orders).
-    pub const PLANNED: [GroupRole; 5] = [
+    pub const PLANNED: [GroupRole; 6] = [
         GroupRole::Component(Component::Embedding),
         GroupRole::Component(Component::LmHead),
         GroupRole::Component(Component::OProj),
         GroupRole::Component(Component::Mlp),
         GroupRole::Dp,
+        GroupRole::Tp,
     ];
 
     pub const fn name(self) -> &'static str {
         match self {
             GroupRole::Component(c) => c.name(),
             GroupRole::Dp => "dp",
+            GroupRole::Tp => "tp",
             GroupRole::Named(n) => n,
         }
     }

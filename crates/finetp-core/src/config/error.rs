@@ -35,6 +35,11 @@ pub enum ConfigError {
 
     #[error("--{flag} must be >= 1, got {value}")]
     BadParallelSize { flag: &'static str, value: usize },
+
+    #[error(
+        "--pipeline-parallel-size {pp} is not supported: finetp runs every layer of a replica on each of its ranks (pipeline parallelism is not implemented); use --pipeline-parallel-size 1"
+    )]
+    PipelineParallelUnsupported { pp: usize },
 }
 
 /// A rule the model's shapes impose on a component's size.
@@ -57,4 +62,13 @@ pub enum ModelConfigError {
         "{key} = {size} does not divide the {what} of the model ({value}): every {component} shard must have the same size"
     )]
     ShapeNotDivisible { component: Component, key: &'static str, size: usize, what: &'static str, value: usize },
+
+    #[error(
+        "{key} = {size} under --tensor-parallel-size {tp} splits the {component} in {} parts, which does not divide the {what} of the model ({value})",
+        size * tp
+    )]
+    TpShapeNotDivisible { component: Component, key: &'static str, size: usize, tp: usize, what: &'static str, value: usize },
+
+    #[error("--tensor-parallel-size {tp} does not divide the model's {what} ({value}): {rule}")]
+    TensorParallelNotDivisible { tp: usize, what: &'static str, value: usize, rule: &'static str },
 }

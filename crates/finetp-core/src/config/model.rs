@@ -219,6 +219,8 @@ impl ModelConfig {
     /// # Errors
     /// [`ModelConfigError::ShapeNotDivisible`] naming the component, its size and the dimension.
     pub fn validate_parallel(&self, p: &ParallelConfig) -> Result<(), ModelConfigError> {
+        self.validate_tensor_parallel(p.tensor_parallel_size)?;
+        let tp = p.tensor_parallel_size;
         let checks: [(Component, &'static str, usize, bool); 4] = [
             (Component::Embedding, "padded vocabulary", self.padded_vocab(), true),
             (Component::LmHead, "padded vocabulary", self.padded_vocab(), true),
@@ -235,6 +237,41 @@ impl ModelConfig {
                     what,
                     value,
                 });
+            }
+            // Standard TP splits the component first, the fine-grained group each TP part again.
+            if applies && tp > 1 && size > 1 && !value.is_multiple_of(size * tp) {
+                return Err(ModelConfigError::TpShapeNotDivisible { component, key: component.config_key(), size, tp, what, value });
+            }
+        }
+        Ok(())
+    }
+
+    /// The rules standard TP of size `tp` imposes (vLLM's): attention heads split evenly; KV
+    /// heads split evenly, or replicated when TP exceeds them (each TP rank then holds the one
+    /// KV head its query heads share); every TP-sharded width divisible by `tp`.
+    ///
+    /// # Errors
+    /// [`ModelConfigError::TensorParallelNotDivisible`] naming the dimension and the rule.
+    pub fn validate_tensor_parallel(&self, tp: usize) -> Result<(), ModelConfigError> {
+        if tp <= 1 {
+            return Ok(());
+        }
+        let fail = |what, value, rule| Err(ModelConfigError::TensorParallelNotDivisible { tp, what, value, rule });
+        if !self.num_attention_heads.is_multiple_of(tp) {
+            return fail("num_attention_heads", self.num_attention_heads, "each TP rank runs the same number of attention heads");
+        }
+        let kv = self.num_key_value_heads;
+        if self.mla.is_none() && !kv.is_multiple_of(tp) && !tp.is_multiple_of(kv) {
+            return fail("num_key_value_heads", kv, "KV heads are split evenly, or replicated when TP is a multiple of them");
+        }
+        let widths = [
+            ("padded vocabulary", self.padded_vocab(), true),
+            ("dense MLP intermediate_size", self.intermediate_size, self.dense_mlp_layers() > 0),
+            ("moe_intermediate_size", self.moe.map_or(0, |m| m.moe_intermediate_size), self.moe.is_some()),
+        ];
+        for (what, value, applies) in widths {
+            if applies && !value.is_multiple_of(tp) {
+                return fail(what, value, "every TP rank holds an equal share of it");
             }
         }
         Ok(())
@@ -274,6 +311,22 @@ mod tests {
         assert!(matches!(e, ModelConfigError::ShapeNotDivisible { component: Component::LmHead, size: 24, value: 129280, .. }));
         let p = ParallelConfig::new(32, 1, 1, true, FinegrainedTpConfig::uniform(8)).unwrap();
         c.validate_parallel(&p).unwrap();
+    }
+
+    #[test]
+    fn tensor_parallel_rules_for_heads_and_kv_heads() {
+        let c = |heads: usize, kv: usize| {
+            ModelConfig::from_json_str(&format!(
+                r#"{{"model_type":"llama","vocab_size":128,"hidden_size":96,"intermediate_size":96,"num_hidden_layers":1,"num_attention_heads":{heads},"num_key_value_heads":{kv}}}"#
+            ))
+            .unwrap()
+        };
+        assert!(c(8, 4).validate_tensor_parallel(8).is_ok(), "TP a multiple of the KV heads: replicated");
+        assert!(c(12, 4).validate_tensor_parallel(2).is_ok());
+        let e = c(12, 4).validate_tensor_parallel(6).unwrap_err();
+        assert!(matches!(e, ModelConfigError::TensorParallelNotDivisible { what: "num_key_value_heads", value: 4, tp: 6, .. }), "{e}");
+        let e = c(12, 4).validate_tensor_parallel(8).unwrap_err();
+        assert!(e.to_string().contains("--tensor-parallel-size 8 does not divide the model's num_attention_heads (12)"), "{e}");
     }
 
     #[test]

@@ -61,6 +61,19 @@ impl ParallelConfig {
         })
     }
 
+    /// The layouts the engine runs: any DP × TP with fine-grained sizes, pipeline stages not
+    /// (yet). `finetp plan`, `run` and `bench` all check it, so they agree on what is accepted;
+    /// the planner itself lays out PP > 1 too.
+    ///
+    /// # Errors
+    /// [`ConfigError::PipelineParallelUnsupported`] for `--pipeline-parallel-size` > 1.
+    pub fn check_runnable(&self) -> Result<(), ConfigError> {
+        if self.pipeline_parallel_size > 1 {
+            return Err(ConfigError::PipelineParallelUnsupported { pp: self.pipeline_parallel_size });
+        }
+        Ok(())
+    }
+
     /// Convenience for the common case: pure DP (TP = PP = 1) with the given additional config.
     pub fn data_parallel(dp: usize, additional: &AdditionalConfig) -> Result<Self, ConfigError> {
         Self::new(dp, 1, 1, false, additional.finegrained_tp)

@@ -3,11 +3,13 @@
 
 mod attention;
 mod batch;
+mod heads;
 mod kv_cache;
 mod rope;
 
 pub use attention::{cached_attention, logit_rows};
 pub use batch::{StepBatch, StepInputs};
+pub use heads::HeadShard;
 pub use kv_cache::{KV_BLOCK_SIZE, KvCache, KvLayout};
 pub use rope::{rope_inv_freq, rope_table};
 

@@ -1,8 +1,10 @@
 //! The four sharded components, written once, generic over the backend.
 //!
-//! Each layer owns its weight shard and its group's communicator; its `forward` takes this
-//! rank's tokens (`Shard(tokens)`) and the group's per-member `counts`, and returns this rank's
-//! tokens. Uneven counts and idle members (0 tokens) are handled by the variable-size
+//! Each layer owns its weight shard and its groups' communicators ([`LayerGroups`]: the
+//! component's fine-grained group and, under standard TP, the replica's TP group; the weight is
+//! split in TP × size parts); its `forward` takes this rank's tokens (`Shard(tokens)`) and the
+//! fine-grained group's per-member `counts`, and returns this rank's tokens.  Under TP the
+//! replica's TP ranks hold the same tokens. Uneven counts and idle members (0 tokens) are handled by the variable-size
 //! collectives; an idle member still calls every collective, so a group never deadlocks.
 //!
 //! | component | data flow (P = group size, ΣT = group's tokens) |
@@ -11,12 +13,18 @@
 //! | lm_head   | all-gather hidden → `[ΣT, Vp/P]` logits → all-to-all → `[T, V]` full-vocab logits |
 //! | o_proj    | all-to-all (tokens ↔ head slices) → `[ΣT, H]` partial → reduce-scatter rows |
 //! | MLP       | all-gather hidden → gate_up, SiLU·mul, down → `[ΣT, H]` partial → reduce-scatter rows |
+//!
+//! Under TP `t` each row ends with the TP collective of standard TP: all-reduce (embedding,
+//! o_proj, MLP; their outputs are `Partial` over TP) or all-gather of vocabulary columns
+//! (lm_head).
 
+mod groups;
 mod o_proj;
 mod parallel_lm_head;
 mod parallel_mlp;
 mod vocab_parallel_embedding;
 
+pub use groups::LayerGroups;
 pub use o_proj::RowParallelOProj;
 pub use parallel_lm_head::ParallelLmHead;
 pub use parallel_mlp::ParallelMlp;
@@ -46,21 +54,22 @@ pub fn linear<B: Device>(be: &B, x: &Tensor<B>, w: &Tensor<B>, bias: Option<&Ten
     Ok(y)
 }
 
-/// Loads this member's rows of a `[vocab, hidden]` table in the vocab-parallel layout shared by
-/// the embedding and the lm_head; returns the shard `[Vp/P, H]` and `Vp/P`.
+/// Loads this rank's rows of a `[vocab, hidden]` table in the vocab-parallel layout shared by
+/// the embedding and the lm_head (part [`LayerGroups::part`] of [`LayerGroups::parts`]);
+/// returns the shard `[Vp/parts, H]` and `Vp/parts`.
 fn load_vocab_shard<B: Device>(
     layer: &'static str,
     be: &B,
     src: &dyn crate::shard::WeightSource,
     name: &str,
     (vocab, hidden): (usize, usize),
-    group: &dyn crate::backend::Collective<B>,
+    groups: &LayerGroups<B>,
 ) -> Result<(Tensor<B>, usize), LayerError> {
     src.expect_shape(name, &[vocab, hidden])?;
-    let (rank, size) = (group.info().rank, group.info().size());
+    let (part, parts) = (groups.part(), groups.parts());
     let padded = crate::config::pad_vocab(vocab);
-    let per_rank = check_divides(layer, "padded vocabulary", padded, size)?;
-    let host = src.load(name, &crate::shard::ShardSpec::vocab(vocab, padded, rank, size))?;
+    let per_rank = check_divides(layer, "padded vocabulary", padded, parts)?;
+    let host = src.load(name, &crate::shard::ShardSpec::vocab(vocab, padded, part, parts))?;
     Ok((be.upload(&host)?, per_rank))
 }
 
@@ -68,7 +77,7 @@ fn load_vocab_shard<B: Device>(
 /// caught it; this keeps a layer built by hand from mis-sharding silently).
 fn check_divides(layer: &'static str, what: &str, total: usize, size: usize) -> Result<usize, LayerError> {
     if size == 0 || !total.is_multiple_of(size) {
-        return Err(LayerError::Shape { layer, detail: format!("{what} {total} is not divisible by the group size {size}") });
+        return Err(LayerError::Shape { layer, detail: format!("{what} {total} is not divisible in {size} parts (TP x group size)") });
     }
     Ok(total / size)
 }

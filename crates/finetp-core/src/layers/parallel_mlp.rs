@@ -1,21 +1,21 @@
 //! Dense MLP, tensor-parallel over the MLP group.
 
-use std::sync::Arc;
-
-use super::{LayerError, check_divides, linear};
-use crate::backend::{Collective, Device, HostTensor, Tensor};
+use super::{LayerError, LayerGroups, check_divides, linear};
+use crate::backend::{Device, HostTensor, Tensor};
 use crate::parallel::mappings::{gather_tokens, reduce_scatter_tokens};
 use crate::shard::{Axis, ShardSpec, WeightSource};
 
 /// SwiGLU MLP with the intermediate dimension split in `P` blocks (Megatron's
 /// sequence-parallel MLP): gather the group's tokens, column-parallel `gate_up [2I/P, H]` (gate
 /// block then up block), SiLU·mul, row-parallel `down [H, I/P]`, reduce-scatter back to each
-/// rank's own tokens. Applies to dense models and to the dense layers of MoE models.
+/// rank's own tokens. Applies to dense models and to the dense layers of MoE models. Under TP
+/// `t` the intermediate is split in `t·P` blocks (part `j·P + m`) and a TP all-reduce sums the
+/// replica's parts (Megatron's MLP).
 pub struct ParallelMlp<B: Device> {
     gate_up: Tensor<B>,
     down: Tensor<B>,
     intermediate_per_rank: usize,
-    group: Arc<dyn Collective<B>>,
+    groups: LayerGroups<B>,
 }
 
 impl<B: Device> ParallelMlp<B> {
@@ -27,9 +27,9 @@ impl<B: Device> ParallelMlp<B> {
         prefix: &str,
         hidden: usize,
         intermediate: usize,
-        group: Arc<dyn Collective<B>>,
+        groups: LayerGroups<B>,
     ) -> Result<Self, LayerError> {
-        let (rank, size) = (group.info().rank, group.info().size());
+        let (rank, size) = (groups.part(), groups.parts());
         let per = check_divides("ParallelMlp", "intermediate size", intermediate, size)?;
         let rows = ShardSpec::even(Axis::Rows, intermediate, rank, size);
         let mut parts = Vec::with_capacity(2);
@@ -42,17 +42,21 @@ impl<B: Device> ParallelMlp<B> {
         let down_name = format!("{prefix}.down_proj.weight");
         src.expect_shape(&down_name, &[hidden, intermediate])?;
         let down = be.upload(&src.load(&down_name, &ShardSpec::even(Axis::Cols, intermediate, rank, size))?)?;
-        Ok(Self { gate_up, down, intermediate_per_rank: per, group })
+        Ok(Self { gate_up, down, intermediate_per_rank: per, groups })
     }
 
-    /// `x`: `[T, H]` of this rank (`Shard(tokens)`) → `[T, H]` (`Shard(tokens)`), activations.
+    /// `x`: `[T, H]` of this rank (`Shard(tokens)`, the same on the replica's TP ranks) →
+    /// `[T, H]` (`Shard(tokens)`, replicated over TP), activations.
     pub fn forward(&self, be: &B, x: Tensor<B>, counts: &[usize]) -> Result<Tensor<B>, LayerError> {
-        let xg = gather_tokens(be, &*self.group, x, counts)?; //          [ΣT, H]     Replicated
-        let gu = linear(be, &xg, &self.gate_up, None)?; //                 [ΣT, 2I/P]  Shard(ff)
+        let group = &*self.groups.fine;
+        let xg = gather_tokens(be, group, x, counts)?; //                  [ΣT, H]      Replicated
+        let gu = linear(be, &xg, &self.gate_up, None)?; //                 [ΣT, 2I/tP]  Shard(ff)
         let mut act = be.zeros(&[gu.rows(), self.intermediate_per_rank], gu.dtype())?;
-        be.silu_mul(&gu, &mut act)?; //                                    [ΣT, I/P]
-        let partial = linear(be, &act, &self.down, None)?; //              [ΣT, H]     Partial
-        Ok(reduce_scatter_tokens(be, &*self.group, partial, counts)?) //   [T, H]      Shard(tokens)
+        be.silu_mul(&gu, &mut act)?; //                                    [ΣT, I/tP]
+        let partial = linear(be, &act, &self.down, None)?; //              [ΣT, H]      Partial
+        let mut out = reduce_scatter_tokens(be, group, partial, counts)?; // [T, H]     Shard(tokens), Partial over TP
+        self.groups.reduce_tp(&mut out)?; //                                 [T, H]     Replicated over TP
+        Ok(out)
     }
 
     pub fn weight_bytes(&self) -> usize {

@@ -142,8 +142,9 @@ impl MemoryReport {
         let tp = parallel.tensor_parallel_size;
         let fg = |c: Component| parallel.finegrained_tp.get(c);
         let vocab_rows = |split: usize| format.plain_bytes((s.padded_vocab / split * s.hidden) as u64);
-        // A component with fine-grained TP is split by its size alone; otherwise by standard TP.
-        let split = |c: Component| fg(c).unwrap_or(tp);
+        // Standard TP splits every component; fine-grained TP splits each TP part again
+        // (`finetp_core::layers::LayerGroups`).
+        let split = |c: Component| tp * fg(c).unwrap_or(1);
 
         let embedding = (vocab_rows(tp), vocab_rows(split(Component::Embedding)));
         let lm_head = if model.tie_word_embeddings {

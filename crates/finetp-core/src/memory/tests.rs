@@ -79,3 +79,21 @@ fn dense_model_mlp_and_attention_bytes() {
     assert_eq!(r.row(ModuleClass::Attention).bytes, 30 * (576 * 576 + 2 * 192 * 576) * 2);
     assert_eq!(r.row(ModuleClass::Moe).bytes, 0);
 }
+
+/// Standard TP splits attention by heads (SmolLM2's 3 KV heads replicated at TP 6: one per
+/// rank, not half of one) and every component; fine-grained TP splits each TP part again.
+#[test]
+fn tensor_parallel_composes_with_finegrained_sizes() {
+    let m = tied_llama(); // 9 heads of 64, 3 KV heads, intermediate 1536, bf16
+    let at = |tp: usize, mlp: Option<usize>| {
+        let p = ParallelConfig::new(2, tp, 1, false, FinegrainedTpConfig { mlp, ..Default::default() }).unwrap();
+        MemoryReport::new(&m, &p, WeightFormat::default())
+    };
+    let r = at(3, Some(2));
+    assert_eq!(r.row(ModuleClass::DenseMlp).baseline_bytes, 30 * 3 * 576 * 1536 * 2 / 3);
+    assert_eq!(r.row(ModuleClass::DenseMlp).bytes, 30 * 3 * 576 * 1536 * 2 / 6);
+    assert_eq!(r.row(ModuleClass::Attention).bytes, 30 * (576 * 576 / 3 + 2 * 64 * 576) * 2);
+    assert_eq!(r.row(ModuleClass::OProj).bytes, 30 * 576 * 576 * 2 / 3);
+    // TP 9 > 3 KV heads: each rank holds one KV head (replicated three times).
+    assert_eq!(at(9, None).row(ModuleClass::Attention).bytes, 30 * (576 * 576 / 9 + 2 * 64 * 576) * 2);
+}

@@ -1,9 +1,10 @@
-//! A rank's communicators, one per component plus its data-parallel group.
+//! A rank's communicators, one per component plus its data-parallel and tensor-parallel groups.
 
 use std::sync::Arc;
 
 use crate::backend::{Backend, Collective, CommError, GroupRole, GroupSpec, Rendezvous};
 use crate::config::Component;
+use crate::layers::LayerGroups;
 
 /// One rank's communicator for each fine-grained component and for its DP group, after
 /// Megatron's `ProcessGroupCollection`. Groups of size 1 are real (trivial) communicators, so
@@ -15,6 +16,8 @@ pub struct GroupSet<B: Backend> {
     pub mlp: Arc<dyn Collective<B>>,
     /// All DP replicas at this rank's (pp, tp) position: per-step metadata goes here.
     pub dp: Arc<dyn Collective<B>>,
+    /// This replica's TP ranks (this pipeline stage): standard tensor parallelism.
+    pub tp: Arc<dyn Collective<B>>,
 }
 
 impl<B: Backend> GroupSet<B> {
@@ -40,8 +43,14 @@ impl<B: Backend> GroupSet<B> {
             comms.push(be.connect(spec, rv)?);
         }
         let mut it = comms.into_iter();
-        let mut next = || it.next().expect("five planned groups");
-        Ok(Self { embedding: next(), lm_head: next(), o_proj: next(), mlp: next(), dp: next() })
+        let mut next = || it.next().expect("six planned groups");
+        Ok(Self { embedding: next(), lm_head: next(), o_proj: next(), mlp: next(), dp: next(), tp: next() })
+    }
+
+    /// The groups component `c`'s layer spans: its fine-grained group and this replica's TP
+    /// group.
+    pub fn layer(&self, c: Component) -> LayerGroups<B> {
+        LayerGroups::new(self.get(c).clone(), self.tp.clone())
     }
 
     pub fn get(&self, c: Component) -> &Arc<dyn Collective<B>> {
@@ -62,6 +71,7 @@ impl<B: Backend> Clone for GroupSet<B> {
             o_proj: self.o_proj.clone(),
             mlp: self.mlp.clone(),
             dp: self.dp.clone(),
+            tp: self.tp.clone(),
         }
     }
 }

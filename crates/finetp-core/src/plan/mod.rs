@@ -52,6 +52,9 @@ pub struct Plan {
     /// The data-parallel groups (same pp, tp; all DP replicas): the world in which a
     /// component's groups are carved, and where per-step metadata is exchanged.
     pub dp_groups: Vec<Vec<usize>>,
+    /// The tensor-parallel groups (one replica, one pipeline stage: `TP` consecutive ranks),
+    /// over which every sharded layer's standard-TP part is reduced.
+    pub tp_groups: Vec<Vec<usize>>,
 }
 
 impl Plan {
@@ -65,7 +68,9 @@ impl Plan {
             })
             .collect();
         let dp_groups = groups_along_dp(parallel, parallel.data_parallel_size);
-        Self { parallel: parallel.clone(), components, dp_groups }
+        let tp = parallel.tensor_parallel_size;
+        let tp_groups = (0..parallel.world_size() / tp).map(|g| (g * tp..(g + 1) * tp).collect()).collect();
+        Self { parallel: parallel.clone(), components, dp_groups, tp_groups }
     }
 
     pub fn world_size(&self) -> usize {
@@ -113,9 +118,18 @@ impl Plan {
         Some(Membership { group: pp * self.parallel.tensor_parallel_size + tp, rank_in_group: dp })
     }
 
+    /// Which TP group `rank` is in (one per (dp, pp) position), and where: its TP index.
+    pub fn tp_membership(&self, rank: usize) -> Option<Membership> {
+        if rank >= self.world_size() {
+            return None;
+        }
+        let tp = self.parallel.tensor_parallel_size;
+        Some(Membership { group: rank / tp, rank_in_group: rank % tp })
+    }
+
     /// Every group `rank` belongs to, as data for the backend to make communicators from, in
     /// the one order every rank connects them ([`GroupRole::PLANNED`]: the four components,
-    /// then the DP group). Creating a communicator is collective on NCCL and HCCL, so a fixed
+    /// the DP group, then the TP group). Creating a communicator is collective on NCCL and HCCL, so a fixed
     /// global order is what keeps two ranks from waiting on each other. `None` if `rank` is
     /// outside the world.
     pub fn group_specs(&self, rank: usize, timeout: Duration) -> Option<Vec<GroupSpec>> {
@@ -130,6 +144,10 @@ impl Plan {
                     GroupRole::Dp | GroupRole::Named(_) => {
                         let m = self.dp_membership(rank)?;
                         (m, &self.dp_groups[m.group])
+                    }
+                    GroupRole::Tp => {
+                        let m = self.tp_membership(rank)?;
+                        (m, &self.tp_groups[m.group])
                     }
                 };
                 Some(GroupSpec { role, index: m.group, global_ranks: ranks.clone(), rank: m.rank_in_group, timeout })
@@ -167,9 +185,18 @@ impl fmt::Display for Plan {
             p.pipeline_parallel_size * p.tensor_parallel_size,
             p.tensor_parallel_size
         )?;
+        let tp = p.tensor_parallel_size;
         for cp in &self.components {
-            let how = if cp.size == 1 { " (replicated)" } else { "" };
+            let how = match (cp.size, tp) {
+                (1, 1) => " (replicated)".to_string(),
+                (1, _) => format!(" (standard TP {tp} only)"),
+                (_, 1) => String::new(),
+                (s, _) => format!(" (x TP {tp} = {} parts)", s * tp),
+            };
             writeln!(f, "{:<10} size {:<3}{how}: {}", cp.component.name(), cp.size, format_groups(&cp.groups))?;
+        }
+        if tp > 1 {
+            writeln!(f, "{:<10} size {tp:<3}: {}", "tp", format_groups(&self.tp_groups))?;
         }
         Ok(())
     }

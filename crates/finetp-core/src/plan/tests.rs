@@ -116,6 +116,13 @@ fn group_specs_are_in_one_order_and_agree_across_members() {
             let dp_group = &specs[4];
             assert_eq!(dp_group.size(), dp);
             assert!(dp_group.global_ranks.iter().all(|&r| p.coord(r).tp == p.coord(rank).tp && p.coord(r).pp == p.coord(rank).pp));
+            // The TP group: this replica's stage, every TP position in order.
+            let tp_group = &specs[5];
+            assert_eq!((tp_group.size(), tp_group.rank), (tp, p.coord(rank).tp));
+            assert!(tp_group.global_ranks.iter().enumerate().all(|(i, &r)| {
+                let c = p.coord(r);
+                (c.dp, c.pp, c.tp) == (p.coord(rank).dp, p.coord(rank).pp, i)
+            }));
         }
         assert!(p.group_specs(p.world_size(), t).is_none());
     }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use finetp_core::backend::HostTensor;
+use finetp_core::backend::{DType, HostTensor};
 use finetp_core::config::ModelConfig;
 use finetp_core::shard::{Axis, LoadError, ShardSpec, WeightSource};
 
@@ -108,6 +108,11 @@ fn unpermute(v: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
 }
 
 impl WeightSource for GgufWeights {
+    /// Every GGUF tensor is dequantised to f32 on load (for now).
+    fn loaded_dtype(&self, name: &str) -> Option<DType> {
+        self.info(name).ok().map(|_| DType::F32)
+    }
+
     fn shape(&self, name: &str) -> Result<Vec<usize>, LoadError> {
         let (_, t) = self.info(name)?;
         Ok(t.dims.iter().rev().copied().collect())

@@ -1,5 +1,7 @@
 //! The four sharded layers on `B` against the CPU's unsharded layers (and those against a naive
 //! f64 reference): every component alone and all four together at every size of a DP world,
+//! and again under standard TP 2 composed with them (each TP rank given its replica's inputs and
+//! its heads' slice of the attention output, and expected to return the replica's outputs),
 //! random uneven token counts with idle ranks, prefill and decode shapes, eagerly and as a graph
 //! captured once and replayed step after step (where `B` captures; otherwise graph mode's
 //! padded static shapes run eagerly). Within [`Op::Layer`] of `max |unsharded|`.
@@ -30,12 +32,26 @@ const NAMES: [&str; 4] = ["embedding", "lm_head", "o_proj", "mlp"];
 pub(super) fn cases<B: Device>() -> Vec<Case<B>> {
     vec![
         Case::new("layers_sharded_at_every_size_equal_the_unsharded_cpu_layers", &[], sizes::<B>),
+        Case::new("layers_under_tp_composed_with_finegrained_sizes_equal_the_unsharded_cpu_layers", &[], under_tp::<B>),
         Case::new("layers_unsharded_equal_a_naive_reference", &[], naive::<B>),
     ]
 }
 
 fn sizes<B: Device>(_env: &Env<B>) -> Result<(), String> {
     sweep::<B>(&[4], &[1, 2, 4])
+}
+
+/// TP 2 x DP 2: standard TP alone, each component at size 2, all four at 2, and TP 2 x DP 4
+/// with a mixed layout (parts of 2, 4 and 8).
+fn under_tp<B: Device>(_env: &Env<B>) -> Result<(), String> {
+    check_tp::<B>(2, 2, FinegrainedTpConfig::default(), "tp only")?;
+    for c in Component::ALL {
+        let mut fg = FinegrainedTpConfig::default();
+        fg.set(c, Some(2));
+        check_tp::<B>(2, 2, fg, &format!("{c}=2"))?;
+    }
+    check_tp::<B>(2, 2, FinegrainedTpConfig::uniform(2), "all=2")?;
+    check_tp::<B>(4, 2, FinegrainedTpConfig { embedding: Some(2), lm_head: Some(4), o_proj: Some(4), mlp: None }, "mixed")
 }
 
 /// Every component alone, all four together, and a mixed layout, at every size in `sizes`
@@ -79,11 +95,13 @@ pub(super) struct Inputs {
     pub ids: Vec<u32>,
     pub hidden: Vec<f32>,
     pub attn: Vec<f32>,
+    /// Columns of `attn` (`ATTN`, or a TP rank's slice of it).
+    pub attn_w: usize,
 }
 
 pub(super) fn inputs(rank: usize, tokens: usize, seed: u64) -> Inputs {
     let mut r = Rng::new(seed * 1000 + rank as u64);
-    Inputs { ids: (0..tokens).map(|_| r.below(VOCAB) as u32).collect(), hidden: r.f32s(tokens * HIDDEN), attn: r.f32s(tokens * ATTN) }
+    Inputs { ids: (0..tokens).map(|_| r.below(VOCAB) as u32).collect(), hidden: r.f32s(tokens * HIDDEN), attn: r.f32s(tokens * ATTN), attn_w: ATTN }
 }
 
 /// The four layers' outputs of one rank and step, on the host.
@@ -99,10 +117,10 @@ struct Layers<B: Device> {
 fn load<B: Device>(be: &B, w: &InMemoryWeights, g: &GroupSet<B>) -> Result<Layers<B>, String> {
     let e = |e: finetp_core::layers::LayerError| e.to_string();
     Ok(Layers {
-        embed: VocabParallelEmbedding::load(be, w, "embed", VOCAB, HIDDEN, g.embedding.clone()).map_err(e)?,
-        lm_head: ParallelLmHead::load(be, w, "lm_head", VOCAB, HIDDEN, g.lm_head.clone()).map_err(e)?,
-        o_proj: RowParallelOProj::load(be, w, "o_proj", Some("o_proj.bias"), HIDDEN, ATTN, g.o_proj.clone()).map_err(e)?,
-        mlp: ParallelMlp::load(be, w, "mlp", HIDDEN, INTER, g.mlp.clone()).map_err(e)?,
+        embed: VocabParallelEmbedding::load(be, w, "embed", VOCAB, HIDDEN, g.layer(Component::Embedding)).map_err(e)?,
+        lm_head: ParallelLmHead::load(be, w, "lm_head", VOCAB, HIDDEN, g.layer(Component::LmHead)).map_err(e)?,
+        o_proj: RowParallelOProj::load(be, w, "o_proj", Some("o_proj.bias"), HIDDEN, ATTN, g.layer(Component::OProj)).map_err(e)?,
+        mlp: ParallelMlp::load(be, w, "mlp", HIDDEN, INTER, g.layer(Component::Mlp)).map_err(e)?,
     })
 }
 
@@ -115,7 +133,7 @@ fn host_inputs(x: &Inputs, rows: usize, act: DType) -> [HostTensor; 3] {
     };
     let mut ids = x.ids.clone();
     ids.resize(rows, 0);
-    [HostTensor::u32(ids, &[rows]).expect("fits"), host(&pad(&x.hidden, HIDDEN), &[rows, HIDDEN], act), host(&pad(&x.attn, ATTN), &[rows, ATTN], act)]
+    [HostTensor::u32(ids, &[rows]).expect("fits"), host(&pad(&x.hidden, HIDDEN), &[rows, HIDDEN], act), host(&pad(&x.attn, x.attn_w), &[rows, x.attn_w], act)]
 }
 
 /// The four forwards on one rank's device inputs `[ids, hidden, attn]`.
@@ -150,11 +168,14 @@ fn outputs<B: Device>(be: &B, outs: &[Tensor<B>; 4], t: usize) -> Result<Outputs
 /// One rank's steps: eager with the real counts, or (graph) captured once at the largest count
 /// and replayed on rewritten inputs every step.
 fn rank_steps<B: Device>(rank: &Rank<B>, w: &InMemoryWeights, steps: &[Vec<usize>], seed: u64, graph: bool) -> Result<Vec<Outputs>, String> {
-    let (be, g, me) = (&rank.be, &rank.groups, rank.rank);
+    let (be, g) = (&rank.be, &rank.groups);
+    // This rank's replica (whose tokens it runs) and TP position (whose heads it attends with).
+    let (tp, j) = (g.tp.info().size(), g.tp.info().rank);
+    let me = rank.rank / tp;
     let act = be.activation_dtype();
     let dp = steps.first().map_or(1, Vec::len);
     let l = load(be, w, g)?;
-    let x = |s: usize, tokens: &[usize]| inputs(me, tokens[me], seed + s as u64);
+    let x = |s: usize, tokens: &[usize]| tp_slice(inputs(me, tokens[me], seed + s as u64), j, tp);
     let up = |h: [HostTensor; 3]| -> Result<[Tensor<B>; 3], String> {
         let [a, b, c] = h;
         let u = |h: HostTensor| be.upload(&h).map_err(|e| e.to_string());
@@ -167,12 +188,12 @@ fn rank_steps<B: Device>(rank: &Rank<B>, w: &InMemoryWeights, steps: &[Vec<usize
             .map(|(s, tokens)| {
                 let xs = x(s, tokens);
                 let dev = up(host_inputs(&xs, xs.ids.len(), act))?;
-                outputs(be, &forward(be, &l, g, &dev, &StepCounts::new(tokens.clone(), 1))?, tokens[me])
+                outputs(be, &forward(be, &l, g, &dev, &StepCounts::new(tokens.clone(), tp))?, tokens[me])
             })
             .collect();
     }
     let capacity = steps.iter().flatten().copied().max().unwrap_or(0);
-    let counts = StepCounts::uniform(dp, capacity, 1);
+    let counts = StepCounts::uniform(dp, capacity, tp);
     let mut dev = up(host_inputs(&x(0, &steps[0]), capacity, act))?;
     // Every rank of a run has the same backend, so all make the same choice.
     let captured = be.begin_capture().is_ok();
@@ -194,9 +215,20 @@ fn rank_steps<B: Device>(rank: &Rank<B>, w: &InMemoryWeights, steps: &[Vec<usize
     Ok(all)
 }
 
+/// TP rank `j` of `tp`'s view of a replica's inputs: the same ids and hidden rows, and its
+/// heads' columns of the attention output (o_proj's input under TP).
+fn tp_slice(mut x: Inputs, j: usize, tp: usize) -> Inputs {
+    if tp > 1 {
+        let w = ATTN / tp;
+        x.attn = x.attn.chunks(ATTN).flat_map(|row| row[j * w..(j + 1) * w].to_vec()).collect();
+        x.attn_w = w;
+    }
+    x
+}
+
 /// Every rank's outputs, per step then per rank, and the backend's activation dtype.
-fn run_world<B: Device>(dp: usize, fg: FinegrainedTpConfig, steps: &[Vec<usize>], seed: u64, graph: bool) -> Result<(DType, Vec<Vec<Outputs>>), String> {
-    let plan = Plan::new(&ParallelConfig::new(dp, 1, 1, false, fg).map_err(|e| e.to_string())?);
+fn run_world<B: Device>(dp: usize, tp: usize, fg: FinegrainedTpConfig, steps: &[Vec<usize>], seed: u64, graph: bool) -> Result<(DType, Vec<Vec<Outputs>>), String> {
+    let plan = Plan::new(&ParallelConfig::new(dp, tp, 1, false, fg).map_err(|e| e.to_string())?);
     let w = weights();
     let per_rank = Launcher::threads(Duration::from_secs(60))
         .run(&plan, |rank: Rank<B>| {
@@ -263,18 +295,24 @@ fn token_steps(dp: usize, prefill: bool, seed: u64, n: usize) -> Vec<Vec<usize>>
 
 /// `fg` at DP `dp`: eager and graph, prefill and decode, against the CPU unsharded layers.
 pub fn check<B: Device>(dp: usize, fg: FinegrainedTpConfig, label: &str) -> Result<(), String> {
+    check_tp::<B>(dp, 1, fg, label)
+}
+
+/// `fg` at DP `dp` x TP `tp`; every TP rank of a replica must return the replica's outputs.
+pub fn check_tp<B: Device>(dp: usize, tp: usize, fg: FinegrainedTpConfig, label: &str) -> Result<(), String> {
     for (prefill, graph) in [(false, false), (false, true), (true, false), (true, true)] {
         let seed = dp as u64 * 31 + u64::from(prefill) * 7 + u64::from(graph);
         let steps = token_steps(dp, prefill, seed, 2);
-        let (act, outs) = run_world::<B>(dp, fg, &steps, seed, graph)?;
+        let (act, outs) = run_world::<B>(dp, tp, fg, &steps, seed, graph)?;
         let tol = Op::Layer.tol(act);
         let all_inputs: Vec<Inputs> = steps.iter().enumerate().flat_map(|(s, tokens)| (0..dp).map(move |r| inputs(r, tokens[r], seed + s as u64))).collect();
         let want = unsharded(&all_inputs)?;
         for (s, tokens) in steps.iter().enumerate() {
-            for rank in 0..dp {
+            for (rank, got) in outs[s].iter().enumerate() {
+                let replica = rank / tp;
                 for (i, name) in NAMES.iter().enumerate() {
-                    let what = format!("{label} dp{dp} prefill={prefill} graph={graph} step {s} rank {rank} ({} tokens) {name}", tokens[rank]);
-                    close_to_scale(&outs[s][rank][i], &want[s * dp + rank][i], tol, &what)?;
+                    let what = format!("{label} dp{dp} tp{tp} prefill={prefill} graph={graph} step {s} rank {rank} ({} tokens) {name}", tokens[replica]);
+                    close_to_scale(&got[i], &want[s * dp + replica][i], tol, &what)?;
                 }
             }
         }

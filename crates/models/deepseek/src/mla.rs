@@ -1,12 +1,10 @@
 //! Multi-head latent attention with a fine-grained o_proj.
 
-use std::sync::Arc;
-
-use finetp_core::backend::{AttentionParams, Block, Collective, Device, RopeTable, Tensor};
+use finetp_core::backend::{AttentionParams, Block, Device, RopeTable, Tensor};
 use finetp_core::config::{MlaConfig, ModelConfig};
-use finetp_core::decoder::{KvCache, ModelError, StepBatch, cached_attention};
-use finetp_core::layers::{RowParallelOProj, linear};
-use finetp_core::shard::WeightSource;
+use finetp_core::decoder::{HeadShard, KvCache, ModelError, StepBatch, cached_attention};
+use finetp_core::layers::{LayerGroups, RowParallelOProj, linear};
+use finetp_core::shard::{Axis, ShardSpec, WeightSource};
 
 /// Query path: low-rank (`q_a_proj` → norm → `q_b_proj`) or a plain `q_proj`.
 enum QueryProj<B: Device> {
@@ -34,27 +32,36 @@ pub fn full<B: Device>(be: &B, src: &dyn WeightSource, name: &str, shape: &[usiz
 }
 
 impl<B: Device> Mla<B> {
-    pub fn load(be: &B, cfg: &ModelConfig, src: &dyn WeightSource, prefix: &str, o_group: Arc<dyn Collective<B>>) -> Result<Self, ModelError> {
+    /// Under TP (vLLM's MLA split): `q_a`, `kv_a` and their norms replicated (the latent is
+    /// shared by every head); `q_b`/`q_proj` and `kv_b` column-parallel by heads; o_proj
+    /// row-parallel. This rank then runs `nh/t` heads end to end.
+    pub fn load(be: &B, cfg: &ModelConfig, src: &dyn WeightSource, prefix: &str, o_groups: LayerGroups<B>) -> Result<Self, ModelError> {
         let m = cfg.mla.ok_or_else(|| ModelError::Config("DeepSeek-V2/V3 needs MLA fields (kv_lora_rank, ...)".into()))?;
         let (h, nh) = (cfg.hidden_size, cfg.num_attention_heads);
+        let heads = HeadShard::new(nh, nh, o_groups.tp_rank(), o_groups.tp_size()).q;
         let qk = m.qk_nope_head_dim + m.qk_rope_head_dim;
+        let kvb = m.qk_nope_head_dim + m.v_head_dim;
         let p = |n: &str| format!("{prefix}.{n}");
+        let by_heads = |name: &str, shape: &[usize], per_head: usize| -> Result<Tensor<B>, ModelError> {
+            src.expect_shape(name, shape)?;
+            Ok(be.upload(&src.load(name, &ShardSpec::range(Axis::Rows, heads.start * per_head, heads.len() * per_head))?)?)
+        };
         let q = match m.q_lora_rank {
             Some(r) => QueryProj::LowRank {
                 a: full(be, src, &p("q_a_proj.weight"), &[r, h])?,
                 norm: full(be, src, &p("q_a_layernorm.weight"), &[r])?,
-                b: full(be, src, &p("q_b_proj.weight"), &[nh * qk, r])?,
+                b: by_heads(&p("q_b_proj.weight"), &[nh * qk, r], qk)?,
             },
-            None => QueryProj::Full(full(be, src, &p("q_proj.weight"), &[nh * qk, h])?),
+            None => QueryProj::Full(by_heads(&p("q_proj.weight"), &[nh * qk, h], qk)?),
         };
         Ok(Self {
             q,
             kv_a: full(be, src, &p("kv_a_proj_with_mqa.weight"), &[m.kv_lora_rank + m.qk_rope_head_dim, h])?,
             kv_a_norm: full(be, src, &p("kv_a_layernorm.weight"), &[m.kv_lora_rank])?,
-            kv_b: full(be, src, &p("kv_b_proj.weight"), &[nh * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank])?,
-            o_proj: RowParallelOProj::load(be, src, &p("o_proj.weight"), None, h, nh * m.v_head_dim, o_group)?,
+            kv_b: by_heads(&p("kv_b_proj.weight"), &[nh * kvb, m.kv_lora_rank], kvb)?,
+            o_proj: RowParallelOProj::load(be, src, &p("o_proj.weight"), None, h, nh * m.v_head_dim, o_groups)?,
             m,
-            heads: nh,
+            heads: heads.len(),
             eps: cfg.rms_norm_eps as f32,
         })
     }

@@ -2,7 +2,7 @@
 
 use finetp_core::backend::{Device, RopeStyle, RopeTable, Tensor};
 use finetp_core::config::{Component, ModelConfig};
-use finetp_core::decoder::{CausalLm, KvCache, KvLayout, ModelError, ModuleBytes, StepBatch, logit_rows, rope_table};
+use finetp_core::decoder::{CausalLm, HeadShard, KvCache, KvLayout, ModelError, ModuleBytes, StepBatch, logit_rows, rope_table};
 use finetp_core::layers::{ParallelLmHead, ParallelMlp, VocabParallelEmbedding};
 use finetp_core::parallel::GroupSet;
 use finetp_core::shard::WeightSource;
@@ -42,28 +42,29 @@ impl<B: Device> Deepseek<B> {
         }
         cfg.refuse_rope_scaling().map_err(|e| ModelError::Config(e.to_string()))?;
         let (v, h) = (cfg.vocab_size, cfg.hidden_size);
-        let embed = VocabParallelEmbedding::load(be, src, "model.embed_tokens.weight", v, h, groups.embedding.clone())?;
+        cfg.validate_tensor_parallel(groups.tp.info().size()).map_err(|e| ModelError::Config(e.to_string()))?;
+        let embed = VocabParallelEmbedding::load(be, src, "model.embed_tokens.weight", v, h, groups.layer(Component::Embedding))?;
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| {
                 let p = format!("model.layers.{i}");
                 let ffn = if cfg.is_moe_layer(i) {
-                    Ffn::Moe(Moe::load(be, cfg, src, &format!("{p}.mlp"))?)
+                    Ffn::Moe(Moe::load(be, cfg, src, &format!("{p}.mlp"), groups.tp.clone())?)
                 } else {
-                    Ffn::Dense(ParallelMlp::load(be, src, &format!("{p}.mlp"), h, cfg.intermediate_size, groups.mlp.clone())?)
+                    Ffn::Dense(ParallelMlp::load(be, src, &format!("{p}.mlp"), h, cfg.intermediate_size, groups.layer(Component::Mlp))?)
                 };
                 Ok(Layer {
                     input_ln: full(be, src, &format!("{p}.input_layernorm.weight"), &[h])?,
                     post_ln: full(be, src, &format!("{p}.post_attention_layernorm.weight"), &[h])?,
-                    attn: Mla::load(be, cfg, src, &format!("{p}.self_attn"), groups.o_proj.clone())?,
+                    attn: Mla::load(be, cfg, src, &format!("{p}.self_attn"), groups.layer(Component::OProj))?,
                     ffn,
                 })
             })
             .collect::<Result<Vec<_>, ModelError>>()?;
         let lm_head = if cfg.tie_word_embeddings && groups.embedding.info().size() == groups.lm_head.info().size() {
-            ParallelLmHead::tied(embed.shard(), v, groups.lm_head.clone())?
+            ParallelLmHead::tied(embed.shard(), v, groups.layer(Component::LmHead))?
         } else {
             let name = if cfg.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" };
-            ParallelLmHead::load(be, src, name, v, h, groups.lm_head.clone())?
+            ParallelLmHead::load(be, src, name, v, h, groups.layer(Component::LmHead))?
         };
         let rope = cfg.mla.map_or(cfg.head_dim, |m| m.qk_rope_head_dim);
         Ok(Self {
@@ -105,7 +106,8 @@ impl<B: Device> CausalLm<B> for Deepseek<B> {
 
     fn new_kv_cache(&self, be: &B, layout: KvLayout) -> Result<KvCache<B>, ModelError> {
         let m = self.cfg.mla.ok_or_else(|| ModelError::Config("no MLA config".into()))?;
-        let nh = self.cfg.num_attention_heads;
+        let tp = self.groups.tp.info();
+        let nh = HeadShard::new(self.cfg.num_attention_heads, self.cfg.num_attention_heads, tp.rank, tp.size()).q_heads();
         Ok(KvCache::new(be, self.cfg.num_hidden_layers, layout, (nh, m.qk_nope_head_dim + m.qk_rope_head_dim), m.v_head_dim)?)
     }
 

@@ -1,14 +1,18 @@
-//! A replicated mixture-of-experts layer with DeepSeek-V3 routing (reference implementation).
+//! A mixture-of-experts layer with DeepSeek-V3 routing (reference implementation): every
+//! expert on every rank, each expert's intermediate split by standard TP (no expert
+//! parallelism yet).
 
-use finetp_core::backend::{Block, DType, Device, HostTensor, MoeRouting, Tensor};
+use std::sync::Arc;
+
+use finetp_core::backend::{Block, Collective, DType, Device, HostTensor, MoeRouting, Tensor};
 use finetp_core::config::ModelConfig;
 use finetp_core::decoder::ModelError;
 use finetp_core::layers::linear;
-use finetp_core::shard::WeightSource;
+use finetp_core::shard::{Axis, ShardSpec, WeightSource};
 
 use crate::mla::full;
 
-/// One SwiGLU expert, replicated.
+/// One SwiGLU expert (this TP rank's block of it).
 struct Expert<B: Device> {
     gate: Tensor<B>,
     up: Tensor<B>,
@@ -16,11 +20,17 @@ struct Expert<B: Device> {
 }
 
 impl<B: Device> Expert<B> {
-    fn load(be: &B, src: &dyn WeightSource, prefix: &str, h: usize, i: usize) -> Result<Self, ModelError> {
+    /// TP rank `j` of `t`'s block of the intermediate (vLLM's TP MoE without expert
+    /// parallelism): gate/up rows, down columns; its output is `Partial` over TP.
+    fn load(be: &B, src: &dyn WeightSource, prefix: &str, h: usize, i: usize, (j, t): (usize, usize)) -> Result<Self, ModelError> {
+        let part = |name: String, shape: &[usize], axis: Axis| -> Result<Tensor<B>, ModelError> {
+            src.expect_shape(&name, shape)?;
+            Ok(be.upload(&src.load(&name, &ShardSpec::even(axis, i, j, t))?)?)
+        };
         Ok(Self {
-            gate: full(be, src, &format!("{prefix}.gate_proj.weight"), &[i, h])?,
-            up: full(be, src, &format!("{prefix}.up_proj.weight"), &[i, h])?,
-            down: full(be, src, &format!("{prefix}.down_proj.weight"), &[h, i])?,
+            gate: part(format!("{prefix}.gate_proj.weight"), &[i, h], Axis::Rows)?,
+            up: part(format!("{prefix}.up_proj.weight"), &[i, h], Axis::Rows)?,
+            down: part(format!("{prefix}.down_proj.weight"), &[h, i], Axis::Cols)?,
         })
     }
 
@@ -47,11 +57,16 @@ pub struct Moe<B: Device> {
     experts: Vec<Expert<B>>,
     shared: Option<Expert<B>>,
     rule: MoeRouting,
+    /// The replica's TP group (`None` for TP 1): sums the experts' partial outputs.
+    tp: Option<Arc<dyn Collective<B>>>,
 }
 
 impl<B: Device> Moe<B> {
-    pub fn load(be: &B, cfg: &ModelConfig, src: &dyn WeightSource, prefix: &str) -> Result<Self, ModelError> {
+    /// Loads the router (replicated) and this TP rank's block of every expert.
+    pub fn load(be: &B, cfg: &ModelConfig, src: &dyn WeightSource, prefix: &str, tp: Arc<dyn Collective<B>>) -> Result<Self, ModelError> {
         let m = cfg.moe.ok_or_else(|| ModelError::Config("MoE layer without MoE config".into()))?;
+        let split = (tp.info().rank, tp.info().size());
+        let tp = (split.1 > 1).then_some(tp);
         let (h, e) = (cfg.hidden_size, m.n_routed_experts);
         let bias_name = format!("{prefix}.gate.e_score_correction_bias");
         let bias = match src.shape(&bias_name) {
@@ -62,10 +77,10 @@ impl<B: Device> Moe<B> {
             Err(_) => None,
         };
         let experts = (0..e)
-            .map(|j| Expert::load(be, src, &format!("{prefix}.experts.{j}"), h, m.moe_intermediate_size))
+            .map(|j| Expert::load(be, src, &format!("{prefix}.experts.{j}"), h, m.moe_intermediate_size, split))
             .collect::<Result<Vec<_>, _>>()?;
         let shared = (m.n_shared_experts > 0)
-            .then(|| Expert::load(be, src, &format!("{prefix}.shared_experts"), h, m.moe_intermediate_size * m.n_shared_experts))
+            .then(|| Expert::load(be, src, &format!("{prefix}.shared_experts"), h, m.moe_intermediate_size * m.n_shared_experts, split))
             .transpose()?;
         Ok(Self {
             router: full(be, src, &format!("{prefix}.gate.weight"), &[e, h])?,
@@ -73,6 +88,7 @@ impl<B: Device> Moe<B> {
             experts,
             shared,
             rule: MoeRouting::from(&m),
+            tp,
         })
     }
 
@@ -116,6 +132,9 @@ impl<B: Device> Moe<B> {
         let mut out = be.upload(&HostTensor::f32(out, &[rows, h])?.into_dtype(x.dtype())?)?;
         if let Some(s) = &self.shared {
             be.add_assign(&mut out, &s.forward(be, x)?)?;
+        }
+        if let Some(tp) = &self.tp {
+            tp.all_reduce_sum(&mut out)?; // Partial over TP → Replicated
         }
         Ok(out)
     }

@@ -1,14 +1,14 @@
-//! One decoder layer: attention (data-parallel, o_proj fine-grained) and the MLP (fine-grained).
+//! One decoder layer: attention (data-parallel across replicas, heads split by standard TP;
+//! o_proj fine-grained) and the MLP (fine-grained).
 
-use std::sync::Arc;
-
-use finetp_core::backend::{AttentionParams, Collective, DType, Device, RopeTable, Tensor};
+use finetp_core::backend::{AttentionParams, DType, Device, RopeTable, Tensor};
 use finetp_core::config::ModelConfig;
-use finetp_core::decoder::{KvCache, ModelError, StepBatch, cached_attention};
-use finetp_core::layers::{ParallelMlp, RowParallelOProj, linear};
-use finetp_core::shard::WeightSource;
+use finetp_core::decoder::{HeadShard, KvCache, ModelError, StepBatch, cached_attention};
+use finetp_core::layers::{LayerGroups, ParallelMlp, RowParallelOProj, linear};
+use finetp_core::shard::{Axis, ShardSpec, WeightSource};
 
-/// q/k/v projections with optional bias (Qwen2) and optional per-head norms (Qwen3).
+/// q/k/v projections of this TP rank's heads (`[heads·hd, H]` row blocks, column-parallel)
+/// with optional bias (Qwen2) and optional per-head norms (Qwen3, replicated).
 struct Qkv<B: Device> {
     w: [Tensor<B>; 3],
     bias: Option<[Tensor<B>; 3]>,
@@ -20,6 +20,8 @@ pub struct DecoderLayer<B: Device> {
     input_layernorm: Tensor<B>,
     post_attention_layernorm: Tensor<B>,
     qkv: Qkv<B>,
+    /// This TP rank's query and KV heads.
+    heads: HeadShard,
     o_proj: RowParallelOProj<B>,
     mlp: ParallelMlp<B>,
 }
@@ -37,25 +39,36 @@ impl<B: Device> DecoderLayer<B> {
         cfg: &ModelConfig,
         src: &dyn WeightSource,
         i: usize,
-        (o_group, mlp_group): (Arc<dyn Collective<B>>, Arc<dyn Collective<B>>),
+        (o_groups, mlp_groups): (LayerGroups<B>, LayerGroups<B>),
     ) -> Result<Self, ModelError> {
         let p = format!("model.layers.{i}");
         let (h, hd) = (cfg.hidden_size, cfg.head_dim);
         let (q_out, kv_out) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
+        let heads = HeadShard::new(cfg.num_attention_heads, cfg.num_key_value_heads, o_groups.tp_rank(), o_groups.tp_size());
+        let q_rows = ShardSpec::range(Axis::Rows, heads.q.start * hd, heads.q_heads() * hd);
+        let kv_rows = ShardSpec::range(Axis::Rows, heads.kv.start * hd, heads.kv_heads() * hd);
         let full = |name: String, shape: &[usize]| -> Result<Tensor<B>, ModelError> {
             src.expect_shape(&name, shape)?;
             Ok(be.upload(&src.load_full(&name)?)?)
         };
-        let proj = |n: &str, out: usize| full(format!("{p}.self_attn.{n}_proj.weight"), &[out, h]);
+        let proj = |n: &str, out: usize, rows: &ShardSpec| -> Result<Tensor<B>, ModelError> {
+            let name = format!("{p}.self_attn.{n}_proj.weight");
+            src.expect_shape(&name, &[out, h])?;
+            Ok(be.upload(&src.load(&name, rows)?)?)
+        };
         // Biases are f32 whatever the checkpoint stores (the contract's GEMM adds an f32 bias).
-        let bias = |n: &str, out: usize| -> Result<Tensor<B>, ModelError> {
+        let bias = |n: &str, out: usize, rows: &ShardSpec| -> Result<Tensor<B>, ModelError> {
             let name = format!("{p}.self_attn.{n}_proj.bias");
             src.expect_shape(&name, &[out])?;
-            Ok(be.upload(&src.load_full(&name)?.into_dtype(DType::F32)?)?)
+            Ok(be.upload(&src.load(&name, rows)?.into_dtype(DType::F32)?)?)
         };
         let qkv = Qkv {
-            w: [proj("q", q_out)?, proj("k", kv_out)?, proj("v", kv_out)?],
-            bias: if cfg.qkv_bias { Some([bias("q", q_out)?, bias("k", kv_out)?, bias("v", kv_out)?]) } else { None },
+            w: [proj("q", q_out, &q_rows)?, proj("k", kv_out, &kv_rows)?, proj("v", kv_out, &kv_rows)?],
+            bias: if cfg.qkv_bias {
+                Some([bias("q", q_out, &q_rows)?, bias("k", kv_out, &kv_rows)?, bias("v", kv_out, &kv_rows)?])
+            } else {
+                None
+            },
             norms: if cfg.qk_norm {
                 Some([full(format!("{p}.self_attn.q_norm.weight"), &[hd])?, full(format!("{p}.self_attn.k_norm.weight"), &[hd])?])
             } else {
@@ -66,12 +79,14 @@ impl<B: Device> DecoderLayer<B> {
             input_layernorm: full(format!("{p}.input_layernorm.weight"), &[h])?,
             post_attention_layernorm: full(format!("{p}.post_attention_layernorm.weight"), &[h])?,
             qkv,
-            o_proj: RowParallelOProj::load(be, src, &format!("{p}.self_attn.o_proj.weight"), None, h, cfg.o_proj_in_features(), o_group)?,
-            mlp: ParallelMlp::load(be, src, &format!("{p}.mlp"), h, cfg.intermediate_size, mlp_group)?,
+            heads,
+            o_proj: RowParallelOProj::load(be, src, &format!("{p}.self_attn.o_proj.weight"), None, h, cfg.o_proj_in_features(), o_groups)?,
+            mlp: ParallelMlp::load(be, src, &format!("{p}.mlp"), h, cfg.intermediate_size, mlp_groups)?,
         })
     }
 
-    /// `x [rows, H]` → `x + attn + mlp`, pre-norm residual.
+    /// `x [rows, H]` (replicated over TP) → `x + attn + mlp`, pre-norm residual; attention on
+    /// this TP rank's heads, its KV cache holding their keys and values.
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
@@ -84,7 +99,7 @@ impl<B: Device> DecoderLayer<B> {
         step: &LayerStep<'_, B>,
     ) -> Result<Tensor<B>, ModelError> {
         let rows = x.rows();
-        let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+        let (nh, nkv, hd) = (self.heads.q_heads(), self.heads.kv_heads(), cfg.head_dim);
         let eps = cfg.rms_norm_eps as f32;
         let h = norm(be, &x, &self.input_layernorm, eps)?;
         let b = |i: usize| self.qkv.bias.as_ref().map(|b| &b[i]);

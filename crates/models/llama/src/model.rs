@@ -2,7 +2,7 @@
 
 use finetp_core::backend::{Device, RopeStyle, RopeTable, Tensor};
 use finetp_core::config::{Architecture, Component, ModelConfig};
-use finetp_core::decoder::{CausalLm, KvCache, KvLayout, ModelError, ModuleBytes, StepBatch, logit_rows, rope_table};
+use finetp_core::decoder::{CausalLm, HeadShard, KvCache, KvLayout, ModelError, ModuleBytes, StepBatch, logit_rows, rope_table};
 use finetp_core::layers::{ParallelLmHead, VocabParallelEmbedding};
 use finetp_core::parallel::GroupSet;
 use finetp_core::shard::WeightSource;
@@ -21,26 +21,28 @@ pub struct Llama<B: Device> {
 }
 
 impl<B: Device> Llama<B> {
-    /// Loads this rank's weights: replicated attention and norms, and its shard of each
-    /// fine-grained component (the layers derive their own slices from their groups).
+    /// Loads this rank's weights: attention of its TP rank's heads, replicated norms, and its
+    /// shard of each fine-grained component (the layers derive their own slices from their
+    /// groups).
     pub fn load(be: &B, cfg: &ModelConfig, src: &dyn WeightSource, groups: &GroupSet<B>) -> Result<Self, ModelError> {
         if !matches!(cfg.architecture, Architecture::Llama | Architecture::Mistral | Architecture::Qwen2 | Architecture::Qwen3) {
             return Err(ModelError::Config(format!("{} is not a Llama-family model", cfg.architecture)));
         }
         cfg.refuse_rope_scaling().map_err(|e| ModelError::Config(e.to_string()))?;
         let (v, h) = (cfg.vocab_size, cfg.hidden_size);
-        let embed = VocabParallelEmbedding::load(be, src, "model.embed_tokens.weight", v, h, groups.embedding.clone())?;
+        cfg.validate_tensor_parallel(groups.tp.info().size()).map_err(|e| ModelError::Config(e.to_string()))?;
+        let embed = VocabParallelEmbedding::load(be, src, "model.embed_tokens.weight", v, h, groups.layer(Component::Embedding))?;
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| DecoderLayer::load(be, cfg, src, i, (groups.o_proj.clone(), groups.mlp.clone())))
+            .map(|i| DecoderLayer::load(be, cfg, src, i, (groups.layer(Component::OProj), groups.layer(Component::Mlp))))
             .collect::<Result<Vec<_>, _>>()?;
         src.expect_shape("model.norm.weight", &[h])?;
         let norm = be.upload(&src.load_full("model.norm.weight")?)?;
         let same_layout = groups.embedding.info().size() == groups.lm_head.info().size();
         let lm_head = match (cfg.tie_word_embeddings, same_layout) {
-            (true, true) => ParallelLmHead::tied(embed.shard(), v, groups.lm_head.clone())?,
+            (true, true) => ParallelLmHead::tied(embed.shard(), v, groups.layer(Component::LmHead))?,
             // Tied, but a different group size: a second shard of the same checkpoint tensor.
-            (true, false) => ParallelLmHead::load(be, src, "model.embed_tokens.weight", v, h, groups.lm_head.clone())?,
-            (false, _) => ParallelLmHead::load(be, src, "lm_head.weight", v, h, groups.lm_head.clone())?,
+            (true, false) => ParallelLmHead::load(be, src, "model.embed_tokens.weight", v, h, groups.layer(Component::LmHead))?,
+            (false, _) => ParallelLmHead::load(be, src, "lm_head.weight", v, h, groups.layer(Component::LmHead))?,
         };
         Ok(Self {
             cfg: cfg.clone(),
@@ -75,7 +77,9 @@ impl<B: Device> CausalLm<B> for Llama<B> {
 
     fn new_kv_cache(&self, be: &B, layout: KvLayout) -> Result<KvCache<B>, ModelError> {
         let c = &self.cfg;
-        Ok(KvCache::new(be, c.num_hidden_layers, layout, (c.num_key_value_heads, c.head_dim), c.head_dim)?)
+        let tp = self.groups.tp.info();
+        let kv_heads = HeadShard::new(c.num_attention_heads, c.num_key_value_heads, tp.rank, tp.size()).kv_heads();
+        Ok(KvCache::new(be, c.num_hidden_layers, layout, (kv_heads, c.head_dim), c.head_dim)?)
     }
 
     fn vocab_size(&self) -> usize {
