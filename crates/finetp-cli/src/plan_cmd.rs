@@ -85,7 +85,7 @@ pub fn load_model(path: Option<&PathBuf>, parallel: &ParallelConfig) -> Result<O
     let model = ModelConfig::from_path(path).map_err(|e| Failure::Input(e.into()))?;
     model
         .validate_parallel(parallel)
-        .with_context(|| format!("fine-grained TP sizes do not fit the model {}", path.display()))
+        .with_context(|| format!("the parallel layout does not fit the model {}", path.display()))
         .map_err(Failure::Input)?;
     Ok(Some(model))
 }

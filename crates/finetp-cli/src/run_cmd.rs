@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use finetp_core::backend::{DType, Device};
 use finetp_core::memory::{MemoryReport, Quantization, WeightFormat};
 use finetp_core::plan::Plan;
-use finetp_engine::{BackendKind, EngineConfig, EngineError, ExecMode, GenerationReport, Launcher, Rank, Request, Sampling, WithBackend};
+use finetp_engine::{BackendKind, EngineConfig, EngineError, ExecMode, GenerationReport, Launcher, Rank, Request, RequestLimits, Sampling, WithBackend};
 use finetp_loader::Checkpoint;
 
 use crate::Failure;
@@ -49,6 +49,14 @@ pub struct RunArgs {
     /// Feed prompts as raw text instead of wrapping them in the model's chat template.
     #[arg(long)]
     pub raw_prompt: bool,
+    /// Prompt + new tokens allowed per request (vLLM's flag); default and maximum: the model's
+    /// max_position_embeddings.
+    #[arg(long)]
+    pub max_model_len: Option<usize>,
+    /// Seconds any collective waits for the other members of its group before the run fails
+    /// with an error naming the group.
+    #[arg(long, default_value_t = finetp_engine::DEFAULT_TIMEOUT.as_secs_f64())]
+    pub collective_timeout: f64,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -62,6 +70,10 @@ pub enum Mode {
 
 pub fn run(args: &RunArgs) -> Result<(), Failure> {
     let parallel = args.parallel.to_config()?;
+    if !(args.collective_timeout.is_finite() && args.collective_timeout > 0.0 && args.collective_timeout <= 86_400.0) {
+        return Err(Failure::Input(anyhow!("--collective-timeout must be a number of seconds in (0, 86400], got {}", args.collective_timeout)));
+    }
+    let timeout = std::time::Duration::from_secs_f64(args.collective_timeout);
     let backend = args.backend.kind();
     if !backend.compiled() {
         return Err(Failure::Input(EngineError::NotCompiled { backend }.into()));
@@ -73,8 +85,14 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
     let ckpt = Checkpoint::open(&path).map_err(|e| Failure::Input(anyhow::Error::new(e).context(format!("cannot open model {}", path.display()))))?;
     ckpt.config
         .validate_parallel(&parallel)
-        .with_context(|| format!("fine-grained TP sizes do not fit the model {}", path.display()))
+        .with_context(|| format!("the parallel layout does not fit the model {}", path.display()))
         .map_err(Failure::Input)?;
+    if parallel.enable_expert_parallel && ckpt.config.moe.is_some() {
+        return Err(Failure::Input(anyhow!(
+            "--enable-expert-parallel: expert parallelism is not implemented yet; {} would run with every expert on every rank (split by --tensor-parallel-size), so omit the flag",
+            path.display()
+        )));
+    }
     let tokenizer = ckpt.tokenizer.as_ref().ok_or_else(|| Failure::Input(anyhow!("{} has no tokenizer", path.display())))?;
 
     let dp = parallel.data_parallel_size;
@@ -104,6 +122,15 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let positions = ckpt.config.max_position_embeddings;
+    let limits = match args.max_model_len {
+        Some(n) if n > positions => {
+            return Err(Failure::Input(anyhow!("--max-model-len {n} exceeds the model's max_position_embeddings ({positions})")));
+        }
+        Some(n) => RequestLimits { max_model_len: n, max_model_len_from: "--max-model-len", vocab_size: ckpt.config.vocab_size },
+        None => RequestLimits { max_model_len: positions, max_model_len_from: "the model's max_position_embeddings", vocab_size: ckpt.config.vocab_size },
+    };
+    finetp_engine::validate(&requests, &limits).map_err(|e| Failure::Input(e.into()))?;
     let max_prompt = requests.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
     let cfg = EngineConfig {
         mode: match args.mode {
@@ -114,7 +141,7 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
     };
     let plan = Plan::new(&parallel);
     eprintln!("finetp: {} on {} {backend} ranks ({:?} mode)\n{plan}", ckpt.description, plan.world_size(), cfg.mode);
-    let work = Generate { plan: &plan, cfg: &cfg, requests: &requests, ckpt: &ckpt };
+    let work = Generate { plan: &plan, cfg: &cfg, requests: &requests, ckpt: &ckpt, launcher: Launcher::threads(timeout) };
     let report = finetp_engine::dispatch(backend, work).map_err(|e| Failure::Input(e.into()))?.context("generation failed")?;
     // What the memory model says each rank holds, in the dtype the weights were loaded in:
     // printed next to the measured bytes, so a mis-sharded layer shows.
@@ -142,6 +169,7 @@ struct Generate<'a> {
     cfg: &'a EngineConfig,
     requests: &'a [Request],
     ckpt: &'a Checkpoint,
+    launcher: Launcher,
 }
 
 impl WithBackend for Generate<'_> {
@@ -149,7 +177,7 @@ impl WithBackend for Generate<'_> {
 
     fn run<B: Device>(self, _kind: BackendKind) -> Self::Output {
         let ckpt = self.ckpt;
-        finetp_engine::generate(&Launcher::default(), self.plan, self.cfg, self.requests, |r: &Rank<B>| {
+        finetp_engine::generate(&self.launcher, self.plan, self.cfg, self.requests, |r: &Rank<B>| {
             if r.rank == 0 {
                 eprintln!("finetp: rank 0 device: {}", r.be.describe());
             }

@@ -38,7 +38,15 @@ fn every_architecture_runs_from_its_checkpoint_and_sharded_equals_unsharded() {
         eprintln!("{arch}: {reference:?}");
         // DP 4 with every component at size 2; TP 2 x DP 2 with every component at size 2
         // (4 parts each); TP 4 (more TP ranks than the 2 KV heads: KV heads replicated).
-        let layouts: [&[&str]; 3] = [&["-d", "4", "--additional-config", ALL_AT_2], &["-d", "2", "-t", "2", "--additional-config", ALL_AT_2], &["-t", "4"]];
+        // And the embedding alone at size 2 under TP 2 (Qwen2's tied lm_head then needs a shard of
+        // its own).
+        let emb_only = r#"{"finegrained_tp_config":{"embedding_tensor_parallel_size":2}}"#;
+        let layouts: [&[&str]; 4] = [
+            &["-d", "4", "--additional-config", ALL_AT_2],
+            &["-d", "2", "-t", "2", "--additional-config", ALL_AT_2],
+            &["-t", "4"],
+            &["-d", "2", "-t", "2", "--additional-config", emb_only],
+        ];
         for (layout, mode) in layouts.iter().flat_map(|l| ["eager", "graph"].map(|m| (*l, m))) {
             let args: Vec<&str> = layout.iter().copied().chain(["--mode", mode]).collect();
             let (sharded, report) = run(dir.path(), &args);
@@ -74,4 +82,16 @@ fn an_unknown_architecture_lists_the_supported_ones() {
     for needle in ["GPT2LMHeadModel", "LlamaForCausalLM (llama)", "MistralForCausalLM", "Qwen3ForCausalLM", "DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM (deepseek_v3)"] {
         assert!(err.contains(needle), "stderr lacks {needle}: {err}");
     }
+}
+
+/// Expert parallelism is not implemented: a MoE checkpoint with `--enable-expert-parallel` is
+/// refused (the memory plan would otherwise count experts the ranks do not hold).
+#[test]
+fn expert_parallelism_is_refused_for_moe_models() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    finetp_testkit::tiny::write(dir.path(), Architecture::DeepseekV3, 1).expect("write the checkpoint");
+    let out = Command::new(env!("CARGO_BIN_EXE_finetp")).args(["run", "-d", "2", "--enable-expert-parallel", "--model"]).arg(dir.path()).output().expect("run finetp");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("expert parallelism is not implemented yet") && !err.contains("rank 0 device"), "{err}");
 }

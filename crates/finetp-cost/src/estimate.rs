@@ -11,7 +11,7 @@ const TOKEN_ID_BYTES: u64 = 4;
 /// Batches above this are priced as this (16 Mi tokens per rank): no overflow on absurd input.
 const MAX_TOKENS: usize = 1 << 24;
 
-/// The collectives fine-grained TP (and the standard TP it replaces) issues.
+/// The collectives fine-grained TP issues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CollectiveKind {

@@ -50,7 +50,7 @@ impl fmt::Display for Estimate {
         for r in &self.rows {
             for (sign, c) in r.collectives.iter().map(|c| ('+', c)) {
                 if !header {
-                    writeln!(f, "collectives per step (+ added, - replaced standard TP):")?;
+                    writeln!(f, "collectives per step (+ added):")?;
                     header = true;
                 }
                 writeln!(f, "  {sign} {:<9} {}", r.component.name(), describe(c))?;

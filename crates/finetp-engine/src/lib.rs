@@ -19,6 +19,7 @@ mod rank;
 mod request;
 mod sampling;
 mod step;
+mod validate;
 
 pub use dispatch::{BackendKind, WithBackend, dispatch};
 pub use error::EngineError;
@@ -27,3 +28,4 @@ pub use launch::{DEFAULT_TIMEOUT, Launcher, Rank};
 pub use rank::{EngineConfig, ExecMode, GenerationReport, RankReport, generate};
 pub use request::{Request, RequestOutput};
 pub use sampling::Sampling;
+pub use validate::{RequestError, RequestLimits, validate};

@@ -282,16 +282,24 @@ fn run_fingerprint(cfg: &EngineConfig, capacity: usize, vocab: usize, requests: 
     h
 }
 
-/// Every rank of the DP group compares its fingerprint with member 0's (a broadcast), and
-/// the run starts only if all agree; it is also the start line every rank leaves together.
+/// Every rank compares its fingerprint with member 0's of its DP group and then of its TP
+/// group (two broadcasts: together they link the whole world), and the run starts only if all
+/// agree; it is also the start line every rank leaves together.
 fn agree_on_the_run<B: Device>(be: &B, groups: &GroupSet<B>, fingerprint: u64) -> Result<(), EngineError> {
-    let comm = |source: CommError| EngineError::Comm { rank: groups.dp.info().global_rank(), source };
+    for group in [&groups.dp, &groups.tp] {
+        agree_in(be, &**group, fingerprint)?;
+    }
+    Ok(())
+}
+
+fn agree_in<B: Device>(be: &B, group: &dyn finetp_core::backend::Collective<B>, fingerprint: u64) -> Result<(), EngineError> {
+    let comm = |source: CommError| EngineError::Comm { rank: group.info().global_rank(), source };
     let mine = [fingerprint as u32, (fingerprint >> 32) as u32];
     let mut t = be.upload(&HostTensor::u32(mine.to_vec(), &[2]).map_err(|e| comm(e.into()))?).map_err(|e| comm(e.into()))?;
-    groups.dp.broadcast(&mut t, 0).map_err(comm)?;
+    group.broadcast(&mut t, 0).map_err(comm)?;
     let theirs = be.download(&t).map_err(|e| comm(e.into()))?;
     if theirs.data != finetp_core::backend::HostData::U32(mine.to_vec()) {
-        let g = groups.dp.info();
+        let g = group.info();
         return Err(EngineError::Run {
             rank: g.global_rank(),
             detail: format!("it and rank {} were started with different requests, model or flags (every rank of a run must get the same)", g.global_rank_of(0)),

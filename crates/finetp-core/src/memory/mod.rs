@@ -1,10 +1,12 @@
 //! Per-rank weight memory, by module class, with and without each component's fine-grained TP.
 //!
 //! Shapes are HF's; the vocabulary is padded as vLLM pads it ([`pad_vocab`](crate::config::pad_vocab)).
-//! Layouts follow vLLM: without fine-grained TP a component is sharded by the standard
-//! `--tensor-parallel-size` (1 = replicated); with it, by the fine-grained size only (standard TP
-//! no longer shards it, research §2.2). Routed experts are spread over the expert-parallel world
-//! when `--enable-expert-parallel`, else sharded by standard TP.
+//! Without fine-grained TP a component is sharded by the standard `--tensor-parallel-size`
+//! (1 = replicated); with it, each TP part is split again by the fine-grained size (`TP × size`
+//! parts, as `finetp_core::layers::LayerGroups` loads it; vLLM-Ascend instead lets the
+//! fine-grained size replace TP, research §2.2). Routed experts are spread over the
+//! expert-parallel world when `--enable-expert-parallel` (what a future EP run would hold;
+//! `finetp run` refuses it for MoE models today), else sharded by standard TP.
 
 mod shapes;
 
@@ -149,7 +151,7 @@ impl MemoryReport {
         let embedding = (vocab_rows(tp), vocab_rows(split(Component::Embedding)));
         let lm_head = if model.tie_word_embeddings {
             // Baseline shares the embedding's tensor; a different lm_head size needs its own shard.
-            let separate = !model.shares_embedding_shard(parallel) && fg(Component::LmHead).is_some();
+            let separate = !model.shares_embedding_shard(parallel);
             (0, if separate { vocab_rows(split(Component::LmHead)) } else { 0 })
         } else {
             (vocab_rows(tp), vocab_rows(split(Component::LmHead)))
