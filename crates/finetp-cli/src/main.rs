@@ -4,6 +4,7 @@
 
 mod args;
 mod bench_cmd;
+mod host_memory;
 mod plan_cmd;
 mod run_cmd;
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, anyhow};
 use clap::{Args, ValueEnum};
 use finetp_core::backend::{DType, Device};
-use finetp_core::memory::{MemoryReport, Quantization, WeightFormat};
+use finetp_core::memory::{MemoryReport, Quantization, WeightFormat, reserved_kv_bytes};
 use finetp_core::plan::Plan;
 use finetp_engine::{BackendKind, EngineConfig, EngineError, ExecMode, GenerationReport, Launcher, Rank, Request, RequestLimits, Sampling, WithBackend};
 use finetp_loader::Checkpoint;
@@ -140,13 +140,21 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
         max_seq_len: max_prompt + args.max_tokens,
     };
     let plan = Plan::new(&parallel);
+    // What the memory model says each rank holds, in the dtype the weights are loaded in:
+    // checked against the host before any rank starts, and printed next to the measured bytes.
+    let dtype = ckpt.weights.loaded_dtype("model.embed_tokens.weight").unwrap_or(DType::F32);
+    let planned = MemoryReport::new(&ckpt.config, &parallel, WeightFormat { dtype, quantization: Quantization::None });
+    if backend == BackendKind::Cpu
+        && let Some(available) = crate::host_memory::available_bytes()
+    {
+        let seqs = requests.len().div_ceil(dp);
+        // f32: the widest activation dtype a KV cache is kept in.
+        let kv = reserved_kv_bytes(&ckpt.config, parallel.tensor_parallel_size, DType::F32, seqs, cfg.max_seq_len);
+        crate::host_memory::check_fits(plan.world_size(), planned.total(), kv, available).map_err(Failure::Input)?;
+    }
     eprintln!("finetp: {} on {} {backend} ranks ({:?} mode)\n{plan}", ckpt.description, plan.world_size(), cfg.mode);
     let work = Generate { plan: &plan, cfg: &cfg, requests: &requests, ckpt: &ckpt, launcher: Launcher::threads(timeout) };
     let report = finetp_engine::dispatch(backend, work).map_err(|e| Failure::Input(e.into()))?.context("generation failed")?;
-    // What the memory model says each rank holds, in the dtype the weights were loaded in:
-    // printed next to the measured bytes, so a mis-sharded layer shows.
-    let dtype = ckpt.weights.loaded_dtype("model.embed_tokens.weight").unwrap_or(DType::F32);
-    let planned = MemoryReport::new(&ckpt.config, &parallel, WeightFormat { dtype, quantization: Quantization::None });
     if args.json {
         let mut v = serde_json::to_value(&report)?;
         v["planned_weight_bytes"] = planned.total().into();

@@ -111,6 +111,17 @@ fn a_tp_size_that_does_not_divide_the_heads_is_refused() -> Result<(), String> {
     Ok(())
 }
 
+/// 4096 replicas of SmolLM2 (about 2 TiB of f32 weights) cannot fit any CI host: refused with
+/// the figure it needed before any rank starts, not aborted or OOM-killed.
+fn a_layout_that_cannot_fit_the_host_is_refused_before_loading() -> Result<(), String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_finetp")).args(["run", "-d", "4096", "--max-tokens", "4"]).output().map_err(|e| e.to_string())?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() != Some(2) || !err.contains("4096 CPU ranks need about") || !err.contains("GiB of host memory") || err.contains("rank 0 device") {
+        return Err(format!("expected exit 2 with the memory it needed, before loading: {:?} {err}", out.status.code()));
+    }
+    Ok(())
+}
+
 fn the_text_is_coherent_english() -> Result<(), String> {
     let out = Command::new(env!("CARGO_BIN_EXE_finetp"))
         .args(["run", "-d", "2", "--max-tokens", "24", "--prompt", "What is the capital of France?"])
@@ -130,6 +141,7 @@ fn main() {
         Case::new("sharded_greedy_tokens_equal_the_unsharded_single_rank_run", std::slice::from_ref(&model), sharded_greedy_tokens_equal_the_unsharded_single_rank_run),
         Case::new("tp3_x_dp2_with_every_component_at_2_equals_the_single_rank_run", std::slice::from_ref(&model), tp3_x_dp2_with_every_component_at_2_equals_the_single_rank_run),
         Case::new("a_tp_size_that_does_not_divide_the_heads_is_refused", std::slice::from_ref(&model), a_tp_size_that_does_not_divide_the_heads_is_refused),
+        Case::new("a_layout_that_cannot_fit_the_host_is_refused_before_loading", std::slice::from_ref(&model), a_layout_that_cannot_fit_the_host_is_refused_before_loading),
         Case::new("the_text_is_coherent_english", &[model], the_text_is_coherent_english),
     ])
 }

@@ -8,11 +8,13 @@
 //! expert-parallel world when `--enable-expert-parallel` (what a future EP run would hold;
 //! `finetp run` refuses it for MoE models today), else sharded by standard TP.
 
+mod kv;
 mod shapes;
 
 use crate::backend::DType;
 use crate::config::{Component, ModelConfig, ParallelConfig};
 
+pub use kv::{kv_bytes_per_token, reserved_kv_bytes};
 pub use shapes::{LinearShape, ModelShapes};
 
 /// How linear-layer weights are stored.

@@ -1,0 +1,46 @@
+//! Will a CPU run fit? Its ranks are threads of this process, so every rank's weights and KV
+//! cache come out of this host's memory: checked against `MemAvailable` before any rank starts,
+//! so an oversized layout is refused with the figure it needed instead of aborting on a failed
+//! allocation or being killed by the OOM killer.
+
+use anyhow::anyhow;
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// `MemAvailable` of `/proc/meminfo`, in bytes; `None` where it cannot be read (not Linux).
+pub fn available_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// Refuses `ranks` ranks of `weights` + `kv` bytes each when they exceed `available` bytes
+/// (`kv` is `None` when its size overflowed).
+pub fn check_fits(ranks: usize, weights: u64, kv: Option<u64>, available: u64) -> anyhow::Result<()> {
+    let per_rank = kv.and_then(|k| k.checked_add(weights));
+    let needed = per_rank.and_then(|p| p.checked_mul(ranks as u64));
+    match needed {
+        Some(n) if n <= available => Ok(()),
+        _ => Err(anyhow!(
+            "{ranks} CPU ranks need about {} GiB of host memory ({ranks} x ({:.3} GiB of weights + {} GiB of KV cache)), but {:.1} GiB is available: use fewer ranks, larger fine-grained TP sizes (`finetp plan --model ...` prints the per-rank memory) or a shorter --max-tokens",
+            needed.map_or("more than 2^64 bytes".to_string(), |n| format!("{:.1}", n as f64 / GIB)),
+            weights as f64 / GIB,
+            kv.map_or("an overflowing".to_string(), |k| format!("{:.3}", k as f64 / GIB)),
+            available as f64 / GIB
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_fits;
+
+    #[test]
+    fn names_what_it_needed() {
+        assert!(check_fits(4, 1 << 30, Some(0), 4 << 30).is_ok());
+        let e = check_fits(2000, 538_000_000, Some(1 << 20), 24 << 30).unwrap_err().to_string();
+        assert!(e.contains("2000 CPU ranks need about 1004.1 GiB of host memory") && e.contains("24.0 GiB is available"), "{e}");
+        assert!(check_fits(usize::MAX, u64::MAX, None, u64::MAX).unwrap_err().to_string().contains("more than 2^64 bytes"));
+    }
+}
