@@ -96,7 +96,7 @@ where
         if r.prompt.is_empty() {
             return Err(EngineError::Config(format!("request {} has an empty prompt", r.id)));
         }
-        if r.prompt.len() + r.max_tokens > cfg.max_seq_len {
+        if r.prompt.len().checked_add(r.max_tokens).is_none_or(|n| n > cfg.max_seq_len) {
             return Err(EngineError::Config(format!(
                 "request {}: prompt of {} tokens + {} new tokens exceeds the maximum sequence length {}",
                 r.id,

@@ -195,6 +195,10 @@ fn bad_requests_are_rejected_before_any_work() {
     reqs[0].max_tokens = 1000;
     let err = run(&cfg, 1, FinegrainedTpConfig::default(), ExecMode::Eager, &reqs).unwrap_err();
     assert!(err.to_string().contains("exceeds the maximum sequence length"), "{err}");
+    // A count that would overflow the sum is refused the same way, not wrapped or panicked on.
+    reqs[0].max_tokens = usize::MAX;
+    let err = run(&cfg, 1, FinegrainedTpConfig::default(), ExecMode::Eager, &reqs).unwrap_err();
+    assert!(err.to_string().contains("exceeds the maximum sequence length"), "{err}");
     reqs[0].prompt.clear();
     reqs[0].max_tokens = 1;
     assert!(run(&cfg, 1, FinegrainedTpConfig::default(), ExecMode::Eager, &reqs).unwrap_err().to_string().contains("empty prompt"));
