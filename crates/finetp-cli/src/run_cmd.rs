@@ -123,13 +123,14 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let positions = ckpt.config.max_position_embeddings;
-    let limits = match args.max_model_len {
+    let (max_model_len, max_model_len_from) = match args.max_model_len {
         Some(n) if n > positions => {
             return Err(Failure::Input(anyhow!("--max-model-len {n} exceeds the model's max_position_embeddings ({positions})")));
         }
-        Some(n) => RequestLimits { max_model_len: n, max_model_len_from: "--max-model-len", vocab_size: ckpt.config.vocab_size },
-        None => RequestLimits { max_model_len: positions, max_model_len_from: "the model's max_position_embeddings", vocab_size: ckpt.config.vocab_size },
+        Some(n) => (n, "--max-model-len"),
+        None => (positions, "the model's max_position_embeddings"),
     };
+    let limits = RequestLimits { max_model_len, max_model_len_from, vocab_size: ckpt.config.vocab_size };
     finetp_engine::validate(&requests, &limits).map_err(|e| Failure::Input(e.into()))?;
     let max_prompt = requests.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
     let cfg = EngineConfig {
