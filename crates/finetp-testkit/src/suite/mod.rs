@@ -1,11 +1,12 @@
 //! The conformance suite: the backend contract, the sharded layers and a whole model on
 //! backend `B`, against the CPU reference, at the tolerances of [`crate::tolerance`].
 //!
-//! A backend runs it from a `harness = false` test target:
+//! A backend runs it from a `harness = false` test target (wgpu's names
+//! `finetp_backend_wgpu::WgpuBackend` and `"FINETP_REQUIRE_WGPU"`):
 //!
-//! ```ignore
+//! ```no_run
 //! fn main() {
-//!     finetp_testkit::suite::main::<finetp_backend_wgpu::WgpuBackend>("FINETP_REQUIRE_WGPU")
+//!     finetp_testkit::suite::main::<finetp_backend_cpu::CpuBackend>("FINETP_REQUIRE_CPU")
 //! }
 //! ```
 //!
