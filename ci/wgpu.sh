@@ -8,17 +8,10 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 start=$(date +%s)
 
+source ci/lib.sh
+
 echo "== software Vulkan driver (mesa-vulkan-drivers: lavapipe)"
-installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-if installed mesa-vulkan-drivers && installed libvulkan1; then
-  echo "already installed"
-else
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq --no-install-recommends mesa-vulkan-drivers libvulkan1
-fi
+apt_install mesa-vulkan-drivers libvulkan1
 ls /usr/share/vulkan/icd.d/
 # Mesa's window-system layer warns on every device without it; compute does not need it.
 if [ -z "${XDG_RUNTIME_DIR:-}" ] || [ ! -d "${XDG_RUNTIME_DIR}" ]; then
@@ -28,9 +21,6 @@ if [ -z "${XDG_RUNTIME_DIR:-}" ] || [ ! -d "${XDG_RUNTIME_DIR}" ]; then
 fi
 # From here on a missing adapter (or model) is a failure, not an ignored case.
 export FINETP_REQUIRE_WGPU=1 FINETP_REQUIRE_MODEL=1
-target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
-finetp="$target_dir/release/finetp"
-layout='{"finegrained_tp_config":{"embedding_tensor_parallel_size":2,"lmhead_tensor_parallel_size":2,"oproj_tensor_parallel_size":2,"mlp_tensor_parallel_size":2}}'
 
 echo "== a binary without wgpu names the command that builds one with it; that command works"
 cargo build --release --locked -p finetp-cli
@@ -40,10 +30,7 @@ code=$?
 set -e
 echo "$msg"
 [ "$code" -eq 2 ] || { echo "expected exit code 2, got $code"; exit 1; }
-cmd="$(printf '%s\n' "$msg" | sed -n 's/.*build one that has it with `\([^`]*\)`.*/\1/p')"
-[ -n "$cmd" ] || { echo "no build command in the message"; exit 1; }
-echo "running: $cmd"
-eval "$cmd"
+run_printed_build_command "$code" "$msg"
 
 echo "== wgpu conformance suite and wgpu's own cases (the adapter is printed first)"
 cargo test --locked -p finetp-backend-wgpu

@@ -1,8 +1,9 @@
 //! # finetp-backend-cpu
 //!
-//! The reference backend: every other backend is tested against it. Ranks are threads of one
-//! process; each owns a [`CpuBackend`] (its own rayon pool) and, per planned group, a
-//! communicator from the in-process collectives ([`comm`]).
+//! The reference backend: every other backend is tested against it. Each rank owns a
+//! [`CpuBackend`] (its own rayon pool) and, per planned group, a communicator ([`comm`]): the
+//! in-process collectives for ranks that are threads of one process, the same collectives over
+//! the launcher's transport for groups that span processes.
 
 pub mod comm;
 mod backend;

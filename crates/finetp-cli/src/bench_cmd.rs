@@ -44,6 +44,7 @@ pub struct BenchArgs {
 
 /// `finetp bench`'s measurements, on whichever backend is chosen.
 struct Measure<'a> {
+    launcher: Launcher,
     model: &'a ModelConfig,
     sizes: &'a [(Component, usize)],
     cfg: &'a BenchConfig,
@@ -53,7 +54,7 @@ impl WithBackend for Measure<'_> {
     type Output = Result<BenchReport, EngineError>;
 
     fn run<B: Device>(self, _kind: BackendKind) -> Self::Output {
-        measure::<B>(&Launcher::default(), self.model, self.sizes, self.cfg)
+        measure::<B>(&self.launcher, self.model, self.sizes, self.cfg)
     }
 }
 
@@ -74,9 +75,15 @@ pub struct BenchReport {
 /// Every measurement of a `finetp bench` run, on backend `B`.
 pub fn measure<B: Device>(launcher: &Launcher, model: &ModelConfig, sizes: &[(Component, usize)], cfg: &BenchConfig) -> Result<BenchReport, EngineError> {
     let dp = cfg.data_parallel_size;
+    // Progress from one process (every process of an MPI job runs the same probes).
+    let say = |what: String| {
+        if launcher.is_root() {
+            eprintln!("bench: {what} ...");
+        }
+    };
     let mut components = Vec::new();
     for &(c, size) in sizes {
-        eprintln!("bench: {c} replicated vs size {size} ...");
+        say(format!("{c} replicated vs size {size}"));
         let rep = time_component::<B>(launcher, cfg, model, c, 1)?;
         let sh = time_component::<B>(launcher, cfg, model, c, size)?;
         components.push((rep, sh));
@@ -90,12 +97,12 @@ pub fn measure<B: Device>(launcher: &Launcher, model: &ModelConfig, sizes: &[(Co
     };
     for &p in &group_sizes {
         for kib in [4usize, 64, 1024, 8192] {
-            eprintln!("bench: collectives, group {p}, {kib} KiB per member ...");
+            say(format!("collectives, group {p}, {kib} KiB per member"));
             collectives.extend(time_collectives::<B>(launcher, cfg, p, kib * 1024)?);
         }
     }
     let (h, b, pmax) = (model.hidden_size, cfg.batch_per_rank, group_sizes.iter().copied().max().unwrap_or(1));
-    eprintln!("bench: GEMM probes (memory and compute) on {dp} ranks at once ...");
+    say(format!("GEMM probes (memory and compute) on {dp} ranks at once"));
     let mut gemms = vec![time_gemm::<B>(launcher, cfg, (8192, h), 1, true)?];
     for m in [b, pmax * b] {
         gemms.push(time_gemm::<B>(launcher, cfg, (8192, h), m, true)?);
@@ -127,8 +134,15 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     }
     let cfg = BenchConfig { data_parallel_size: dp, batch_per_rank: args.batch_size, warmup: args.warmup, repeats: args.repeats };
     let backend = args.backend.kind();
-    let work = Measure { model: &model, sizes: &sizes, cfg: &cfg };
+    // Under mpirun the ranks are processes, and the collectives measured are the transport's.
+    let launcher = crate::launch::launcher(parallel.world_size(), None, finetp_engine::DEFAULT_TIMEOUT)?;
+    let root = launcher.is_root();
+    let work = Measure { launcher, model: &model, sizes: &sizes, cfg: &cfg };
     let report = finetp_engine::dispatch(backend, work).map_err(|e| Failure::Input(e.into()))??;
+    // Process 0 holds rank 0's timings, which are what the report shows.
+    if !root {
+        return Ok(());
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());

@@ -5,6 +5,7 @@
 mod args;
 mod bench_cmd;
 mod host_memory;
+mod launch;
 mod plan_cmd;
 mod run_cmd;
 
@@ -59,12 +60,30 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Input(e)) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", render(&e));
             ExitCode::from(2)
         }
         Err(Failure::Runtime(e)) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", render(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes on one line, `context: cause: cause`, leaving out a cause whose
+/// text the message already ends with (typed errors that quote their source in their own
+/// message, as `rank 3: {source}` does, would otherwise print it twice).
+fn render(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }

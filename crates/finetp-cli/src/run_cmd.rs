@@ -57,6 +57,10 @@ pub struct RunArgs {
     /// with an error naming the group.
     #[arg(long, default_value_t = finetp_engine::DEFAULT_TIMEOUT.as_secs_f64())]
     pub collective_timeout: f64,
+    /// Under `mpirun`: ranks each process runs, as threads (default: the world's ranks
+    /// divided evenly over the processes). Groups that span processes communicate over MPI.
+    #[arg(long)]
+    pub ranks_per_process: Option<usize>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -78,6 +82,11 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
     if !backend.compiled() {
         return Err(Failure::Input(EngineError::NotCompiled { backend }.into()));
     }
+    // Threads, or this process's block of an MPI job: decided (and MPI started) before the
+    // model is opened, so a wrong launch is refused at once.
+    let world = parallel.world_size();
+    let launcher = crate::launch::launcher(world, args.ranks_per_process, timeout)?;
+    let here = launcher.local_ranks(world).map_err(|e| Failure::Input(e.into()))?.len();
     let path = match &args.model {
         Some(p) => p.clone(),
         None => finetp_loader::default_model().context("cannot fetch the default model")?,
@@ -151,11 +160,18 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
         let seqs = requests.len().div_ceil(dp);
         // f32: the widest activation dtype a KV cache is kept in.
         let kv = reserved_kv_bytes(&ckpt.config, parallel.tensor_parallel_size, DType::F32, seqs, cfg.max_seq_len);
-        crate::host_memory::check_fits(plan.world_size(), planned.total(), kv, available).map_err(Failure::Input)?;
+        crate::host_memory::check_fits(here, planned.total(), kv, available).map_err(Failure::Input)?;
     }
-    eprintln!("finetp: {} on {} {backend} ranks ({:?} mode)\n{plan}", ckpt.description, plan.world_size(), cfg.mode);
-    let work = Generate { plan: &plan, cfg: &cfg, requests: &requests, ckpt: &ckpt, launcher: Launcher::threads(timeout) };
+    let root = launcher.is_root();
+    if root {
+        eprintln!("finetp: {} on {} {backend} ranks ({:?} mode)\n{plan}", ckpt.description, plan.world_size(), cfg.mode);
+    }
+    let work = Generate { plan: &plan, cfg: &cfg, requests: &requests, ckpt: &ckpt, launcher };
     let report = finetp_engine::dispatch(backend, work).map_err(|e| Failure::Input(e.into()))?.context("generation failed")?;
+    // Every process of an MPI job holds the whole report; process 0 prints it.
+    if !root {
+        return Ok(());
+    }
     if args.json {
         let mut v = serde_json::to_value(&report)?;
         v["planned_weight_bytes"] = planned.total().into();

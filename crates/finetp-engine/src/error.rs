@@ -33,6 +33,10 @@ pub enum EngineError {
     Run { rank: usize, detail: String },
     #[error("{}", not_compiled_message(*backend))]
     NotCompiled { backend: BackendKind },
+    /// The processes of a multi-process job could not start or meet (MPI), or their results
+    /// could not be gathered.
+    #[error("MPI launcher: {detail}")]
+    Launch { detail: String },
 }
 
 fn not_compiled_message(b: BackendKind) -> String {
@@ -65,7 +69,7 @@ impl EngineError {
             | EngineError::Panicked { rank, .. }
             | EngineError::Spawn { rank, .. }
             | EngineError::Run { rank, .. } => Some(*rank),
-            EngineError::Config(_) | EngineError::NotCompiled { .. } => None,
+            EngineError::Config(_) | EngineError::NotCompiled { .. } | EngineError::Launch { .. } => None,
         }
     }
 

@@ -18,7 +18,7 @@ use finetp_core::parallel::StepCounts;
 use crate::EngineError;
 
 /// What graph mode did on one rank.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GraphReport {
     /// Calls recorded in the captured decode step (0 if none was captured).
     pub captured_ops: usize,

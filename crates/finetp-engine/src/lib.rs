@@ -1,6 +1,7 @@
 //! # finetp-engine
 //!
-//! Runs a model data-parallel over `DP` ranks (threads of one process), each with its own
+//! Runs a model data-parallel over `DP` ranks (threads of one process, or processes under
+//! `mpirun` with the `mpi` feature), each with its own
 //! requests and KV cache, with fine-grained TP groups cutting across them. Every step the ranks
 //! exchange their token counts on the DP group (one small all-gather, as vLLM does); every rank,
 //! busy or idle, then runs the same forward, so each component's collectives stay in lock-step.
@@ -24,7 +25,9 @@ mod validate;
 pub use dispatch::{BackendKind, WithBackend, dispatch};
 pub use error::EngineError;
 pub use graph::GraphReport;
-pub use launch::{DEFAULT_TIMEOUT, Launcher, Rank};
+pub use launch::{DEFAULT_TIMEOUT, Launcher, Rank, mpi_launched_processes};
+#[cfg(feature = "mpi")]
+pub use launch::mpi;
 pub use rank::{EngineConfig, ExecMode, GenerationReport, RankReport, generate};
 pub use request::{Request, RequestOutput};
 pub use sampling::Sampling;

@@ -36,7 +36,7 @@ pub struct EngineConfig {
 }
 
 /// What one rank measured.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RankReport {
     pub rank: usize,
     pub weight_bytes: Vec<ModuleBytes>,
@@ -108,7 +108,7 @@ where
     }
     let capacity = (0..dp).map(|rank| requests.iter().skip(rank).step_by(dp).count()).max().unwrap_or(0);
     let start = Instant::now();
-    let per_rank = launcher.run(plan, |rank: Rank<B>| {
+    let per_rank = launcher.run_gathered(plan, |rank: Rank<B>| {
         let replica = plan.coord(rank.rank).dp;
         let mine: Vec<Request> = requests.iter().skip(replica).step_by(dp).cloned().collect();
         let model = load(&rank)?;
@@ -165,6 +165,7 @@ fn run_rank<B: Device>(
         EngineError::Comm { source, .. } => EngineError::Comm { rank, source },
         e => e,
     })?;
+    tracing::info!("rank {rank}: weights loaded and the run agreed; generating");
     let start = Instant::now();
     let mut report =
         RankReport { rank, weight_bytes: model.weight_bytes(), kv_cache_bytes: kv.bytes(), steps: 0, decode_step_s: vec![], graph: None };

@@ -14,7 +14,7 @@ pub struct Request {
 }
 
 /// What one request produced.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RequestOutput {
     pub id: usize,
     /// The DP replica that served it (its DP rank).

@@ -1,17 +1,15 @@
-//! One member's communicator: the [`Collective`] implementation.
+//! One member's communicator: the [`Collective`](finetp_core::backend::Collective) implementation.
 
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 
-use finetp_core::backend::{Collective, CommError, DType, GroupSpec};
-
-use crate::graph::launch::launch;
+use finetp_core::backend::{CommError, DType, GroupSpec};
 
 use super::check::{self, op};
 use super::post::{Post, Ptr, Src};
 use super::rendezvous::Shared;
 use super::xfer::{Elem, chunk, copy_in, copy_range, sum_into};
-use crate::{CpuBackend, CpuTensor};
+use crate::CpuTensor;
 
 /// One step of data movement, given every member's posted source range.
 pub(super) type Phase<'a> = dyn FnMut(&[Src]) + 'a;
@@ -339,35 +337,4 @@ impl Member {
 }
 
 // Every collective goes through `launch`: run now, and recorded while capturing.
-impl Collective<CpuBackend> for InProcessComm {
-    fn info(&self) -> &GroupSpec {
-        &self.m.info
-    }
-
-    fn all_reduce_sum(&self, t: &mut CpuTensor) -> Result<(), CommError> {
-        launch(&self.m, op::ALL_REDUCE, &[], &mut [t], |m, _, o| m.all_reduce_sum(o[0]))
-    }
-
-    fn all_gather(&self, mine: &CpuTensor, counts: &[usize], out: &mut CpuTensor) -> Result<(), CommError> {
-        let counts = counts.to_vec();
-        launch(&self.m, op::ALL_GATHER, &[mine], &mut [out], move |m, i, o| m.all_gather(i[0], &counts, o[0]))
-    }
-
-    fn reduce_scatter_sum(&self, all: &CpuTensor, counts: &[usize], out: &mut CpuTensor) -> Result<(), CommError> {
-        let counts = counts.to_vec();
-        launch(&self.m, op::REDUCE_SCATTER, &[all], &mut [out], move |m, i, o| m.reduce_scatter_sum(i[0], &counts, o[0]))
-    }
-
-    fn all_to_all(&self, send: &CpuTensor, send_counts: &[usize], recv_counts: &[usize], out: &mut CpuTensor) -> Result<(), CommError> {
-        let (sc, rc) = (send_counts.to_vec(), recv_counts.to_vec());
-        launch(&self.m, op::ALL_TO_ALL, &[send], &mut [out], move |m, i, o| m.all_to_all(i[0], &sc, &rc, o[0]))
-    }
-
-    fn broadcast(&self, t: &mut CpuTensor, root: usize) -> Result<(), CommError> {
-        launch(&self.m, op::BROADCAST, &[], &mut [t], move |m, _, o| m.broadcast(o[0], root))
-    }
-
-    fn barrier(&self) -> Result<(), CommError> {
-        launch(&self.m, op::BARRIER, &[], &mut [], |m, _, _| m.barrier())
-    }
-}
+collective_through_launch!(InProcessComm, m);

@@ -1,8 +1,10 @@
-//! In-process collectives: ranks are threads of one process, and a group's members meet in
-//! shared memory.
+//! Host-memory collectives. Ranks that are threads of one process meet in shared memory (the
+//! in-process collectives, most of this module); a group whose members live in several
+//! processes (`mpirun`) runs the same collectives, with the same bits, over the launcher's
+//! transport ([`RemoteComm`]). [`connect_host`] (the CPU backend's
+//! [`Backend::connect`](finetp_core::backend::Backend::connect)) picks between them.
 //!
-//! [`connect_in_process`] (the CPU backend's [`Backend::connect`](finetp_core::backend::Backend::connect))
-//! gives each member of a group the same shared state, handed out by the run's
+//! [`connect_in_process`] gives each member of a group the same shared state, handed out by the run's
 //! [`Rendezvous`](finetp_core::backend::Rendezvous): one state per planned group (every
 //! component group and every DP group, each its own, so that two groups with the same members
 //! can never see each other's traffic). [`group_handles`] builds a single group's handles on
@@ -42,10 +44,58 @@
 //!
 //! A group of one member never locks: its collectives are local copies (or no-ops).
 
+/// `impl Collective<CpuBackend> for $handle` whose every collective runs `$member`'s method of
+/// the same name through `launch`: now, and recorded while a graph is captured (with a clone
+/// of the member, to run again at each replay). The in-process and the cross-process handles
+/// both use it.
+macro_rules! collective_through_launch {
+    ($handle:ty, $member:ident) => {
+        impl finetp_core::backend::Collective<crate::CpuBackend> for $handle {
+            fn info(&self) -> &finetp_core::backend::GroupSpec {
+                &self.$member.info
+            }
+
+            fn all_reduce_sum(&self, t: &mut crate::CpuTensor) -> Result<(), finetp_core::backend::CommError> {
+                crate::graph::launch::launch(&self.$member, op::ALL_REDUCE, &[], &mut [t], |m, _, o| m.all_reduce_sum(o[0]))
+            }
+
+            fn all_gather(&self, mine: &crate::CpuTensor, counts: &[usize], out: &mut crate::CpuTensor) -> Result<(), finetp_core::backend::CommError> {
+                let counts = counts.to_vec();
+                crate::graph::launch::launch(&self.$member, op::ALL_GATHER, &[mine], &mut [out], move |m, i, o| m.all_gather(i[0], &counts, o[0]))
+            }
+
+            fn reduce_scatter_sum(&self, all: &crate::CpuTensor, counts: &[usize], out: &mut crate::CpuTensor) -> Result<(), finetp_core::backend::CommError> {
+                let counts = counts.to_vec();
+                crate::graph::launch::launch(&self.$member, op::REDUCE_SCATTER, &[all], &mut [out], move |m, i, o| m.reduce_scatter_sum(i[0], &counts, o[0]))
+            }
+
+            fn all_to_all(
+                &self,
+                send: &crate::CpuTensor,
+                send_counts: &[usize],
+                recv_counts: &[usize],
+                out: &mut crate::CpuTensor,
+            ) -> Result<(), finetp_core::backend::CommError> {
+                let (sc, rc) = (send_counts.to_vec(), recv_counts.to_vec());
+                crate::graph::launch::launch(&self.$member, op::ALL_TO_ALL, &[send], &mut [out], move |m, i, o| m.all_to_all(i[0], &sc, &rc, o[0]))
+            }
+
+            fn broadcast(&self, t: &mut crate::CpuTensor, root: usize) -> Result<(), finetp_core::backend::CommError> {
+                crate::graph::launch::launch(&self.$member, op::BROADCAST, &[], &mut [t], move |m, _, o| m.broadcast(o[0], root))
+            }
+
+            fn barrier(&self) -> Result<(), finetp_core::backend::CommError> {
+                crate::graph::launch::launch(&self.$member, op::BARRIER, &[], &mut [], |m, _, _| m.barrier())
+            }
+        }
+    };
+}
+
 mod check;
 mod connect;
 mod handle;
 mod post;
+mod remote;
 mod rendezvous;
 mod staged;
 #[cfg(test)]
@@ -55,9 +105,10 @@ mod xfer;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use connect::connect_in_process;
+pub use connect::{connect_host, connect_in_process};
 use finetp_core::backend::GroupSpec;
 pub use handle::InProcessComm;
+pub use remote::RemoteComm;
 pub use staged::{StagedComm, connect_staged};
 
 #[cfg(doc)]

@@ -108,7 +108,7 @@ impl Shared {
         let group = self.name.clone();
         match broken {
             Broken::Timeout { op, missing } => {
-                CommError::Timeout { group, op, after: self.timeout, missing: missing.clone() }
+                CommError::Timeout { group, op, after: self.timeout, missing: missing.clone(), ranks: missing.iter().map(|&m| self.global_ranks.get(m).copied().unwrap_or(usize::MAX)).collect() }
             }
             &Broken::PeerFailed { member } => CommError::PeerFailed {
                 group,

@@ -1,5 +1,5 @@
 //! Collectives for any backend without a collective library of its own, staged through host
-//! memory over the in-process collectives.
+//! memory over the CPU collectives (in-process, or across processes under `mpirun`).
 //!
 //! Each rank owns its own device, and devices cannot read each other's buffers, so a collective
 //! downloads its tensors, runs the CPU backend's in-process collective on them (the same code,
@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use finetp_core::backend::{Backend, BackendError, Block, Collective, CommError, DType, GroupSpec, HostTensor, Rendezvous, Tensor};
 
-use super::connect_in_process;
+use super::connect_host;
 use crate::{CpuBackend, CpuStorage, CpuTensor};
 
 /// A member's communicator for tensors of backend `B`: the CPU collective `cpu`, with every
@@ -34,10 +34,10 @@ pub struct StagedComm<B: Backend + Clone> {
 /// collective library answers [`Backend::connect`] with.
 ///
 /// # Errors
-/// As [`connect_in_process`].
+/// As [`connect_host`].
 pub fn connect_staged<B: Backend + Clone>(be: &B, spec: &GroupSpec, rv: &dyn Rendezvous) -> Result<Arc<dyn Collective<B>>, CommError> {
-    let cpu = connect_in_process(spec, rv)?;
-    Ok(Arc::new(StagedComm::new(be, Arc::new(cpu))))
+    let cpu = connect_host(spec, rv)?;
+    Ok(Arc::new(StagedComm::new(be, cpu)))
 }
 
 /// Whether a collective sums (the host sums 16-bit floats in f32).

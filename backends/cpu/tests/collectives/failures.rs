@@ -26,7 +26,7 @@ fn a_member_that_never_arrives_times_out() {
     });
     for (err, elapsed, again) in got {
         match err {
-            CommError::Timeout { group, op, missing, after } => {
+            CommError::Timeout { group, op, missing, after, .. } => {
                 assert_eq!((group.as_str(), op, missing, after), ("test[0]", "all_reduce_sum", vec![2], SHORT));
             }
             other => panic!("expected a timeout, got {other}"),

@@ -36,16 +36,21 @@ impl BackendError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CommError {
+    /// `missing` are positions in the group, `ranks` the same members' global ranks.
     #[error(
-        "{op} on group {group} timed out after {after:?}: members {missing:?} (rank-in-group) never arrived"
+        "{op} on group {group} timed out after {after:?}: global ranks {ranks:?} (members {missing:?} of the group) never arrived"
     )]
-    Timeout { group: String, op: &'static str, after: Duration, missing: Vec<usize> },
+    Timeout { group: String, op: &'static str, after: Duration, missing: Vec<usize>, ranks: Vec<usize> },
     #[error("{op} on group {group}: member {member} (global rank {global_rank}) has left the group (its rank died or dropped its handle)")]
     PeerFailed { group: String, op: &'static str, member: usize, global_rank: usize },
     #[error("{op} on group {group}: members disagree: {detail}")]
     Mismatch { group: String, op: &'static str, detail: String },
     #[error("{op} on group {group}: bad arguments: {detail}")]
     InvalidArgument { group: String, op: &'static str, detail: String },
+    /// The transport between processes failed (an MPI error), or the job is being ended
+    /// under the collective (the launcher's SIGTERM).
+    #[error("{op} on group {group}: {detail}")]
+    Transport { group: String, op: &'static str, detail: String },
     #[error(transparent)]
     Backend(#[from] BackendError),
 }

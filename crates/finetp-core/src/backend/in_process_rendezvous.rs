@@ -102,7 +102,7 @@ impl Rendezvous for InProcessRendezvous {
             let failed = if let Some(&member) = missing.iter().find(|&&i| st.departed.contains(&spec.global_ranks[i])) {
                 Some(CommError::PeerFailed { group: spec.name(), op, member, global_rank: spec.global_ranks[member] })
             } else if deadline.is_some_and(|d| Instant::now() >= d) {
-                Some(CommError::Timeout { group: spec.name(), op, after: spec.timeout, missing })
+                Some(CommError::Timeout { group: spec.name(), op, after: spec.timeout, ranks: missing.iter().map(|&m| spec.global_rank_of(m)).collect(), missing })
             } else {
                 None
             };

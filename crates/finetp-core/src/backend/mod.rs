@@ -18,9 +18,11 @@ mod graph;
 mod group;
 mod host;
 mod in_process_rendezvous;
+mod mailbox;
 mod ops;
 mod rendezvous;
 mod tensor;
+mod transport;
 
 use std::sync::Arc;
 
@@ -35,6 +37,8 @@ pub use graph::{CapturedGraph, ReplayError};
 pub use host::{HostData, HostTensor};
 pub use ops::{AttentionParams, Gemm, Kernels, KvIndex, MoeRouting, PAD_SLOT, RopeStyle, RopeTable, SampleParams};
 pub use tensor::Tensor;
+pub use mailbox::{Envelope, Mailboxes};
+pub use transport::{Call, HostTransport, POISONED, TRAILER_ROOM, check_message, fingerprint};
 
 /// Where a rank's device is: what [`Backend::open`] needs to pick a device (or a share of the
 /// machine) for one rank.

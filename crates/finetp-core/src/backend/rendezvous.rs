@@ -16,7 +16,7 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use super::{CommError, GroupSpec};
+use super::{CommError, GroupSpec, HostTransport};
 
 /// An object shared by every member of an in-process group.
 pub type SharedObject = Arc<dyn Any + Send + Sync>;
@@ -37,6 +37,14 @@ pub trait Rendezvous: Send + Sync {
         kind: &'static str,
         make: &dyn Fn() -> SharedObject,
     ) -> Result<Option<SharedObject>, CommError>;
+
+    /// Point-to-point traffic to members in other processes, when this run has ranks in
+    /// several (`None` for threads of one process). A backend whose collectives move host
+    /// memory builds them on it for the groups [`local_shared`](Self::local_shared) answers
+    /// `None` for.
+    fn transport(&self) -> Option<Arc<dyn HostTransport>> {
+        None
+    }
 }
 
 /// Member `root`'s bytes on every member (an NCCL unique id, an HCCL root info). Non-roots pass

@@ -5,9 +5,8 @@
 //! `finetp_backend_wgpu::WgpuBackend` and `"FINETP_REQUIRE_WGPU"`):
 //!
 //! ```no_run
-//! fn main() {
-//!     finetp_testkit::suite::main::<finetp_backend_cpu::CpuBackend>("FINETP_REQUIRE_CPU")
-//! }
+//! // The whole `main` of the test target:
+//! finetp_testkit::suite::main::<finetp_backend_cpu::CpuBackend>("FINETP_REQUIRE_CPU")
 //! ```
 //!
 //! Every case says which trait methods it exercises ([`Case::covers`]); the `meta` case fails

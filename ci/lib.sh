@@ -1,0 +1,36 @@
+# Shared by the ci/*.sh jobs (sourced): Debian packages installed once, the release binary's
+# path, the SmolLM2 layout every job runs, and the check that a binary built without a
+# feature names the command that builds one with it.
+
+# Installs the Debian packages given unless they are all installed already.
+apt_install() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ "${#missing[@]}" -eq 0 ]; then
+    echo "already installed: $*"
+    return
+  fi
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+finetp="$target_dir/release/finetp"
+layout='{"finegrained_tp_config":{"embedding_tensor_parallel_size":2,"lmhead_tensor_parallel_size":2,"oproj_tensor_parallel_size":2,"mlp_tensor_parallel_size":2}}'
+
+# `run_printed_build_command CODE MSG`: MSG (what a binary without a feature printed, with
+# exit code CODE) must be a non-zero exit naming "build one that has it with `<cmd>`"; runs
+# <cmd> as printed.
+run_printed_build_command() {
+  local code="$1" msg="$2" cmd
+  [ "$code" -ne 0 ] || { echo "expected a non-zero exit, got $code"; exit 1; }
+  cmd="$(printf '%s\n' "$msg" | sed -n 's/.*build one that has it with `\([^`]*\)`.*/\1/p' | head -1)"
+  [ -n "$cmd" ] || { echo "no build command in the message"; exit 1; }
+  echo "running: $cmd"
+  eval "$cmd"
+}
