@@ -110,18 +110,19 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
     } else {
         args.prompts.clone()
     };
-    let use_chat = !args.raw_prompt && ckpt.chat_template.as_deref().is_some_and(|t| t.contains("<|im_start|>"));
+    // The model's own chat template (as HF's apply_chat_template renders it), or raw text with
+    // BOS only where the tokenizer asks for it.
+    let use_chat = !args.raw_prompt && ckpt.prompt.chat_template.is_some();
     let requests = prompts
         .iter()
         .enumerate()
         .map(|(id, p)| {
-            let text = if use_chat { format!("<|im_start|>user\n{p}<|im_end|>\n<|im_start|>assistant\n") } else { p.clone() };
-            let enc = tokenizer.encode(text.as_str(), false).map_err(|e| anyhow!("cannot tokenize prompt {id}: {e}"))?;
-            let mut prompt = Vec::new();
-            if !use_chat {
-                prompt.extend(ckpt.bos_token_id);
+            let prompt = if use_chat {
+                ckpt.prompt.encode_chat(tokenizer, &[finetp_loader::Message::user(p.as_str())])
+            } else {
+                ckpt.prompt.encode_raw(tokenizer, p)
             }
-            prompt.extend_from_slice(enc.get_ids());
+            .map_err(|e| anyhow!("prompt {id}: {e}"))?;
             Ok(Request {
                 id,
                 prompt,
@@ -130,7 +131,8 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
                 stop_ids: ckpt.eos_token_ids.clone(),
             })
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<anyhow::Result<Vec<_>>>()
+        .map_err(Failure::Input)?;
     let positions = ckpt.config.max_position_embeddings;
     let (max_model_len, max_model_len_from) = match args.max_model_len {
         Some(n) if n > positions => {

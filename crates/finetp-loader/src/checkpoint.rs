@@ -7,7 +7,8 @@ use finetp_core::config::ModelConfig;
 use finetp_core::shard::WeightSource;
 use tokenizers::Tokenizer;
 
-use crate::gguf::GgufWeights;
+use crate::chat::PromptFormat;
+use crate::gguf::{GgufWeights, MetaValue};
 use crate::tokenizer::{tokenizer_from_file, tokenizer_from_gguf};
 use crate::{LoaderError, SafetensorsDir};
 
@@ -19,6 +20,8 @@ pub struct Checkpoint {
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
     pub chat_template: Option<String>,
+    /// How text becomes prompt ids: BOS, the chat template and its special tokens.
+    pub prompt: PromptFormat,
     /// For messages: the format and path.
     pub description: String,
 }
@@ -42,10 +45,31 @@ impl Checkpoint {
         let f = weights.file();
         let id = |k: &str| f.meta_u64(k).and_then(|v| u32::try_from(v).ok());
         let tokenizer = Some(tokenizer_from_gguf(f)?);
+        let token_text = |id: Option<u32>| match (f.metadata.get("tokenizer.ggml.tokens"), id) {
+            (Some(MetaValue::Array(t)), Some(i)) => t.get(i as usize).and_then(MetaValue::as_str).map(str::to_string),
+            _ => None,
+        };
+        let (bos, eos) = (id("tokenizer.ggml.bos_token_id"), id("tokenizer.ggml.eos_token_id"));
+        // llama.cpp's rule: the key when present, else BOS for SentencePiece vocabularies only.
+        let add_bos_token = match f.metadata.get("tokenizer.ggml.add_bos_token") {
+            Some(MetaValue::Bool(b)) => *b,
+            _ => f.meta_str("tokenizer.ggml.model") == Some("llama"),
+        };
+        let chat_template = f.meta_str("tokenizer.chat_template").map(str::to_string);
+        let mut eos_token_ids: Vec<u32> = eos.into_iter().chain(id("tokenizer.ggml.eot_token_id")).collect();
+        eos_token_ids.dedup();
         Ok(Self {
-            bos_token_id: id("tokenizer.ggml.bos_token_id"),
-            eos_token_ids: id("tokenizer.ggml.eos_token_id").into_iter().collect(),
-            chat_template: f.meta_str("tokenizer.chat_template").map(str::to_string),
+            bos_token_id: bos,
+            eos_token_ids,
+            prompt: PromptFormat {
+                add_bos_token,
+                tokenizer_adds_specials: false,
+                bos_token_id: bos,
+                bos_token: token_text(bos),
+                eos_token: token_text(eos),
+                chat_template: chat_template.clone(),
+            },
+            chat_template,
             description: format!("{} (GGUF)", f.meta_str("general.name").unwrap_or("model")),
             tokenizer,
             config,
@@ -67,13 +91,33 @@ impl Checkpoint {
         };
         let tok_path = dir.join("tokenizer.json");
         let tokenizer = if tok_path.is_file() { Some(tokenizer_from_file(&tok_path)?) } else { None };
-        let template = std::fs::read_to_string(dir.join("tokenizer_config.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| v.get("chat_template").and_then(|c| c.as_str()).map(str::to_string));
+        let json = |name: &str| -> serde_json::Value {
+            std::fs::read_to_string(dir.join(name)).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+        };
+        let tok_cfg = json("tokenizer_config.json");
+        let template = tok_cfg.get("chat_template").and_then(|c| c.as_str()).map(str::to_string);
+        // A special token's text: a string, or `{"content": …}` (an AddedToken).
+        let special = |key: &str| tok_cfg.get(key).and_then(|v| v.as_str().or_else(|| v.get("content").and_then(|c| c.as_str()))).map(str::to_string);
+        let bos = ids(&raw["bos_token_id"]).first().copied();
+        // Generation stops on every EOS the model declares: config.json and generation_config.json.
+        let mut eos_token_ids = ids(&raw["eos_token_id"]);
+        for id in ids(&json("generation_config.json")["eos_token_id"]) {
+            if !eos_token_ids.contains(&id) {
+                eos_token_ids.push(id);
+            }
+        }
         Ok(Self {
-            bos_token_id: ids(&raw["bos_token_id"]).first().copied(),
-            eos_token_ids: ids(&raw["eos_token_id"]),
+            bos_token_id: bos,
+            eos_token_ids,
+            prompt: PromptFormat {
+                add_bos_token: tok_cfg.get("add_bos_token").and_then(serde_json::Value::as_bool).unwrap_or(false),
+                // tokenizer.json's post-processor adds the specials the model wants.
+                tokenizer_adds_specials: true,
+                bos_token_id: bos,
+                bos_token: special("bos_token"),
+                eos_token: special("eos_token"),
+                chat_template: template.clone(),
+            },
             chat_template: template,
             description: format!("{} (safetensors)", dir.display()),
             tokenizer,

@@ -6,6 +6,7 @@
 //! whatever the format, and reads only the slice a rank asks for. Files are memory-mapped, so a
 //! rank's resident memory is its shards, not the checkpoint.
 
+mod chat;
 mod checkpoint;
 mod error;
 mod fetch;
@@ -14,6 +15,7 @@ mod progress;
 mod safetensors_dir;
 mod tokenizer;
 
+pub use chat::{Message, PromptFormat};
 pub use checkpoint::Checkpoint;
 pub use error::LoaderError;
 pub use fetch::{DEFAULT_MODEL_PACKAGE, cache_dir, default_model};
