@@ -73,7 +73,9 @@ fn tokens(out: &Output, what: &str) -> Result<Vec<Vec<u64>>, String> {
 }
 
 /// DP 4, all four components at size 2: 4 processes, 2 processes x 2 ranks, and 4 processes
-/// over TCP only, each gives exactly the threaded run's tokens.
+/// over TCP only, each gives exactly the threaded run's tokens; and mixed sizes (embedding and
+/// MLP at 4 spanning both processes, lm_head and o_proj at 2 inside each) as 2 x 2, where
+/// groups of different sizes share the same pair of processes.
 fn processes_give_the_tokens_of_the_threaded_run() -> Result<(), String> {
     let flags = run_flags("32");
     let threaded = Command::new(env!("CARGO_BIN_EXE_finetp")).arg("run").args(&flags).output().map_err(|e| e.to_string())?;
@@ -94,6 +96,16 @@ fn processes_give_the_tokens_of_the_threaded_run() -> Result<(), String> {
         if got != reference {
             return Err(format!("{what}: {got:?} differs from the threaded run's {reference:?}"));
         }
+    }
+    let mixed = r#"{"finegrained_tp_config":{"embedding_tensor_parallel_size":4,"lmhead_tensor_parallel_size":2,"oproj_tensor_parallel_size":2,"mlp_tensor_parallel_size":4}}"#;
+    let mixed_flags: Vec<String> = run_flags("32").into_iter().map(|f| if f == ALL2 { mixed.to_string() } else { f }).collect();
+    let mixed_flags: Vec<&str> = mixed_flags.iter().map(String::as_str).collect();
+    let threaded = Command::new(env!("CARGO_BIN_EXE_finetp")).arg("run").args(&mixed_flags).output().map_err(|e| e.to_string())?;
+    let reference = tokens(&threaded, "the threaded run, mixed sizes")?;
+    let two_per: Vec<&str> = mixed_flags.iter().copied().chain(["--ranks-per-process", "2"]).collect();
+    let got = tokens(&mpirun(2, &[], &two_per).output().map_err(|e| e.to_string())?, "mixed sizes, 2 x 2")?;
+    if got != reference {
+        return Err(format!("mixed sizes, 2 x 2: {got:?} differs from the threaded run's {reference:?}"));
     }
     Ok(())
 }

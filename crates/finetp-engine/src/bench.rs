@@ -280,9 +280,11 @@ pub fn time_gemm<B: Device>(launcher: &Launcher, cfg: &BenchConfig, (n, k): (usi
 }
 
 /// Times all-gather, reduce-scatter, all-to-all and all-reduce of `bytes_per_member` on groups of `size`
-/// (group 0 of a plan where every component has that size).
+/// (group 0 of a plan where every component has that size). With threads the plan's world is
+/// that one group; in an MPI job it is the job's DP world, every group timing at once.
 pub fn time_collectives<B: Device>(launcher: &Launcher, cfg: &BenchConfig, size: usize, bytes_per_member: usize) -> Result<Vec<CollectiveTiming>, EngineError> {
-    let parallel = ParallelConfig::new(size, 1, 1, false, FinegrainedTpConfig::uniform(size)).map_err(|e| EngineError::Config(e.to_string()))?;
+    let world = if launcher.runs_any_world() { size } else { cfg.data_parallel_size };
+    let parallel = ParallelConfig::new(world, 1, 1, false, FinegrainedTpConfig::uniform(size)).map_err(|e| EngineError::Config(e.to_string()))?;
     let rows = (bytes_per_member / 4 / 64).max(1);
     let times = first(launcher.run(&Plan::new(&parallel), |Rank { rank, be, groups }: Rank<B>| -> Result<Vec<(&'static str, f64)>, EngineError> {
         let g = &groups.mlp;

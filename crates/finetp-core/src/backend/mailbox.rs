@@ -47,6 +47,12 @@ impl Mailboxes {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// A new run starts on the same process: every rank is back (ranks that ended in an earlier
+    /// run, which finished, are not failed peers of this one).
+    pub fn clear_departed(&self) {
+        self.lock().departed.clear();
+    }
+
     /// Global rank `rank` has ended: receives that wait for it fail.
     pub fn depart(&self, rank: usize) {
         self.lock().departed.insert(rank);

@@ -139,6 +139,16 @@ impl Launcher {
         }
     }
 
+    /// Whether this process runs every rank of any world (threads), so that a plan may have any
+    /// world size; in an MPI job the world is the job's.
+    pub fn runs_any_world(&self) -> bool {
+        match &self.procs {
+            Procs::Threads => true,
+            #[cfg(feature = "mpi")]
+            Procs::Mpi(_) => false,
+        }
+    }
+
     /// The global ranks this process runs in a world of `world` ranks.
     ///
     /// # Errors

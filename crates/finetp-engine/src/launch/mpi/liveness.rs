@@ -75,7 +75,7 @@ pub(super) fn watch_for_termination(flag: Arc<AtomicBool>, process: usize) {
         if signals.forever().next().is_some() {
             flag.store(true, Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(700));
-            eprintln!("finetp: process {process}: terminated by the launcher (SIGTERM) outside any collective");
+            eprintln!("finetp: process {process}: terminated by the launcher (SIGTERM)");
             std::process::exit(143);
         }
     });

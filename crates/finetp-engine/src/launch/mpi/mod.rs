@@ -103,7 +103,10 @@ impl MpiWorld {
         Ok(self.process * k..(self.process + 1) * k)
     }
 
+    /// The rendezvous of one run (`Launcher::run`), which may follow earlier runs on the same
+    /// transport (`finetp bench` runs many): their ranks' departures are forgotten.
     pub(crate) fn rendezvous(&self) -> MpiRendezvous {
+        self.transport.mail.clear_departed();
         MpiRendezvous::new(self.transport.clone())
     }
 

@@ -30,8 +30,13 @@ use super::liveness::Peers;
 pub(super) const TRAILER: usize = finetp_core::backend::TRAILER_ROOM;
 
 /// Tags stay below this (the MPI standard only promises 32767; Open MPI and MPICH give at
-/// least 2^29): a layout whose tags would not fit is refused when its groups connect.
+/// least 2^29): a layout whose tags would not fit (7·W³ ≥ 2^29, a world of more than about 400
+/// ranks) is refused when its groups connect.
 const TAG_LIMIT: u64 = 1 << 29;
+
+/// Receives hold at least this much payload, so that a peer's refusal (its complaint as text)
+/// fits even where the call expects fewer bytes, and is reported as such, not as a truncation.
+const MIN_RECV: usize = 256;
 
 /// How often a wait looks at whether the missing members' processes are alive.
 const LIVENESS_EVERY: Duration = Duration::from_millis(100);
@@ -81,10 +86,13 @@ impl MpiTransport {
             GroupRole::Tp => 5,
             GroupRole::Named(_) => 6,
         };
-        // Group indices are below the world size, which bounds every global rank + 1.
+        // One-to-one over every group of the world: group indices and member positions are
+        // below the world size `W`, so (group, from, to) in mixed radix (7·W groups, W² pairs
+        // per group, whatever the group's own size) never repeats. Groups of different sizes
+        // share the process pairs, so the radix must not be the group's size.
         let world = self.peers.len() as u64 * self.ranks_per_process as u64;
-        let n = spec.size() as u64;
-        let tag = ((role * world + spec.index as u64) * n + from as u64) * n + to as u64;
+        let group = role * world + spec.index as u64;
+        let tag = (group * world + from as u64) * world + to as u64;
         if tag >= TAG_LIMIT {
             return Err(CommError::Transport {
                 group: spec.name(),
@@ -162,7 +170,7 @@ impl HostTransport for MpiTransport {
                     continue;
                 }
                 let src = self.process_of(spec.global_rank_of(from)) as i32;
-                let mut req = self.comm.recv_init(vec![0u8; len + TRAILER], src, self.tag(spec, from, me)?).map_err(|e| self.mpi_error(spec, call.op, "recv_init", e))?;
+                let mut req = self.comm.recv_init(vec![0u8; len.max(MIN_RECV) + TRAILER], src, self.tag(spec, from, me)?).map_err(|e| self.mpi_error(spec, call.op, "recv_init", e))?;
                 req.start().map_err(|e| self.mpi_error(spec, call.op, "start (receive)", e))?;
                 incoming.push(Incoming { slot, from, len, req });
             }
