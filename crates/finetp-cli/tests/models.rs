@@ -23,7 +23,7 @@ fn run(dir: &Path, args: &[&str]) -> (Vec<Vec<u64>>, serde_json::Value) {
     let out = cmd.output().expect("run finetp");
     assert!(out.status.success(), "finetp run {args:?} on {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
-    let tokens = v["outputs"].as_array().expect("outputs").iter().map(|o| o["tokens"].as_array().expect("tokens").iter().map(|t| t.as_u64().expect("id")).collect()).collect();
+    let tokens = finetp_testkit::report::output_tokens(&v).expect("every request's token ids");
     (tokens, v)
 }
 

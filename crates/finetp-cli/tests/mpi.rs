@@ -64,12 +64,7 @@ fn tokens(out: &Output, what: &str) -> Result<Vec<Vec<u64>>, String> {
     if ranks.len() != 4 || ranks.iter().any(|r| r["weight_bytes"].as_array().is_none_or(|m| m.is_empty())) {
         return Err(format!("{what}: expected every rank's measured memory in the report, got {}", v["ranks"]));
     }
-    Ok(v["outputs"]
-        .as_array()
-        .ok_or("no outputs")?
-        .iter()
-        .map(|o| o["tokens"].as_array().map(|t| t.iter().filter_map(serde_json::Value::as_u64).collect()).unwrap_or_default())
-        .collect())
+    finetp_testkit::report::output_tokens(&v).map_err(|e| format!("{what}: {e}"))
 }
 
 /// DP 4, all four components at size 2: 4 processes, 2 processes x 2 ranks, and 4 processes

@@ -58,12 +58,7 @@ fn generate_with(layout: &[&str], mode: &str) -> Result<Vec<Vec<u64>>, String> {
             }
         }
     }
-    Ok(v["outputs"]
-        .as_array()
-        .ok_or("no outputs")?
-        .iter()
-        .map(|o| o["tokens"].as_array().map(|t| t.iter().filter_map(serde_json::Value::as_u64).collect()).unwrap_or_default())
-        .collect())
+    finetp_testkit::report::output_tokens(&v)
 }
 
 fn sharded_greedy_tokens_equal_the_unsharded_single_rank_run() -> Result<(), String> {

@@ -19,8 +19,11 @@
 pub mod backend;
 pub mod config;
 pub mod decoder;
+mod intern;
 pub mod layers;
 pub mod memory;
 pub mod parallel;
 pub mod plan;
 pub mod shard;
+
+pub use intern::intern;

@@ -14,6 +14,7 @@
 //! - [`rng`]: deterministic data without a dependency.
 
 pub mod harness;
+pub mod report;
 pub mod rng;
 pub mod suite;
 pub mod tiny;

@@ -143,13 +143,8 @@ impl Remote {
         let rb = row_bytes(mine);
         let src = mine.buffer().as_bytes();
         let call = Call { op: op::ALL_GATHER, fingerprint: call_fingerprint(op::ALL_GATHER, mine.dtype(), row_shape(mine), counts) };
-        let got = if n == 1 { vec![Vec::new()] } else { self.exchange(call, |_| message(src), |i| counts[i] * rb)? };
-        let mut dst = out.buffer_mut().as_bytes_mut();
-        for (i, &c) in counts.iter().enumerate() {
-            let (here, rest) = dst.split_at_mut(c * rb);
-            here.copy_from_slice(if i == me { src } else { &got[i] });
-            dst = rest;
-        }
+        let got = self.exchange(call, |_| message(src), |i| counts[i] * rb)?;
+        concat_in_member_order(out.buffer_mut().as_bytes_mut(), me, src, &got);
         Ok(())
     }
 
@@ -158,12 +153,9 @@ impl Remote {
         self.checked(op::REDUCE_SCATTER, check::reduce_scatter(all, counts, out, me, n))?;
         let rb = row_bytes(all);
         let src = all.buffer().as_bytes();
-        let seg = |j: usize| {
-            let first: usize = counts[..j].iter().sum();
-            first * rb..(first + counts[j]) * rb
-        };
+        let seg = |j| segment(counts, j, rb);
         let call = Call { op: op::REDUCE_SCATTER, fingerprint: call_fingerprint(op::REDUCE_SCATTER, all.dtype(), row_shape(all), counts) };
-        let got = if n == 1 { vec![Vec::new()] } else { self.exchange(call, |j| message(&src[seg(j)]), |_| counts[me] * rb)? };
+        let got = self.exchange(call, |j| message(&src[seg(j)]), |_| counts[me] * rb)?;
         let parts: Vec<&[u8]> = (0..n).map(|i| if i == me { &src[seg(me)] } else { got[i].as_slice() }).collect();
         sum_in_member_order::<f32>(&parts, out.buffer_mut().as_bytes_mut());
         Ok(())
@@ -178,18 +170,10 @@ impl Remote {
         self.checked(op::ALL_TO_ALL, check::all_to_all(send, send_counts, recv_counts, out, n).and_then(own))?;
         let rb = row_bytes(send);
         let src = send.buffer().as_bytes();
-        let seg = |j: usize| {
-            let first: usize = send_counts[..j].iter().sum();
-            first * rb..(first + send_counts[j]) * rb
-        };
+        let seg = |j| segment(send_counts, j, rb);
         let call = Call { op: op::ALL_TO_ALL, fingerprint: call_fingerprint(op::ALL_TO_ALL, send.dtype(), row_shape(send), &[]) };
-        let got = if n == 1 { vec![Vec::new()] } else { self.exchange(call, |j| message(&src[seg(j)]), |i| recv_counts[i] * rb)? };
-        let mut dst = out.buffer_mut().as_bytes_mut();
-        for (i, &c) in recv_counts.iter().enumerate() {
-            let (here, rest) = dst.split_at_mut(c * rb);
-            here.copy_from_slice(if i == me { &src[seg(me)] } else { &got[i] });
-            dst = rest;
-        }
+        let got = self.exchange(call, |j| message(&src[seg(j)]), |i| recv_counts[i] * rb)?;
+        concat_in_member_order(out.buffer_mut().as_bytes_mut(), me, &src[seg(me)], &got);
         Ok(())
     }
 
@@ -227,6 +211,24 @@ fn call_fingerprint(op: &'static str, dtype: DType, shape: &[usize], shared: &[u
     parts.push(u64::MAX - 1);
     parts.extend(shared.iter().map(|&c| c as u64));
     fingerprint(&parts)
+}
+
+/// Byte range of member `j`'s rows when members hold `counts` rows of `rb` bytes each, in
+/// member order.
+fn segment(counts: &[usize], j: usize, rb: usize) -> std::ops::Range<usize> {
+    let first: usize = counts[..j].iter().sum();
+    first * rb..(first + counts[j]) * rb
+}
+
+/// `dst` = every member's rows, in member order: `own` at `me`, `got[i]` for the others
+/// (each of the length the transport checked).
+fn concat_in_member_order(mut dst: &mut [u8], me: usize, own: &[u8], got: &[Vec<u8>]) {
+    for (i, part) in got.iter().enumerate() {
+        let part = if i == me { own } else { part.as_slice() };
+        let (here, rest) = dst.split_at_mut(part.len());
+        here.copy_from_slice(part);
+        dst = rest;
+    }
 }
 
 /// A copy of `bytes` to send, with room for the transport's trailer.

@@ -38,7 +38,7 @@ pub use host::{HostData, HostTensor};
 pub use ops::{AttentionParams, Gemm, Kernels, KvIndex, MoeRouting, PAD_SLOT, RopeStyle, RopeTable, SampleParams};
 pub use tensor::Tensor;
 pub use mailbox::{Envelope, Mailboxes};
-pub use transport::{Call, HostTransport, POISONED, TRAILER_ROOM, check_message, fingerprint};
+pub use transport::{Call, HostTransport, POISONED, TRAILER_ROOM, all_gather_bytes, check_message, fingerprint};
 
 /// Where a rank's device is: what [`Backend::open`] needs to pick a device (or a share of the
 /// machine) for one rank.

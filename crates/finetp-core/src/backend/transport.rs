@@ -42,6 +42,27 @@ pub trait HostTransport: Send + Sync {
     fn exchange(&self, spec: &GroupSpec, call: Call, sends: Vec<(usize, Vec<u8>)>, recvs: &[(usize, usize)]) -> Result<Vec<Vec<u8>>, CommError>;
 }
 
+/// Every member's `mine`, of any length, on every member (in member order), over `t`: the
+/// lengths first (a receive must know what it receives), then the bytes. What a rendezvous
+/// across processes, and a gather of results, are made of.
+///
+/// # Errors
+/// As [`HostTransport::exchange`].
+pub fn all_gather_bytes(t: &dyn HostTransport, spec: &GroupSpec, op: &'static str, mine: &[u8]) -> Result<Vec<Vec<u8>>, CommError> {
+    let others: Vec<usize> = (0..spec.size()).filter(|&m| m != spec.rank).collect();
+    let call = Call { op, fingerprint: fingerprint(&op.bytes().map(u64::from).collect::<Vec<_>>()) };
+    let len = (mine.len() as u64).to_le_bytes();
+    let lens = t.exchange(spec, call, others.iter().map(|&m| (m, len.to_vec())).collect(), &others.iter().map(|&m| (m, 8)).collect::<Vec<_>>())?;
+    let recvs: Vec<(usize, usize)> = others.iter().zip(&lens).map(|(&m, b)| (m, u64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8])) as usize)).collect();
+    let got = t.exchange(spec, call, others.iter().map(|&m| (m, mine.to_vec())).collect(), &recvs)?;
+    let mut all = vec![Vec::new(); spec.size()];
+    for (&m, bytes) in others.iter().zip(got) {
+        all[m] = bytes;
+    }
+    all[spec.rank] = mine.to_vec();
+    Ok(all)
+}
+
 /// FNV-1a over `parts`: a stable fingerprint for a [`Call`] (the same on every process and
 /// host, unlike `std`'s randomly keyed hasher).
 pub fn fingerprint(parts: &[u64]) -> u64 {

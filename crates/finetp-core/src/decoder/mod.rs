@@ -45,31 +45,17 @@ pub struct ModuleBytes {
     pub bytes: usize,
 }
 
-/// Read back when ranks in other processes send their reports: module names are interned,
-/// each distinct name leaked once (a model has a handful) and then shared, so the type keeps
-/// the `&'static str` the models report.
+/// Read back when ranks in other processes send their reports: module names are interned
+/// ([`crate::intern`]), so the type keeps the `&'static str` the models report.
 impl<'de> serde::Deserialize<'de> for ModuleBytes {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use std::collections::HashSet;
-        use std::sync::{Mutex, PoisonError};
         #[derive(serde::Deserialize)]
         struct Owned {
             module: String,
             bytes: usize,
         }
-        static NAMES: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
         let Owned { module, bytes } = Owned::deserialize(d)?;
-        let mut names = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
-        let names = names.get_or_insert_with(HashSet::new);
-        let module = match names.get(module.as_str()) {
-            Some(&n) => n,
-            None => {
-                let leaked: &'static str = Box::leak(module.into_boxed_str());
-                names.insert(leaked);
-                leaked
-            }
-        };
-        Ok(Self { module, bytes })
+        Ok(Self { module: crate::intern(&module), bytes })
     }
 }
 

@@ -181,7 +181,7 @@ impl Launcher {
                 let mine = self.run(plan, body).inspect_err(|_| w.fail())?;
                 let launch = |detail: String| EngineError::Launch { detail };
                 let bytes = serde_json::to_vec(&mine).map_err(|e| launch(format!("cannot encode this process's results: {e}")))?;
-                let all = w.all_gather_bytes(bytes, self.timeout).inspect_err(|_| w.fail())?;
+                let all = w.all_gather_bytes(&bytes, self.timeout).inspect_err(|_| w.fail())?;
                 let mut out = Vec::with_capacity(plan.world_size());
                 for (p, b) in all.iter().enumerate() {
                     let theirs: Vec<T> = serde_json::from_slice(b).map_err(|e| launch(format!("cannot read process {p}'s results: {e}")))?;

@@ -115,26 +115,12 @@ impl MpiWorld {
     ///
     /// # Errors
     /// As the transport: a process that never calls it is a timeout naming its first rank.
-    pub fn all_gather_bytes(&self, mine: Vec<u8>, timeout: Duration) -> Result<Vec<Vec<u8>>, EngineError> {
+    pub fn all_gather_bytes(&self, mine: &[u8], timeout: Duration) -> Result<Vec<Vec<u8>>, EngineError> {
         let k = self.ranks_per_process;
         let firsts: Vec<usize> = (0..self.processes).map(|p| p * k).collect();
         let spec = GroupSpec { role: GroupRole::Named("processes"), index: 0, global_ranks: firsts, rank: self.process, timeout };
-        let err = |source| EngineError::Comm { rank: self.process * k, source };
         let t: &dyn HostTransport = &*self.transport;
-        let others: Vec<usize> = (0..self.processes).filter(|&p| p != self.process).collect();
-        let call = finetp_core::backend::Call { op: "gather_results", fingerprint: 1 };
-        let lens = t
-            .exchange(&spec, call, others.iter().map(|&p| (p, (mine.len() as u64).to_le_bytes().to_vec())).collect(), &others.iter().map(|&p| (p, 8)).collect::<Vec<_>>())
-            .map_err(err)?;
-        let lens: Vec<usize> = lens.iter().map(|b| u64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8])) as usize).collect();
-        let recvs: Vec<(usize, usize)> = others.iter().copied().zip(lens).collect();
-        let got = t.exchange(&spec, call, others.iter().map(|&p| (p, mine.clone())).collect(), &recvs).map_err(err)?;
-        let mut all = vec![Vec::new(); self.processes];
-        for (&p, bytes) in others.iter().zip(got) {
-            all[p] = bytes;
-        }
-        all[self.process] = mine;
-        Ok(all)
+        finetp_core::backend::all_gather_bytes(t, &spec, "gather_results", mine).map_err(|source| EngineError::Comm { rank: self.process * k, source })
     }
 
     /// Marks the job as failed here: MPI is not finalised on drop (a collective may have been

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use finetp_core::backend::{Call, CommError, GroupSpec, HostTransport, InProcessRendezvous, Rendezvous, SharedObject};
+use finetp_core::backend::{CommError, GroupSpec, HostTransport, InProcessRendezvous, Rendezvous, SharedObject};
 
 use super::transport::MpiTransport;
 
@@ -37,19 +37,7 @@ impl Rendezvous for MpiRendezvous {
             return self.local.all_gather_bytes(spec, mine);
         }
         let t: &dyn HostTransport = &*self.transport;
-        let others: Vec<usize> = (0..spec.size()).filter(|&m| m != spec.rank).collect();
-        let call = Call { op: "rendezvous", fingerprint: 2 };
-        // Lengths first: a receive must know what it receives.
-        let len = (mine.len() as u64).to_le_bytes().to_vec();
-        let lens = t.exchange(spec, call, others.iter().map(|&m| (m, len.clone())).collect(), &others.iter().map(|&m| (m, 8)).collect::<Vec<_>>())?;
-        let recvs: Vec<(usize, usize)> = others.iter().zip(&lens).map(|(&m, b)| (m, u64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8])) as usize)).collect();
-        let got = t.exchange(spec, call, others.iter().map(|&m| (m, mine.to_vec())).collect(), &recvs)?;
-        let mut all = vec![Vec::new(); spec.size()];
-        for (&m, bytes) in others.iter().zip(got) {
-            all[m] = bytes;
-        }
-        all[spec.rank] = mine.to_vec();
-        Ok(all)
+        finetp_core::backend::all_gather_bytes(t, spec, "rendezvous", mine)
     }
 
     fn local_shared(&self, spec: &GroupSpec, kind: &'static str, make: &dyn Fn() -> SharedObject) -> Result<Option<SharedObject>, CommError> {

@@ -129,29 +129,14 @@ fn trailer(call: Call) -> [u8; TRAILER] {
     h
 }
 
-/// The sender's call from a trailer. Op names are interned: they are `&'static str` in
-/// [`Call`], and a run has a handful of them.
+/// The sender's call from a trailer (op names interned: they are `&'static str` in [`Call`]).
 fn parse_trailer(h: &[u8]) -> Call {
     let fingerprint = u64::from_le_bytes(h[..8].try_into().unwrap_or([0; 8]));
     let n = usize::from(h[8]).min(TRAILER - 9);
     let name = String::from_utf8_lossy(&h[9..9 + n]);
-    Call { op: intern(&name), fingerprint }
+    Call { op: finetp_core::intern(&name), fingerprint }
 }
 
-fn intern(s: &str) -> &'static str {
-    use std::collections::HashSet;
-    use std::sync::Mutex;
-    static NAMES: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
-    let mut names = NAMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let names = names.get_or_insert_with(HashSet::new);
-    if let Some(&n) = names.get(s) {
-        return n;
-    }
-    // Bounded: one leak per distinct op name ever received (a few collectives).
-    let leaked: &'static str = Box::leak(s.to_owned().into_boxed_str());
-    names.insert(leaked);
-    leaked
-}
 
 impl HostTransport for MpiTransport {
     fn exchange(&self, spec: &GroupSpec, call: Call, sends: Vec<(usize, Vec<u8>)>, recvs: &[(usize, usize)]) -> Result<Vec<Vec<u8>>, CommError> {
