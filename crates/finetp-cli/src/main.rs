@@ -57,17 +57,27 @@ fn main() -> ExitCode {
         Command::Run(a) => run_cmd::run(&a),
         Command::Bench(a) => bench_cmd::run(&a),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    let code = match result {
+        Ok(()) => return ExitCode::SUCCESS,
         Err(Failure::Input(e)) => {
-            eprintln!("error: {}", render(&e));
+            print_error(&e);
             ExitCode::from(2)
         }
         Err(Failure::Runtime(e)) => {
-            eprintln!("error: {}", render(&e));
+            print_error(&e);
             ExitCode::from(1)
         }
-    }
+    };
+    finetp_engine::let_the_launcher_forward_output();
+    code
+}
+
+/// `error: <the error and its causes>` on stderr in one write: processes of an MPI job share
+/// the launcher's stderr, and a line written in pieces interleaves with theirs.
+fn print_error(e: &anyhow::Error) {
+    use std::io::Write;
+    let line = format!("error: {}\n", render(e));
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 /// The error and its causes on one line, `context: cause: cause`, leaving out a cause whose

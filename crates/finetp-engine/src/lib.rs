@@ -25,7 +25,7 @@ mod validate;
 pub use dispatch::{BackendKind, WithBackend, dispatch};
 pub use error::EngineError;
 pub use graph::GraphReport;
-pub use launch::{DEFAULT_TIMEOUT, Launcher, Rank, mpi_launched_processes};
+pub use launch::{DEFAULT_TIMEOUT, Launcher, Rank, let_the_launcher_forward_output, mpi_launched_processes};
 #[cfg(feature = "mpi")]
 pub use launch::mpi;
 pub use rank::{EngineConfig, ExecMode, GenerationReport, RankReport, generate};

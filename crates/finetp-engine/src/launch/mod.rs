@@ -39,6 +39,24 @@ pub fn mpi_launched_processes() -> Option<usize> {
     MPI_SIZE_VARS.iter().find_map(|v| std::env::var(v).ok()).and_then(|s| s.trim().parse().ok())
 }
 
+/// How long a process of an MPI job stays up after printing its error: see
+/// [`let_the_launcher_forward_output`].
+const LINGER: Duration = Duration::from_millis(300);
+
+/// In a process that an MPI launcher started, waits [`LINGER`] before the process exits with
+/// an error it has just printed; elsewhere returns at once.
+///
+/// `mpirun` tears the job down when the first process exits with an error, and output that
+/// the other processes wrote just before it did may then not be forwarded (seen with Open
+/// MPI 4.1 in the stopped-rank fault test). Every process that fails prints and lingers, so
+/// the launcher has read every error written in that window before the first exit ends the
+/// job.
+pub fn let_the_launcher_forward_output() {
+    if mpi_launched_processes().is_some_and(|n| n > 1) {
+        std::thread::sleep(LINGER);
+    }
+}
+
 /// Default collective timeout for engine runs.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 

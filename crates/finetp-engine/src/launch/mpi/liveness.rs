@@ -75,7 +75,9 @@ pub(super) fn watch_for_termination(flag: Arc<AtomicBool>, process: usize) {
         if signals.forever().next().is_some() {
             flag.store(true, Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(700));
-            eprintln!("finetp: process {process}: terminated by the launcher (SIGTERM)");
+            // One write: the job's processes share the launcher's stderr.
+            let line = format!("finetp: process {process}: terminated by the launcher (SIGTERM)\n");
+            let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
             std::process::exit(143);
         }
     });
