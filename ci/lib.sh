@@ -19,6 +19,20 @@ apt_install() {
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
+# Debian's software Vulkan driver (Mesa lavapipe), so wgpu has an adapter; from then on a
+# missing adapter is a failure (FINETP_REQUIRE_WGPU=1), not an ignored case.
+use_lavapipe() {
+  apt_install mesa-vulkan-drivers libvulkan1
+  ls /usr/share/vulkan/icd.d/
+  # Mesa's window-system layer warns on every device without it; compute does not need it.
+  if [ -z "${XDG_RUNTIME_DIR:-}" ] || [ ! -d "${XDG_RUNTIME_DIR}" ]; then
+    XDG_RUNTIME_DIR="$(mktemp -d)"
+    chmod 700 "$XDG_RUNTIME_DIR"
+    export XDG_RUNTIME_DIR
+  fi
+  export FINETP_REQUIRE_WGPU=1
+}
+
 target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 finetp="$target_dir/release/finetp"
 layout='{"finegrained_tp_config":{"embedding_tensor_parallel_size":2,"lmhead_tensor_parallel_size":2,"oproj_tensor_parallel_size":2,"mlp_tensor_parallel_size":2}}'

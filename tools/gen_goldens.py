@@ -10,6 +10,29 @@ the ids of raw prompts (`tok(text)`, with whatever BOS/EOS the tokenizer adds) a
 conversations (`apply_chat_template(..., add_generation_prompt=True)`), written to
 crates/finetp-loader/tests/data/smollm2_tokenization.json. finetp's tokenisation must equal
 them (crates/finetp-loader/tests/tokenization.rs).
+
+`logits`: small random checkpoints of each family, written by HF itself (`save_pretrained`)
+under crates/finetp-cli/tests/data/hf/<name>/ with `golden.json`: a prompt of random ids, HF's
+greedy continuation, and HF's logits for the prompt's last position and for every decode step
+(teacher-forced: each step feeds HF's own previous greedy token). Families: Llama with `llama3`
+RoPE scaling, Mistral with a 4-token sliding window, Qwen2 (q/k/v bias, tied embeddings; f32 and
+a bf16 copy, whose logits HF computes in f32 from the bf16 weights), Qwen3 (q/k norm) and
+DeepSeek-V3 (MLA with `yarn` RoPE, one dense and one MoE layer with group-limited routing),
+DeepSeek-V2 (softmax scoring, group-limited greedy routing, plain q projection, V2's yarn mscale)
+and a dense DeepSeek-V3 with NeoX-style RoPE (`rope_interleave: false`) and tied embeddings. The
+weights are drawn with a wide init so top-1 margins sit far above float noise; the script
+prints each family's smallest top-1/top-2 gap. finetp's f32 path must match them
+(crates/finetp-cli/tests/hf_goldens.rs).
+
+`rope`: HF's inverse frequencies and attention factor (`ROPE_INIT_FUNCTIONS`) for each scaling
+scheme finetp reads, with the parameters real checkpoints use, written to
+crates/finetp-core/tests/data/hf_rope.json (crates/finetp-core/tests/rope_scaling.rs).
+
+`smollm2`: HF transformers loads the default model's GGUF itself (dequantised to f32, as
+finetp's f32 path holds it) and greedily continues each raw prompt of `tokenization` for 32
+tokens; per step it keeps its top 8 token ids and logits and its largest |logit| (the whole
+vocabulary is too large to commit), written to crates/finetp-cli/tests/data/smollm2_hf_greedy.json
+(crates/finetp-cli/tests/smollm2.rs, teacher-forced).
 """
 import json
 import os
@@ -56,7 +79,184 @@ def tokenization():
     print(f"wrote {path}")
 
 
+COMMON = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-6)
+PROMPT_LEN, STEPS = 9, 6
+
+
+def families():
+    """(name, config class, config kwargs, dtype) of each golden checkpoint."""
+    from transformers import DeepseekV2Config, DeepseekV3Config, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
+
+    theta = 10000.0
+    return [
+        ("llama3_rope", LlamaConfig, dict(COMMON, tie_word_embeddings=False, rope_parameters=dict(
+            rope_type="llama3", rope_theta=theta, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+            original_max_position_embeddings=16)), "float32"),
+        ("mistral_window", MistralConfig, dict(COMMON, head_dim=16, sliding_window=4, tie_word_embeddings=False,
+                                               rope_parameters=dict(rope_type="default", rope_theta=theta)), "float32"),
+        ("qwen2_tied", Qwen2Config, dict(COMMON, tie_word_embeddings=True, use_sliding_window=False,
+                                         rope_parameters=dict(rope_type="default", rope_theta=theta)), "float32"),
+        ("qwen2_tied_bf16", Qwen2Config, dict(COMMON, tie_word_embeddings=True, use_sliding_window=False,
+                                              rope_parameters=dict(rope_type="default", rope_theta=theta)), "bfloat16"),
+        ("qwen3_qk_norm", Qwen3Config, dict(COMMON, head_dim=16, tie_word_embeddings=False,
+                                            rope_parameters=dict(rope_type="default", rope_theta=theta)), "float32"),
+        ("deepseek_v3_yarn", DeepseekV3Config, dict(
+            COMMON, num_key_value_heads=4, moe_intermediate_size=32, first_k_dense_replace=1, n_routed_experts=8,
+            n_shared_experts=1, num_experts_per_tok=2, n_group=2, topk_group=1, routed_scaling_factor=2.5,
+            norm_topk_prob=True, q_lora_rank=32, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8,
+            v_head_dim=16, tie_word_embeddings=False, rope_parameters=dict(
+                rope_type="yarn", rope_theta=theta, factor=4.0, original_max_position_embeddings=16,
+                beta_fast=32, beta_slow=1, mscale=1.0, mscale_all_dim=1.0)), "float32"),
+        ("deepseek_v2_softmax", DeepseekV2Config, dict(
+            COMMON, num_key_value_heads=4, moe_intermediate_size=32, first_k_dense_replace=1, n_routed_experts=8,
+            n_shared_experts=2, num_experts_per_tok=2, n_group=4, topk_group=2, topk_method="group_limited_greedy",
+            routed_scaling_factor=1.5, q_lora_rank=None, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8,
+            v_head_dim=16, tie_word_embeddings=False, rope_parameters=dict(
+                rope_type="yarn", rope_theta=theta, factor=4.0, original_max_position_embeddings=16,
+                mscale=0.707, mscale_all_dim=0.707)), "float32"),
+        ("deepseek_v3_dense_neox_rope", DeepseekV3Config, dict(
+            COMMON, num_hidden_layers=2, first_k_dense_replace=2, n_routed_experts=8, num_experts_per_tok=2,
+            moe_intermediate_size=32, q_lora_rank=32, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8,
+            v_head_dim=16, num_key_value_heads=4, rope_interleave=False, tie_word_embeddings=True,
+            rope_parameters=dict(rope_type="default", rope_theta=theta)), "float32"),
+    ]
+
+
+def logits():
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    out_root = ROOT / "crates/finetp-cli/tests/data/hf"
+    for i, (name, cls, kw, dtype) in enumerate(families()):
+        torch.manual_seed(1000 + i)
+        cfg = cls(**kw)
+        cfg._attn_implementation = "eager"
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
+        with torch.no_grad():
+            # A wide init (std 0.2 for matrices, norms around 1) so logits have clear margins.
+            for pname, p in model.named_parameters():
+                if p.dim() == 1 and "norm" in pname:
+                    p.copy_(1.0 + 0.1 * torch.randn_like(p))
+                elif p.dim() == 1:
+                    p.copy_(0.2 * torch.randn_like(p))
+                else:
+                    p.copy_(torch.randn_like(p) / p.shape[-1] ** 0.5 * 1.5)
+            for mname, buf in model.named_buffers():
+                if mname.endswith("e_score_correction_bias"):
+                    buf.copy_(0.1 * torch.randn_like(buf))
+        if dtype == "bfloat16":
+            model = model.to(torch.bfloat16)
+        d = out_root / name
+        d.mkdir(parents=True, exist_ok=True)
+        for f in d.glob("*"):
+            f.unlink()
+        model.save_pretrained(d)
+        # The reference: f32 arithmetic on the weights as stored.
+        ref = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+        ref.config._attn_implementation = "eager"
+        g = torch.Generator().manual_seed(77 + i)
+        prompt = torch.randint(0, cfg.vocab_size, (PROMPT_LEN,), generator=g).tolist()
+        steps, tokens = [], []
+        with torch.no_grad():
+            out = ref(torch.tensor([prompt]), use_cache=True)
+            past, last = out.past_key_values, out.logits[0, -1]
+            steps.append(last.tolist())
+            for _ in range(STEPS):
+                tok = int(last.argmax())
+                tokens.append(tok)
+                out = ref(torch.tensor([[tok]]), past_key_values=past, use_cache=True)
+                past, last = out.past_key_values, out.logits[0, -1]
+                steps.append(last.tolist())
+        gaps = [float(torch.tensor(s).topk(2).values.diff().abs()) for s in steps]
+        scale = max(max(abs(x) for x in s) for s in steps)
+        golden = {
+            "generated_by": f"tools/gen_goldens.py logits (torch {torch.__version__}, transformers {transformers.__version__})",
+            "family": name,
+            "stored_dtype": dtype,
+            "prompt": prompt,
+            "greedy": tokens,
+            "logits": steps,
+        }
+        (d / "golden.json").write_text(json.dumps(golden) + "\n")
+        size = sum(f.stat().st_size for f in d.glob("*"))
+        print(f"{name}: {size / 1024:.0f} KiB, max |logit| {scale:.2f}, smallest top-1 gap {min(gaps):.4f} ({min(gaps) / scale:.1e} of max)")
+
+
+def smollm2():
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(CACHE), gguf_file=GGUF)
+    model = AutoModelForCausalLM.from_pretrained(str(CACHE), gguf_file=GGUF, dtype=torch.float32).eval()
+    runs = []
+    for text in RAW:
+        ids = tok(text).input_ids
+        steps, greedy = [], []
+        with torch.no_grad():
+            out = model(torch.tensor([ids]), use_cache=True)
+            for _ in range(32):
+                last = out.logits[0, -1]
+                top = last.topk(8)
+                steps.append({"ids": top.indices.tolist(), "logits": top.values.tolist(), "max_abs": float(last.abs().max())})
+                t = int(top.indices[0])
+                greedy.append(t)
+                out = model(torch.tensor([[t]]), past_key_values=out.past_key_values, use_cache=True)
+        runs.append({"text": text, "prompt": ids, "greedy": greedy, "steps": steps})
+        print(repr(text[:30]), "->", repr(tok.decode(greedy)[:60]))
+    out = {"generated_by": f"tools/gen_goldens.py smollm2 (torch {torch.__version__}, transformers {transformers.__version__})",
+           "model": GGUF, "runs": runs}
+    path = ROOT / "crates/finetp-cli/tests/data/smollm2_hf_greedy.json"
+    path.write_text(json.dumps(out) + "\n")
+    print(f"wrote {path}")
+
+
+ROPE_CASES = [
+    # (name, head_dim, max_position_embeddings, rope_parameters)
+    ("default", 64, 2048, dict(rope_type="default", rope_theta=10000.0)),
+    ("linear", 64, 8192, dict(rope_type="linear", rope_theta=10000.0, factor=4.0)),
+    ("dynamic", 64, 4096, dict(rope_type="dynamic", rope_theta=10000.0, factor=2.0)),
+    ("llama3_llama_3_1", 128, 131072, dict(rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0,
+                                          high_freq_factor=4.0, original_max_position_embeddings=8192)),
+    ("yarn_qwen2_5", 128, 131072, dict(rope_type="yarn", rope_theta=1000000.0, factor=4.0,
+                                       original_max_position_embeddings=32768)),
+    ("yarn_deepseek_v3", 64, 163840, dict(rope_type="yarn", rope_theta=10000.0, factor=40.0, beta_fast=32, beta_slow=1,
+                                          mscale=1.0, mscale_all_dim=1.0, original_max_position_embeddings=4096)),
+    ("yarn_mscale_ratio", 64, 163840, dict(rope_type="yarn", rope_theta=10000.0, factor=40.0, mscale=0.707,
+                                           mscale_all_dim=1.0, original_max_position_embeddings=4096, truncate=False)),
+    ("yarn_attention_factor", 64, 65536, dict(rope_type="yarn", rope_theta=10000.0, factor=16.0, beta_fast=16,
+                                              beta_slow=2, original_max_position_embeddings=4096, attention_factor=1.25)),
+]
+
+
+def rope():
+    import torch
+    import transformers
+    from transformers import LlamaConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    cases = []
+    for name, hd, max_pos, params in ROPE_CASES:
+        cfg = LlamaConfig(hidden_size=hd * 4, num_attention_heads=4, head_dim=hd, max_position_embeddings=max_pos,
+                          rope_parameters=dict(params))
+        kind = params["rope_type"]
+        if kind == "default":
+            inv = 1.0 / (params["rope_theta"] ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
+            attention = 1.0
+        else:
+            inv, attention = ROPE_INIT_FUNCTIONS[kind](cfg, "cpu")
+        cases.append({"name": name, "head_dim": hd, "max_position_embeddings": max_pos, "rope_parameters": params,
+                      "inv_freq": inv.tolist(), "attention_factor": float(attention)})
+    out = {"generated_by": f"tools/gen_goldens.py rope (torch {torch.__version__}, transformers {transformers.__version__})",
+           "cases": cases}
+    path = ROOT / "crates/finetp-core/tests/data/hf_rope.json"
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
 if __name__ == "__main__":
     what = sys.argv[1:] or ["tokenization"]
     for w in what:
-        {"tokenization": tokenization}[w]()
+        {"tokenization": tokenization, "logits": logits, "rope": rope, "smollm2": smollm2}[w]()

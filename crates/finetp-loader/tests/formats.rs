@@ -12,6 +12,12 @@ use half::f16;
 /// A minimal GGUF v3 writer: llama metadata for a 1-layer model and the given tensors
 /// (GGUF name, dims in GGUF order, type id, raw bytes).
 fn write_gguf(path: &Path, tensors: &[(&str, Vec<u64>, u32, Vec<u8>)]) {
+    write_gguf_with(path, "llama", &[], tensors)
+}
+
+/// [`write_gguf`] for architecture `arch`, with extra metadata (`{arch}.`-prefixed keys: a
+/// string or an f32 each).
+fn write_gguf_with(path: &Path, arch: &str, extra: &[(&str, Meta)], tensors: &[(&str, Vec<u64>, u32, Vec<u8>)]) {
     let mut b = Vec::new();
     let s = |b: &mut Vec<u8>, x: &str| {
         b.extend((x.len() as u64).to_le_bytes());
@@ -21,21 +27,34 @@ fn write_gguf(path: &Path, tensors: &[(&str, Vec<u64>, u32, Vec<u8>)]) {
     b.extend(3u32.to_le_bytes());
     b.extend((tensors.len() as u64).to_le_bytes());
     let kv: Vec<(&str, u32)> = vec![
-        ("llama.block_count", 1),
-        ("llama.embedding_length", 64),
-        ("llama.feed_forward_length", 64),
-        ("llama.attention.head_count", 2),
-        ("llama.attention.head_count_kv", 1),
-        ("llama.vocab_size", 32),
+        ("block_count", 1),
+        ("embedding_length", 64),
+        ("feed_forward_length", 64),
+        ("attention.head_count", 2),
+        ("attention.head_count_kv", 1),
+        ("vocab_size", 32),
     ];
-    b.extend((kv.len() as u64 + 1).to_le_bytes());
+    b.extend((kv.len() as u64 + 1 + extra.len() as u64).to_le_bytes());
     s(&mut b, "general.architecture");
     b.extend(8u32.to_le_bytes());
-    s(&mut b, "llama");
+    s(&mut b, arch);
     for (k, v) in kv {
-        s(&mut b, k);
+        s(&mut b, &format!("{arch}.{k}"));
         b.extend(4u32.to_le_bytes());
         b.extend(v.to_le_bytes());
+    }
+    for (k, v) in extra {
+        s(&mut b, &format!("{arch}.{k}"));
+        match v {
+            Meta::Str(x) => {
+                b.extend(8u32.to_le_bytes());
+                s(&mut b, x);
+            }
+            Meta::F32(x) => {
+                b.extend(6u32.to_le_bytes());
+                b.extend(x.to_le_bytes());
+            }
+        }
     }
     let mut offset = 0u64;
     for (name, dims, ty, data) in tensors {
@@ -58,6 +77,12 @@ fn write_gguf(path: &Path, tensors: &[(&str, Vec<u64>, u32, Vec<u8>)]) {
         }
     }
     std::fs::write(path, b).unwrap();
+}
+
+/// A metadata value [`write_gguf_with`] writes.
+enum Meta {
+    Str(&'static str),
+    F32(f32),
 }
 
 /// Q8_0 blocks of `v` (len a multiple of 32) and the values they decode to.
@@ -130,7 +155,78 @@ fn gguf_dequantises_and_slices() {
     }
     let down = w.load("model.layers.0.mlp.down_proj.weight", &ShardSpec::even(Axis::Cols, 64, 0, 2)).unwrap();
     assert_eq!(down.shape, vec![h, 32]);
+    // Column slices read only the blocks covering them, also when they start inside a block.
+    for spec in [ShardSpec::range(Axis::Cols, 16, 24), ShardSpec::range(Axis::Cols, 40, 24), ShardSpec::range(Axis::Rows, 5, 20)] {
+        let got = w.load("model.layers.0.mlp.up_proj.weight", &spec).unwrap();
+        assert_eq!(got, spec.slice(&up_full).unwrap(), "Q4_1 {spec:?}");
+    }
+    let norm_full = w.load_full("model.layers.0.input_layernorm.weight").unwrap();
+    let spec = ShardSpec::range(Axis::Rows, 10, 30);
+    assert_eq!(w.load("model.layers.0.input_layernorm.weight", &spec).unwrap(), spec.slice(&norm_full).unwrap(), "vector slice");
     assert!(matches!(w.load_full("model.layers.0.mlp.gate_proj.weight"), Err(finetp_core::shard::LoadError::MissingTensor { .. })));
+}
+
+/// llama.cpp's converter permutes q/k rows (`reshape(heads, 2, hd/2, in).swapaxes(1, 2)`) for
+/// its `llama` architecture only; qwen2/qwen3 files keep HF's order.
+fn llama_cpp_permute(hf: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
+    let hd = rows / heads;
+    let mut out = vec![0f32; hf.len()];
+    for h in 0..heads {
+        for j in 0..hd / 2 {
+            for s in 0..2 {
+                let (dst, src) = (h * hd + 2 * j + s, h * hd + s * (hd / 2) + j);
+                out[dst * cols..(dst + 1) * cols].copy_from_slice(&hf[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn q_and_k_rows_come_back_in_hf_order_for_each_architecture_and_head_slices_read_only_their_heads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, heads, hd) = (64usize, 2usize, 32usize);
+    let q_hf = values(heads * hd * h, 0.2);
+    let bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    for (arch, stored) in [("llama", llama_cpp_permute(&q_hf, heads * hd, h, heads)), ("qwen2", q_hf.clone()), ("qwen3", q_hf.clone())] {
+        let path = dir.path().join(format!("{arch}.gguf"));
+        write_gguf_with(&path, arch, &[], &[("blk.0.attn_q.weight", vec![h as u64, (heads * hd) as u64], 0, bytes(&stored))]);
+        let (w, _) = GgufWeights::open(&path).unwrap();
+        let full = w.load_full("model.layers.0.self_attn.q_proj.weight").unwrap();
+        assert_eq!(full.to_f32_vec().unwrap(), q_hf, "{arch}: q rows in HF order");
+        let second_head = ShardSpec::range(Axis::Rows, hd, hd);
+        assert_eq!(w.load("model.layers.0.self_attn.q_proj.weight", &second_head).unwrap(), second_head.slice(&full).unwrap(), "{arch}");
+        let cols = ShardSpec::range(Axis::Cols, 8, 40);
+        assert_eq!(w.load("model.layers.0.self_attn.q_proj.weight", &cols).unwrap(), cols.slice(&full).unwrap(), "{arch}");
+        if arch == "llama" {
+            let e = w.load("model.layers.0.self_attn.q_proj.weight", &ShardSpec::range(Axis::Rows, 8, 32)).unwrap_err().to_string();
+            assert!(e.contains("cut a head"), "{e}");
+        }
+    }
+}
+
+#[test]
+fn gguf_rope_scaling_is_read_and_frequency_factor_tensors_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let norm: Vec<u8> = values(64, 0.3).iter().flat_map(|x| x.to_le_bytes()).collect();
+    let path = dir.path().join("yarn.gguf");
+    write_gguf_with(
+        &path,
+        "qwen2",
+        &[("rope.scaling.type", Meta::Str("yarn")), ("rope.scaling.factor", Meta::F32(4.0))],
+        &[("blk.0.attn_norm.weight", vec![64], 0, norm.clone())],
+    );
+    let (_, cfg) = GgufWeights::open(&path).unwrap();
+    let scaling = cfg.rope_scaling.expect("yarn read");
+    assert_eq!((scaling.name(), scaling.factor()), ("yarn", 4.0));
+    let path = dir.path().join("freqs.gguf");
+    write_gguf(&path, &[("blk.0.attn_norm.weight", vec![64], 0, norm.clone()), ("rope_freqs.weight", vec![16], 0, norm[..64].to_vec())]);
+    let e = GgufWeights::open(&path).err().expect("refused").to_string();
+    assert!(e.contains("rope_freqs.weight") && e.contains("freqs.gguf"), "{e}");
+    let path = dir.path().join("longrope.gguf");
+    write_gguf_with(&path, "llama", &[("rope.scaling.type", Meta::Str("longrope"))], &[("blk.0.attn_norm.weight", vec![64], 0, norm)]);
+    let e = GgufWeights::open(&path).err().expect("refused").to_string();
+    assert!(e.contains("longrope"), "{e}");
 }
 
 #[test]

@@ -14,6 +14,9 @@ pub struct MlaConfig {
     pub qk_nope_head_dim: usize,
     pub qk_rope_head_dim: usize,
     pub v_head_dim: usize,
+    /// RoPE rotates adjacent pairs of the rope part (DeepSeek's own layout; `rope_interleave`,
+    /// HF's default) rather than its two halves (NeoX style, `rope_interleave: false`).
+    pub rope_interleave: bool,
 }
 
 /// How router logits become expert scores (`scoring_func`).
@@ -67,6 +70,7 @@ pub(super) fn mla(f: &Fields<'_>) -> Result<MlaConfig, ModelConfigError> {
         qk_nope_head_dim: f.usize("qk_nope_head_dim")?,
         qk_rope_head_dim: f.usize("qk_rope_head_dim")?,
         v_head_dim: f.usize("v_head_dim")?,
+        rope_interleave: f.opt_bool("rope_interleave")?.unwrap_or(true),
     })
 }
 

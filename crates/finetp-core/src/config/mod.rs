@@ -9,6 +9,7 @@ mod fields;
 mod finegrained;
 mod model;
 mod parallel;
+mod rope_scaling;
 
 pub use architecture::Architecture;
 pub use component::Component;
@@ -17,3 +18,4 @@ pub use error::{ConfigError, ModelConfigError};
 pub use finegrained::{AdditionalConfig, FinegrainedTpConfig};
 pub use model::{ModelConfig, VOCAB_PADDING, pad_vocab};
 pub use parallel::ParallelConfig;
+pub use rope_scaling::RopeScaling;

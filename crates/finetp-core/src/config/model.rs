@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::deepseek::{mla, moe};
 use super::fields::Fields;
-use super::{Architecture, Component, MlaConfig, ModelConfigError, MoeConfig, ParallelConfig};
+use super::{Architecture, Component, MlaConfig, ModelConfigError, MoeConfig, ParallelConfig, RopeScaling};
 
 /// vLLM pads the vocabulary of the embedding and lm_head to a multiple of this
 /// (`DEFAULT_VOCAB_PADDING_SIZE`).
@@ -46,10 +46,9 @@ pub struct ModelConfig {
     /// The first layer the window applies to (0 for Mistral; Qwen's `max_window_layers`, as
     /// HF's `layer_types`: layers below it attend fully).
     pub sliding_window_from_layer: usize,
-    /// A RoPE scaling scheme the config names (`rope_scaling.rope_type` / `type`, or
-    /// `rope_parameters.rope_type`), other than the default. The models refuse what they do not
-    /// implement rather than run with unscaled RoPE.
-    pub rope_scaling: Option<String>,
+    /// The RoPE scaling scheme the config names (`rope_scaling`, or `rope_parameters`), other
+    /// than the default; one finetp does not know is refused when the config is read.
+    pub rope_scaling: Option<RopeScaling>,
     pub mla: Option<MlaConfig>,
     pub moe: Option<MoeConfig>,
 }
@@ -107,12 +106,8 @@ impl ModelConfig {
             Architecture::Qwen2 | Architecture::Qwen3 => f.opt_usize("max_window_layers")?.unwrap_or(28),
             _ => 0,
         };
-        let scaling_type = |v: Option<&Value>| -> Option<String> {
-            let o = v?.as_object()?;
-            let t = o.get("rope_type").or_else(|| o.get("type"))?.as_str()?;
-            (t != "default").then(|| t.to_string())
-        };
-        let rope_scaling = scaling_type(m.get("rope_scaling")).or_else(|| scaling_type(m.get("rope_parameters")));
+        let max_position_embeddings = f.opt_usize("max_position_embeddings")?;
+        let rope_scaling = RopeScaling::from_config(m, max_position_embeddings)?;
         let sliding_window = match architecture {
             Architecture::Mistral => f.opt_usize("sliding_window")?,
             Architecture::Qwen2 | Architecture::Qwen3 if f.opt_bool("use_sliding_window")?.unwrap_or(false) => f.opt_usize("sliding_window")?,
@@ -132,7 +127,7 @@ impl ModelConfig {
             qk_norm: architecture == Architecture::Qwen3,
             rms_norm_eps: f.opt_f64("rms_norm_eps")?.unwrap_or(1e-6),
             rope_theta,
-            max_position_embeddings: f.opt_usize("max_position_embeddings")?.unwrap_or(4096),
+            max_position_embeddings: max_position_embeddings.unwrap_or(4096),
             sliding_window,
             sliding_window_from_layer,
             rope_scaling,
@@ -185,20 +180,6 @@ impl ModelConfig {
     /// The attention window of layer `i` (`None`: full causal attention).
     pub fn window_of_layer(&self, i: usize) -> Option<usize> {
         self.sliding_window.filter(|_| i >= self.sliding_window_from_layer)
-    }
-
-    /// Refuses a RoPE scaling scheme a model does not implement (typed, never ignored).
-    ///
-    /// # Errors
-    /// [`ModelConfigError::Field`] naming `rope_scaling` and the scheme.
-    pub fn refuse_rope_scaling(&self) -> Result<(), ModelConfigError> {
-        match &self.rope_scaling {
-            None => Ok(()),
-            Some(t) => Err(ModelConfigError::Field {
-                field: "rope_scaling",
-                detail: format!("RoPE scaling \"{t}\" is not implemented yet; refused rather than run with unscaled RoPE"),
-            }),
-        }
     }
 
     /// True when layer `i`'s feed-forward is a mixture of experts (vLLM-Ascend's `is_moe_layer`).
@@ -338,13 +319,25 @@ mod tests {
     }
 
     #[test]
-    fn rope_scaling_is_named_and_refused_and_windows_start_where_the_config_says() {
+    fn rope_scaling_is_read_with_hf_defaults_and_windows_start_where_the_config_says() {
         let base = r#""vocab_size":97,"hidden_size":32,"intermediate_size":64,"num_hidden_layers":4,"num_attention_heads":4"#;
-        let c = ModelConfig::from_json_str(&format!(r#"{{"model_type":"llama",{base},"rope_scaling":{{"rope_type":"llama3","factor":32.0}}}}"#)).unwrap();
-        assert_eq!(c.rope_scaling.as_deref(), Some("llama3"));
-        assert!(c.refuse_rope_scaling().unwrap_err().to_string().contains("llama3"));
-        let c = ModelConfig::from_json_str(&format!(r#"{{"model_type":"llama",{base},"rope_scaling":{{"type":"default"}}}}"#)).unwrap();
-        assert!(c.refuse_rope_scaling().is_ok());
+        let read = |extra: &str| ModelConfig::from_json_str(&format!(r#"{{"model_type":"llama",{base},"max_position_embeddings":4096,{extra}}}"#));
+        let c = read(r#""rope_scaling":{"rope_type":"llama3","factor":32.0,"low_freq_factor":1.0,"high_freq_factor":4.0}"#).unwrap();
+        assert_eq!(
+            c.rope_scaling,
+            Some(RopeScaling::Llama3 { factor: 32.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 4096.0 })
+        );
+        // transformers 5's nesting, and DeepSeek-V3's yarn without a factor (the length ratio).
+        let c = read(r#""rope_parameters":{"rope_type":"yarn","original_max_position_embeddings":1024,"beta_fast":0,"mscale":1.0}"#).unwrap();
+        let Some(RopeScaling::Yarn { factor, beta_fast, beta_slow, truncate, mscale, mscale_all_dim, .. }) = c.rope_scaling else { panic!("{:?}", c.rope_scaling) };
+        assert_eq!((factor, beta_fast, beta_slow, truncate, mscale, mscale_all_dim), (4.0, 32.0, 1.0, true, Some(1.0), None));
+        assert_eq!(read(r#""rope_scaling":{"type":"default"}"#).unwrap().rope_scaling, None);
+        let e = read(r#""rope_scaling":{"rope_type":"longrope","factor":2.0}"#).unwrap_err().to_string();
+        assert!(e.contains("rope_scaling") && e.contains("longrope") && e.contains("refused"), "{e}");
+        let e = read(r#""rope_scaling":{"rope_type":"llama3","factor":8.0}"#).unwrap_err().to_string();
+        assert!(e.contains("low_freq_factor"), "{e}");
+        let e = read(r#""rope_scaling":{"rope_type":"linear","factor":-1}"#).unwrap_err().to_string();
+        assert!(e.contains("positive"), "{e}");
         let c = ModelConfig::from_json_str(&format!(r#"{{"model_type":"qwen2",{base},"use_sliding_window":true,"sliding_window":8,"max_window_layers":2}}"#)).unwrap();
         assert_eq!((0..4).map(|i| c.window_of_layer(i)).collect::<Vec<_>>(), [None, None, Some(8), Some(8)]);
         let c = ModelConfig::from_json_str(&format!(r#"{{"model_type":"qwen2",{base},"use_sliding_window":false,"sliding_window":8}}"#)).unwrap();

@@ -11,7 +11,7 @@ pub use attention::{cached_attention, logit_rows};
 pub use batch::{StepBatch, StepInputs};
 pub use heads::HeadShard;
 pub use kv_cache::{KV_BLOCK_SIZE, KvCache, KvLayout};
-pub use rope::{rope_inv_freq, rope_table};
+pub use rope::{deepseek_softmax_mscale, rope_frequencies, rope_table};
 
 use crate::backend::{BackendError, CommError, Device, Tensor};
 use crate::layers::LayerError;

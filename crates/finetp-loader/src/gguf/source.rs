@@ -10,12 +10,15 @@ use super::dequant::dequantize;
 use super::{GgufFile, TensorInfo};
 use crate::LoaderError;
 
-/// A GGUF checkpoint as a [`WeightSource`]. Row slices dequantise only their rows; column slices
-/// dequantise whole rows and keep the requested columns (quant blocks run along rows).
+/// A GGUF checkpoint as a [`WeightSource`]. A slice dequantises only what it keeps: row slices
+/// their rows, column slices the quant blocks that cover their columns, one row at a time (quant
+/// blocks run along rows). No rank materialises a whole tensor to cut its part.
 pub struct GgufWeights {
     file: GgufFile,
-    /// `(q heads, kv heads)`, to undo llama.cpp's q/k row permutation.
-    heads: (usize, usize),
+    /// `(q heads, kv heads)` when llama.cpp's converter permuted q/k rows (its `llama`
+    /// architecture only, for interleaved RoPE), to put them back; `None` for files stored in HF
+    /// order (qwen2, qwen3).
+    permuted_heads: Option<(usize, usize)>,
 }
 
 /// HF tensor name → GGUF tensor name (llama-style architectures).
@@ -55,8 +58,10 @@ impl GgufWeights {
     pub fn open(path: &Path) -> Result<(Self, ModelConfig), LoaderError> {
         let file = GgufFile::open(path)?;
         let cfg = config_from_metadata(&file)?;
-        let heads = (cfg.num_attention_heads, cfg.num_key_value_heads);
-        Ok((Self { file, heads }, cfg))
+        // convert_hf_to_gguf.py permutes q/k in LlamaModel (llama, mistral), not in Qwen2Model /
+        // Qwen3Model, whose RoPE llama.cpp runs NeoX-style on HF's order.
+        let permuted_heads = (file.meta_str("general.architecture") == Some("llama")).then_some((cfg.num_attention_heads, cfg.num_key_value_heads));
+        Ok((Self { file, permuted_heads }, cfg))
     }
 
     pub fn file(&self) -> &GgufFile {
@@ -70,23 +75,28 @@ impl GgufWeights {
         Ok((g, t))
     }
 
-    /// Dequantises rows `r0..r1` of a `[rows, cols]` tensor.
-    fn rows(&self, hf: &str, t: &TensorInfo, cols: usize, r0: usize, r1: usize) -> Result<Vec<f32>, LoadError> {
-        if !t.ty.is_supported() {
-            return Err(LoadError::Invalid {
-                name: hf.to_string(),
-                source_desc: self.describe(),
-                detail: format!("GGML type {:?} is not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1 are)", t.ty),
-            });
-        }
-        let rb = t.ty.row_bytes(cols).ok_or_else(|| LoadError::Invalid {
-            name: hf.to_string(),
-            source_desc: self.describe(),
-            detail: format!("rows of {cols} do not fill whole {:?} blocks", t.ty),
-        })?;
+    fn invalid(&self, hf: &str, detail: String) -> LoadError {
+        LoadError::Invalid { name: hf.to_string(), source_desc: self.describe(), detail }
+    }
+
+    /// Dequantises columns `c0..c1` of rows `r0..r1` of a `[rows, cols]` tensor into
+    /// `[r1 - r0, c1 - c0]`, reading only the quant blocks that cover those columns.
+    fn dequant_range(&self, hf: &str, t: &TensorInfo, cols: usize, (r0, r1): (usize, usize), (c0, c1): (usize, usize)) -> Result<Vec<f32>, LoadError> {
+        let Some((per_block, block_bytes)) = t.ty.block() else {
+            return Err(self.invalid(hf, format!("GGML type {:?} is not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1 are)", t.ty)));
+        };
+        let rb = t.ty.row_bytes(cols).ok_or_else(|| self.invalid(hf, format!("rows of {cols} do not fill whole {:?} blocks", t.ty)))?;
         let data = self.file.data(t);
-        let mut out = vec![0f32; (r1 - r0) * cols];
-        dequantize(t.ty, &data[r0 * rb..r1 * rb], &mut out);
+        let (b0, b1) = (c0 / per_block, c1.div_ceil(per_block));
+        let width = c1 - c0;
+        let mut blocks = vec![0f32; (b1 - b0) * per_block];
+        let mut out = Vec::with_capacity((r1 - r0) * width);
+        for r in r0..r1 {
+            let row = &data[r * rb..(r + 1) * rb];
+            dequantize(t.ty, &row[b0 * block_bytes..b1 * block_bytes], &mut blocks);
+            let skip = c0 - b0 * per_block;
+            out.extend_from_slice(&blocks[skip..skip + width]);
+        }
         Ok(out)
     }
 }
@@ -107,6 +117,20 @@ fn unpermute(v: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
     out
 }
 
+impl GgufWeights {
+    /// The head count of a q/k projection whose rows llama.cpp permuted.
+    fn permuted_heads(&self, name: &str) -> Option<usize> {
+        let (q, kv) = self.permuted_heads?;
+        if name.ends_with("self_attn.q_proj.weight") {
+            Some(q)
+        } else if name.ends_with("self_attn.k_proj.weight") {
+            Some(kv)
+        } else {
+            None
+        }
+    }
+}
+
 impl WeightSource for GgufWeights {
     /// Every GGUF tensor is dequantised to f32 on load (for now).
     fn loaded_dtype(&self, name: &str) -> Option<DType> {
@@ -121,39 +145,50 @@ impl WeightSource for GgufWeights {
     fn load(&self, name: &str, spec: &ShardSpec) -> Result<HostTensor, LoadError> {
         let (_, t) = self.info(name)?;
         let shape = self.shape(name)?;
-        let (rows, cols) = match shape.as_slice() {
-            [c] => (*c, 1),
-            [r, c] => (*r, *c),
-            s => return Err(LoadError::Invalid { name: name.into(), source_desc: self.describe(), detail: format!("{}-D tensor {s:?}", s.len()) }),
-        };
-        let permuted = if name.ends_with("self_attn.q_proj.weight") {
-            Some(self.heads.0)
-        } else if name.ends_with("self_attn.k_proj.weight") {
-            Some(self.heads.1)
-        } else {
-            None
-        };
-        let full_rows = |s: &Self| s.rows(name, t, if shape.len() == 1 { rows } else { cols }, 0, if shape.len() == 1 { 1 } else { rows });
-        let data = match (permuted, spec.axis) {
-            // Row slices of ordinary tensors read only their rows.
-            (None, Axis::Rows) if shape.len() == 2 => {
-                let end = spec.start + spec.len;
-                if end > rows {
-                    return Err(LoadError::Invalid { name: name.into(), source_desc: self.describe(), detail: format!("rows {}..{end} of {rows}", spec.start) });
+        let end = spec.start + spec.len;
+        let out_of_range = |n: usize| self.invalid(name, format!("slice {spec:?} does not fit shape {shape:?} ({end} > {n})"));
+        match (shape.as_slice(), spec.axis) {
+            // A vector is one row: its slice is a column range.
+            (&[n], Axis::Rows) => {
+                if end > n {
+                    return Err(out_of_range(n));
                 }
-                let mut v = self.rows(name, t, cols, spec.start, end)?;
-                v.resize(spec.padded_len * cols, 0.0);
-                return Ok(HostTensor::f32(v, &spec.sliced_shape(&shape))?);
+                let mut v = self.dequant_range(name, t, n, (0, 1), (spec.start, end))?;
+                v.resize(spec.padded_len, 0.0);
+                Ok(HostTensor::f32(v, &spec.sliced_shape(&shape))?)
             }
-            (Some(heads), _) => unpermute(&full_rows(self)?, rows, cols, heads),
-            _ => full_rows(self)?,
-        };
-        let full = HostTensor::f32(data, &shape)?;
-        spec.slice(&full).ok_or_else(|| LoadError::Invalid {
-            name: name.into(),
-            source_desc: self.describe(),
-            detail: format!("slice {spec:?} does not fit shape {shape:?}"),
-        })
+            (&[rows, cols], Axis::Rows) => {
+                if end > rows {
+                    return Err(out_of_range(rows));
+                }
+                let mut v = self.dequant_range(name, t, cols, (spec.start, end), (0, cols))?;
+                if let Some(heads) = self.permuted_heads(name) {
+                    // The permutation stays inside each head: whole heads unpermute on their own.
+                    let hd = rows / heads.max(1);
+                    if !(spec.start.is_multiple_of(hd) && spec.len.is_multiple_of(hd)) {
+                        return Err(self.invalid(name, format!("rows {}..{end} cut a head of {hd} rows", spec.start)));
+                    }
+                    v = unpermute(&v, spec.len, cols, spec.len / hd);
+                }
+                v.resize(spec.padded_len * cols, 0.0);
+                Ok(HostTensor::f32(v, &spec.sliced_shape(&shape))?)
+            }
+            (&[rows, cols], Axis::Cols) => {
+                if end > cols {
+                    return Err(out_of_range(cols));
+                }
+                let mut v = self.dequant_range(name, t, cols, (0, rows), (spec.start, end))?;
+                if let Some(heads) = self.permuted_heads(name) {
+                    v = unpermute(&v, rows, spec.len, heads);
+                }
+                let mut padded = vec![0f32; rows * spec.padded_len];
+                for (dst, src) in padded.chunks_exact_mut(spec.padded_len).zip(v.chunks_exact(spec.len.max(1))) {
+                    dst[..spec.len].copy_from_slice(src);
+                }
+                Ok(HostTensor::f32(padded, &spec.sliced_shape(&shape))?)
+            }
+            (s, _) => Err(self.invalid(name, format!("{}-D tensor {s:?} sliced along {:?}", s.len(), spec.axis))),
+        }
     }
 
     fn describe(&self) -> String {
@@ -191,8 +226,31 @@ fn config_from_metadata(f: &GgufFile) -> Result<ModelConfig, LoaderError> {
         "rms_norm_eps": f.meta_f64(&format!("{arch}.attention.layer_norm_rms_epsilon")).unwrap_or(1e-5),
         "max_position_embeddings": u("context_length").unwrap_or(4096),
         "tie_word_embeddings": !f.tensors.contains_key("output.weight"),
+        "rope_scaling": rope_scaling(f, &arch)?,
     });
     Ok(ModelConfig::from_json_str(&json.to_string())?)
+}
+
+/// `{arch}.rope.scaling.*` as HF's `rope_scaling`; `null` for none.
+///
+/// # Errors
+/// A scaling type finetp does not read, and `rope_freqs.weight` (per-dimension frequency
+/// factors: llama.cpp's form of Llama 3 RoPE scaling), are refused rather than run unscaled.
+fn rope_scaling(f: &GgufFile, arch: &str) -> Result<serde_json::Value, LoaderError> {
+    let bad = |detail: String| LoaderError::Gguf { path: f.path.display().to_string(), detail };
+    if f.tensors.contains_key("rope_freqs.weight") {
+        return Err(bad("per-dimension RoPE frequency factors (rope_freqs.weight, llama.cpp's form of Llama 3 RoPE scaling) are not supported yet; refused rather than run with unscaled RoPE".into()));
+    }
+    let key = |k: &str| format!("{arch}.rope.scaling.{k}");
+    Ok(match f.meta_str(&key("type")) {
+        None | Some("none") => serde_json::Value::Null,
+        Some(t @ ("linear" | "yarn")) => serde_json::json!({
+            "rope_type": t,
+            "factor": f.meta_f64(&key("factor")).ok_or_else(|| bad(format!("{} without {}", key("type"), key("factor"))))?,
+            "original_max_position_embeddings": f.meta_u64(&key("original_context_length")),
+        }),
+        Some(other) => return Err(bad(format!("{} \"{other}\" is not supported (linear, yarn are)", key("type")))),
+    })
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! Multi-head latent attention with a fine-grained o_proj.
 
-use finetp_core::backend::{AttentionParams, Block, Device, RopeTable, Tensor};
+use finetp_core::backend::{AttentionParams, Block, DType, Device, RopeTable, Tensor};
 use finetp_core::config::{MlaConfig, ModelConfig};
-use finetp_core::decoder::{HeadShard, KvCache, ModelError, StepBatch, cached_attention};
+use finetp_core::decoder::{HeadShard, KvCache, ModelError, StepBatch, cached_attention, deepseek_softmax_mscale};
 use finetp_core::layers::{LayerGroups, RowParallelOProj, linear};
 use finetp_core::shard::{Axis, ShardSpec, WeightSource};
 
@@ -23,12 +23,20 @@ pub struct Mla<B: Device> {
     m: MlaConfig,
     heads: usize,
     eps: f32,
+    /// `1/sqrt(qk_nope + qk_rope)`, times YaRN's `mscale²` when the config scales RoPE so.
+    softmax_scale: f32,
 }
 
 /// Loads a replicated tensor after checking its shape.
 pub fn full<B: Device>(be: &B, src: &dyn WeightSource, name: &str, shape: &[usize]) -> Result<Tensor<B>, ModelError> {
     src.expect_shape(name, shape)?;
     Ok(be.upload(&src.load_full(name)?)?)
+}
+
+/// Loads a replicated norm weight in f32 whatever the checkpoint stores (converted once, here).
+pub fn norm_weight<B: Device>(be: &B, src: &dyn WeightSource, name: &str, len: usize) -> Result<Tensor<B>, ModelError> {
+    src.expect_shape(name, &[len])?;
+    Ok(be.upload(&src.load_full(name)?.into_dtype(DType::F32)?)?)
 }
 
 impl<B: Device> Mla<B> {
@@ -49,7 +57,7 @@ impl<B: Device> Mla<B> {
         let q = match m.q_lora_rank {
             Some(r) => QueryProj::LowRank {
                 a: full(be, src, &p("q_a_proj.weight"), &[r, h])?,
-                norm: full(be, src, &p("q_a_layernorm.weight"), &[r])?,
+                norm: norm_weight(be, src, &p("q_a_layernorm.weight"), r)?,
                 b: by_heads(&p("q_b_proj.weight"), &[nh * qk, r], qk)?,
             },
             None => QueryProj::Full(by_heads(&p("q_proj.weight"), &[nh * qk, h], qk)?),
@@ -57,12 +65,13 @@ impl<B: Device> Mla<B> {
         Ok(Self {
             q,
             kv_a: full(be, src, &p("kv_a_proj_with_mqa.weight"), &[m.kv_lora_rank + m.qk_rope_head_dim, h])?,
-            kv_a_norm: full(be, src, &p("kv_a_layernorm.weight"), &[m.kv_lora_rank])?,
+            kv_a_norm: norm_weight(be, src, &p("kv_a_layernorm.weight"), m.kv_lora_rank)?,
             kv_b: by_heads(&p("kv_b_proj.weight"), &[nh * kvb, m.kv_lora_rank], kvb)?,
             o_proj: RowParallelOProj::load(be, src, &p("o_proj.weight"), None, h, nh * m.v_head_dim, o_groups)?,
             m,
             heads: heads.len(),
             eps: cfg.rms_norm_eps as f32,
+            softmax_scale: deepseek_softmax_mscale(cfg.rope_scaling.as_ref()) / (qk as f32).sqrt(),
         })
     }
 
@@ -107,7 +116,7 @@ impl<B: Device> Mla<B> {
         let mut v = be.zeros(&[rows * nh, vd], act)?;
         be.copy_block(&kvb, &mut v, Block::at((0, nope), (0, 0), rows * nh, vd))?;
         let (q, k, v) = (q.reshape(&[rows, nh, qk])?, k.reshape(&[rows, nh, qk])?, v.reshape(&[rows, nh, vd])?);
-        let params = AttentionParams { scale: 1.0 / (qk as f32).sqrt(), sliding_window: None };
+        let params = AttentionParams { scale: self.softmax_scale, sliding_window: None };
         let attn = cached_attention(be, batch, kv, layer, (&q, &k, &v), &params)?;
         Ok(self.o_proj.forward(be, &attn, o_counts)?)
     }

@@ -7,7 +7,7 @@ use finetp_core::layers::{ParallelLmHead, ParallelMlp, VocabParallelEmbedding};
 use finetp_core::parallel::GroupSet;
 use finetp_core::shard::WeightSource;
 
-use crate::mla::{Mla, full, rms};
+use crate::mla::{Mla, norm_weight, rms};
 use crate::moe::Moe;
 
 enum Ffn<B: Device> {
@@ -30,7 +30,8 @@ pub struct Deepseek<B: Device> {
     layers: Vec<Layer<B>>,
     norm: Tensor<B>,
     lm_head: ParallelLmHead<B>,
-    /// RoPE of the rope part (`qk_rope_head_dim` dims, interleaved pairs).
+    /// RoPE of the rope part (`qk_rope_head_dim` dims; interleaved pairs unless the config says
+    /// `rope_interleave: false`), scaled as the config says.
     rope: RopeTable<B>,
 }
 
@@ -40,7 +41,6 @@ impl<B: Device> Deepseek<B> {
         if !cfg.architecture.is_deepseek() {
             return Err(ModelError::Config(format!("{} is not a DeepSeek-V2/V3 model", cfg.architecture)));
         }
-        cfg.refuse_rope_scaling().map_err(|e| ModelError::Config(e.to_string()))?;
         let (v, h) = (cfg.vocab_size, cfg.hidden_size);
         cfg.validate_tensor_parallel(groups.tp.info().size()).map_err(|e| ModelError::Config(e.to_string()))?;
         let embed = VocabParallelEmbedding::load(be, src, "model.embed_tokens.weight", v, h, groups.layer(Component::Embedding))?;
@@ -53,8 +53,8 @@ impl<B: Device> Deepseek<B> {
                     Ffn::Dense(ParallelMlp::load(be, src, &format!("{p}.mlp"), h, cfg.intermediate_size, groups.layer(Component::Mlp))?)
                 };
                 Ok(Layer {
-                    input_ln: full(be, src, &format!("{p}.input_layernorm.weight"), &[h])?,
-                    post_ln: full(be, src, &format!("{p}.post_attention_layernorm.weight"), &[h])?,
+                    input_ln: norm_weight(be, src, &format!("{p}.input_layernorm.weight"), h)?,
+                    post_ln: norm_weight(be, src, &format!("{p}.post_attention_layernorm.weight"), h)?,
                     attn: Mla::load(be, cfg, src, &format!("{p}.self_attn"), groups.layer(Component::OProj))?,
                     ffn,
                 })
@@ -67,14 +67,15 @@ impl<B: Device> Deepseek<B> {
             ParallelLmHead::load(be, src, name, v, h, groups.layer(Component::LmHead))?
         };
         let rope = cfg.mla.map_or(cfg.head_dim, |m| m.qk_rope_head_dim);
+        let style = if cfg.mla.is_none_or(|m| m.rope_interleave) { RopeStyle::Interleaved } else { RopeStyle::Neox };
         Ok(Self {
             cfg: cfg.clone(),
             groups: groups.clone(),
             embed,
             layers,
-            norm: full(be, src, "model.norm.weight", &[h])?,
+            norm: norm_weight(be, src, "model.norm.weight", h)?,
             lm_head,
-            rope: rope_table(be, cfg.rope_theta, rope, RopeStyle::Interleaved)?,
+            rope: rope_table(be, cfg.rope_theta, rope, style, cfg.rope_scaling.as_ref())?,
         })
     }
 

@@ -47,9 +47,10 @@ impl<B: Device> DecoderLayer<B> {
         let heads = HeadShard::new(cfg.num_attention_heads, cfg.num_key_value_heads, o_groups.tp_rank(), o_groups.tp_size());
         let q_rows = ShardSpec::range(Axis::Rows, heads.q.start * hd, heads.q_heads() * hd);
         let kv_rows = ShardSpec::range(Axis::Rows, heads.kv.start * hd, heads.kv_heads() * hd);
+        // Norm weights in f32 whatever the checkpoint stores, converted once here.
         let full = |name: String, shape: &[usize]| -> Result<Tensor<B>, ModelError> {
             src.expect_shape(&name, shape)?;
-            Ok(be.upload(&src.load_full(&name)?)?)
+            Ok(be.upload(&src.load_full(&name)?.into_dtype(DType::F32)?)?)
         };
         let proj = |n: &str, out: usize, rows: &ShardSpec| -> Result<Tensor<B>, ModelError> {
             let name = format!("{p}.self_attn.{n}_proj.weight");

@@ -1,6 +1,6 @@
 //! The whole Llama-family model on one rank.
 
-use finetp_core::backend::{Device, RopeStyle, RopeTable, Tensor};
+use finetp_core::backend::{DType, Device, RopeStyle, RopeTable, Tensor};
 use finetp_core::config::{Architecture, Component, ModelConfig};
 use finetp_core::decoder::{CausalLm, HeadShard, KvCache, KvLayout, ModelError, ModuleBytes, StepBatch, logit_rows, rope_table};
 use finetp_core::layers::{ParallelLmHead, VocabParallelEmbedding};
@@ -16,7 +16,7 @@ pub struct Llama<B: Device> {
     layers: Vec<DecoderLayer<B>>,
     norm: Tensor<B>,
     lm_head: ParallelLmHead<B>,
-    /// NeoX-style RoPE over the whole head.
+    /// NeoX-style RoPE over the whole head, scaled as the config says.
     rope: RopeTable<B>,
 }
 
@@ -28,7 +28,6 @@ impl<B: Device> Llama<B> {
         if !matches!(cfg.architecture, Architecture::Llama | Architecture::Mistral | Architecture::Qwen2 | Architecture::Qwen3) {
             return Err(ModelError::Config(format!("{} is not a Llama-family model", cfg.architecture)));
         }
-        cfg.refuse_rope_scaling().map_err(|e| ModelError::Config(e.to_string()))?;
         let (v, h) = (cfg.vocab_size, cfg.hidden_size);
         cfg.validate_tensor_parallel(groups.tp.info().size()).map_err(|e| ModelError::Config(e.to_string()))?;
         let embed = VocabParallelEmbedding::load(be, src, "model.embed_tokens.weight", v, h, groups.layer(Component::Embedding))?;
@@ -36,7 +35,7 @@ impl<B: Device> Llama<B> {
             .map(|i| DecoderLayer::load(be, cfg, src, i, (groups.layer(Component::OProj), groups.layer(Component::Mlp))))
             .collect::<Result<Vec<_>, _>>()?;
         src.expect_shape("model.norm.weight", &[h])?;
-        let norm = be.upload(&src.load_full("model.norm.weight")?)?;
+        let norm = be.upload(&src.load_full("model.norm.weight")?.into_dtype(DType::F32)?)?;
         let same_layout = groups.embedding.info().size() == groups.lm_head.info().size();
         let lm_head = match (cfg.tie_word_embeddings, same_layout) {
             (true, true) => ParallelLmHead::tied(embed.shard(), v, groups.layer(Component::LmHead))?,
@@ -51,7 +50,7 @@ impl<B: Device> Llama<B> {
             layers,
             norm,
             lm_head,
-            rope: rope_table(be, cfg.rope_theta, cfg.head_dim, RopeStyle::Neox)?,
+            rope: rope_table(be, cfg.rope_theta, cfg.head_dim, RopeStyle::Neox, cfg.rope_scaling.as_ref())?,
         })
     }
 
