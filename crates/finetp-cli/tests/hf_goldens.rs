@@ -28,6 +28,7 @@ use finetp_core::plan::Plan;
 use finetp_engine::{Launcher, Rank};
 use finetp_loader::Checkpoint;
 use finetp_testkit::harness::{self, Case, Need};
+use finetp_testkit::tolerance::{argmax_rows, close_scaled};
 
 /// Largest |finetp − HF| over a step's logits, as a fraction of HF's largest |logit|. f32
 /// arithmetic in a different summation order differs by ~1e-6 of it; a wrong RoPE scale, norm
@@ -84,17 +85,15 @@ fn ours(path: &Path, dp: usize, size: usize, prompt: &[u32], forced: &[u32]) -> 
 }
 
 fn argmax(v: &[f32]) -> usize {
-    v.iter().enumerate().fold(0, |best, (i, x)| if *x > v[best] { i } else { best })
+    argmax_rows(v, v.len())[0]
 }
 
 /// Every step of `got` against HF's: within [`TOL`], and HF's top-1 wherever its margin is clear.
 fn check(what: &str, got: &[Vec<f32>], g: &Golden) {
     assert_eq!(got.len(), g.logits.len(), "{what}: steps");
     for (s, (ours, hf)) in got.iter().zip(&g.logits).enumerate() {
-        assert_eq!(ours.len(), hf.len(), "{what} step {s}: vocabulary");
         let scale = hf.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-        let err = ours.iter().zip(hf).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(err / scale <= TOL, "{what} step {s}: max |finetp - HF| / max |HF| = {:.2e} > {TOL:e}", err / scale);
+        close_scaled(ours, hf, TOL, |_| scale, &format!("{what} step {s} (relative to max |HF logit|)")).unwrap();
         let top = argmax(hf);
         let second = hf.iter().enumerate().filter(|&(i, _)| i != top).fold(f32::MIN, |m, (_, v)| m.max(*v));
         if hf[top] - second > TOL * scale {

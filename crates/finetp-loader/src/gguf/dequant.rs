@@ -28,7 +28,7 @@ impl GgmlType {
     }
 
     /// (elements per block, bytes per block).
-    pub fn block(self) -> Option<(usize, usize)> {
+    pub(crate) fn block(self) -> Option<(usize, usize)> {
         match self {
             GgmlType::F32 => Some((1, 4)),
             GgmlType::F16 | GgmlType::BF16 => Some((1, 2)),

@@ -88,16 +88,27 @@ impl GgufWeights {
         let rb = t.ty.row_bytes(cols).ok_or_else(|| self.invalid(hf, format!("rows of {cols} do not fill whole {:?} blocks", t.ty)))?;
         let data = self.file.data(t);
         let (b0, b1) = (c0 / per_block, c1.div_ceil(per_block));
-        let width = c1 - c0;
+        let (skip, width) = (c0 - b0 * per_block, c1 - c0);
         let mut blocks = vec![0f32; (b1 - b0) * per_block];
         let mut out = Vec::with_capacity((r1 - r0) * width);
         for r in r0..r1 {
             let row = &data[r * rb..(r + 1) * rb];
             dequantize(t.ty, &row[b0 * block_bytes..b1 * block_bytes], &mut blocks);
-            let skip = c0 - b0 * per_block;
             out.extend_from_slice(&blocks[skip..skip + width]);
         }
         Ok(out)
+    }
+
+    /// The head count of a q/k projection whose rows llama.cpp permuted.
+    fn permuted_heads(&self, name: &str) -> Option<usize> {
+        let (q, kv) = self.permuted_heads?;
+        if name.ends_with("self_attn.q_proj.weight") {
+            Some(q)
+        } else if name.ends_with("self_attn.k_proj.weight") {
+            Some(kv)
+        } else {
+            None
+        }
     }
 }
 
@@ -115,20 +126,6 @@ fn unpermute(v: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
         }
     }
     out
-}
-
-impl GgufWeights {
-    /// The head count of a q/k projection whose rows llama.cpp permuted.
-    fn permuted_heads(&self, name: &str) -> Option<usize> {
-        let (q, kv) = self.permuted_heads?;
-        if name.ends_with("self_attn.q_proj.weight") {
-            Some(q)
-        } else if name.ends_with("self_attn.k_proj.weight") {
-            Some(kv)
-        } else {
-            None
-        }
-    }
 }
 
 impl WeightSource for GgufWeights {
