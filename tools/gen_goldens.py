@@ -4,6 +4,7 @@
     python3 -m venv /tmp/venv-golden && . /tmp/venv-golden/bin/activate
     pip install torch==2.15.0 transformers==5.24.0 gguf==0.19.0 jinja2
     python3 tools/gen_goldens.py tokenization   # needs the default model in ~/.cache/finetp
+    python3 tools/gen_goldens.py logits [NAME ...]   # every family, or only those named
 
 `tokenization`: HF's tokenizer for the SmolLM2 GGUF (transformers reads the GGUF itself):
 the ids of raw prompts (`tok(text)`, with whatever BOS/EOS the tokenizer adds) and of chat
@@ -19,7 +20,10 @@ RoPE scaling, Mistral with a 4-token sliding window, Qwen2 (q/k/v bias, tied emb
 a bf16 copy, whose logits HF computes in f32 from the bf16 weights), Qwen3 (q/k norm) and
 DeepSeek-V3 (MLA with `yarn` RoPE, one dense and one MoE layer with group-limited routing),
 DeepSeek-V2 (softmax scoring, group-limited greedy routing, plain q projection, V2's yarn mscale)
-and a dense DeepSeek-V3 with NeoX-style RoPE (`rope_interleave: false`) and tied embeddings. The
+a dense DeepSeek-V3 with NeoX-style RoPE (`rope_interleave: false`) and tied embeddings, and an
+FP8 copy of a DeepSeek-V3 stored as its release is (e4m3 linear weights, one f32
+`weight_scale_inv` per 128x128 block, `quantization_config`), whose logits HF computes through
+its own FP8 loader (which dequantises on a CPU) and checks against a hand dequantisation. The
 weights are drawn with a wide init so top-1 margins sit far above float noise; the script
 prints each family's smallest top-1/top-2 gap. finetp's f32 path must match them
 (crates/finetp-cli/tests/hf_goldens.rs).
@@ -120,10 +124,86 @@ def families():
             moe_intermediate_size=32, q_lora_rank=32, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8,
             v_head_dim=16, num_key_value_heads=4, rope_interleave=False, tie_word_embeddings=True,
             rope_parameters=dict(rope_type="default", rope_theta=theta)), "float32"),
+        # Every dimension a multiple of the 128x128 FP8 block or under one block: HF's CPU
+        # dequantisation derives the block from the scale grid, which is only right then.
+        ("deepseek_v3_fp8_block", DeepseekV3Config, dict(
+            COMMON, hidden_size=256, intermediate_size=256, num_attention_heads=2, num_key_value_heads=2,
+            moe_intermediate_size=128, first_k_dense_replace=1, n_routed_experts=4, n_shared_experts=1,
+            num_experts_per_tok=2, n_group=2, topk_group=1, routed_scaling_factor=2.5, norm_topk_prob=True,
+            q_lora_rank=128, kv_lora_rank=96, qk_nope_head_dim=32, qk_rope_head_dim=32, v_head_dim=32,
+            tie_word_embeddings=False, rope_parameters=dict(
+                rope_type="yarn", rope_theta=theta, factor=4.0, original_max_position_embeddings=16,
+                beta_fast=32, beta_slow=1, mscale=1.0, mscale_all_dim=1.0)), "fp8_block"),
     ]
 
 
-def logits():
+FP8_BLOCK = 128
+FP8_LINEARS = ("q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def quantize_fp8_blocks(d):
+    """Rewrites the checkpoint in `d` as DeepSeek-V3's FP8 release is stored: every linear weight
+    of attention and the MLPs in float8_e4m3fn with one f32 `weight_scale_inv` per 128x128 block
+    (scale = block amax / 448; the weight is q * scale), the embeddings, norms and router in f32,
+    and `quantization_config` in config.json as that release writes it."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(d / "model.safetensors")
+    out = {}
+    for name, w in state.items():
+        if w.dim() != 2 or not any(name.endswith(f"{m}.weight") for m in FP8_LINEARS):
+            out[name] = w
+            continue
+        rows, cols = w.shape
+        sr, sc = -(-rows // FP8_BLOCK), -(-cols // FP8_BLOCK)
+        scale = torch.empty(sr, sc, dtype=torch.float32)
+        q = torch.empty(rows, cols, dtype=torch.float8_e4m3fn)
+        for i in range(sr):
+            for j in range(sc):
+                blk = w[i * FP8_BLOCK:(i + 1) * FP8_BLOCK, j * FP8_BLOCK:(j + 1) * FP8_BLOCK].float()
+                s = blk.abs().max().clamp(min=1e-12) / 448.0
+                scale[i, j] = s
+                q[i * FP8_BLOCK:(i + 1) * FP8_BLOCK, j * FP8_BLOCK:(j + 1) * FP8_BLOCK] = (blk / s).to(torch.float8_e4m3fn)
+        out[name] = q
+        out[name + "_scale_inv"] = scale
+    save_file(out, d / "model.safetensors", metadata={"format": "pt"})
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["quantization_config"] = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
+                                  "weight_block_size": [FP8_BLOCK, FP8_BLOCK]}
+    (d / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    return out
+
+
+def dequantized_reference(d, fp8_state, dtype):
+    """The FP8 checkpoint's weights dequantised by hand into an f32 model: HF's own FP8 loader
+    must give the same logits, or the golden is not written."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.from_pretrained(d)
+    del cfg.quantization_config
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
+    state = {}
+    for name, w in fp8_state.items():
+        if name.endswith("_scale_inv"):
+            continue
+        if w.dtype == torch.float8_e4m3fn:
+            s = fp8_state[name + "_scale_inv"]
+            s = s.repeat_interleave(FP8_BLOCK, 0)[: w.shape[0]].repeat_interleave(FP8_BLOCK, 1)[:, : w.shape[1]]
+            w = w.float() * s
+        state[name] = w
+    # HF keeps the per-expert checkpoint names on disk and fuses them in memory: load through
+    # save/from_pretrained so its own renaming applies.
+    import tempfile
+    from safetensors.torch import save_file
+    with tempfile.TemporaryDirectory() as t:
+        cfg.save_pretrained(t)
+        save_file(state, f"{t}/model.safetensors", metadata={"format": "pt"})
+        return AutoModelForCausalLM.from_pretrained(t, dtype=torch.float32).eval()
+
+
+def logits(only=()):
     import torch
     import transformers
     from transformers import AutoModelForCausalLM
@@ -149,13 +229,18 @@ def logits():
         if dtype == "bfloat16":
             model = model.to(torch.bfloat16)
         d = out_root / name
+        if only and name not in only:
+            continue
         d.mkdir(parents=True, exist_ok=True)
         for f in d.glob("*"):
             f.unlink()
         model.save_pretrained(d)
-        # The reference: f32 arithmetic on the weights as stored.
+        fp8_state = quantize_fp8_blocks(d) if dtype == "fp8_block" else None
+        # The reference: f32 arithmetic on the weights as stored (an FP8 checkpoint dequantised
+        # by HF's FP8 loader, which does so on a machine without an FP8 GPU).
         ref = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
         ref.config._attn_implementation = "eager"
+        check = dequantized_reference(d, fp8_state, dtype) if fp8_state else None
         g = torch.Generator().manual_seed(77 + i)
         prompt = torch.randint(0, cfg.vocab_size, (PROMPT_LEN,), generator=g).tolist()
         steps, tokens = [], []
@@ -169,6 +254,12 @@ def logits():
                 out = ref(torch.tensor([[tok]]), past_key_values=past, use_cache=True)
                 past, last = out.past_key_values, out.logits[0, -1]
                 steps.append(last.tolist())
+            if check is not None:
+                check.config._attn_implementation = "eager"
+                want = check(torch.tensor([prompt + tokens])).logits[0, PROMPT_LEN - 1:]
+                diff = (want - torch.tensor(steps)).abs().max() / want.abs().max()
+                assert diff < 1e-5, f"{name}: HF's FP8 loader and the hand dequantisation differ by {diff:.1e}"
+                print(f"{name}: HF's FP8 loader = hand dequantisation within {diff:.1e} of max |logit|")
         gaps = [float(torch.tensor(s).topk(2).values.diff().abs()) for s in steps]
         scale = max(max(abs(x) for x in s) for s in steps)
         golden = {
@@ -257,6 +348,8 @@ def rope():
 
 
 if __name__ == "__main__":
-    what = sys.argv[1:] or ["tokenization"]
-    for w in what:
-        {"tokenization": tokenization, "logits": logits, "rope": rope, "smollm2": smollm2}[w]()
+    what, *names = sys.argv[1:] or ["tokenization"]
+    if what == "logits":
+        logits(names)  # all families, or only those named
+    else:
+        {"tokenization": tokenization, "rope": rope, "smollm2": smollm2}[what]()

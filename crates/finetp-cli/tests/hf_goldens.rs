@@ -3,7 +3,9 @@
 //! `tests/data/hf/`): Llama with `llama3` RoPE scaling, Mistral with a sliding window, Qwen2 with
 //! bias and tied embeddings (f32 and bf16 weights), Qwen3 with q/k norm, DeepSeek-V3 with MLA,
 //! `yarn` RoPE and group-limited MoE routing, DeepSeek-V2 with softmax group-limited routing and
-//! V2's yarn mscale, and a dense DeepSeek-V3 with NeoX-style RoPE and tied embeddings.
+//! V2's yarn mscale, a dense DeepSeek-V3 with NeoX-style RoPE and tied embeddings, and an FP8
+//! copy of DeepSeek-V3 as its release is stored (e4m3 weights with 128×128 block scales, which
+//! HF's loader and finetp's dequantise to f32).
 //!
 //! Each is run unsharded and at DP 4 with all four components at size 2 (every rank the same
 //! prompt): the prompt's last-position logits, then one decode step per HF greedy token,
@@ -195,6 +197,7 @@ fn main() {
         Case::new("deepseek_v3_with_yarn_and_group_limited_moe_matches_hf", &[], tiny("deepseek_v3_yarn")),
         Case::new("deepseek_v2_with_softmax_group_limited_routing_matches_hf", &[], tiny("deepseek_v2_softmax")),
         Case::new("deepseek_v3_dense_with_neox_rope_and_tied_embeddings_matches_hf", &[], tiny("deepseek_v3_dense_neox_rope")),
+        Case::new("deepseek_v3_fp8_block_scaled_matches_hf", &[], tiny("deepseek_v3_fp8_block")),
         Case::new("smollm2_greedy_continuations_match_hf_teacher_forced", &[model], move || {
             smollm2_greedy_continuations_match_hf(&path.expect("the default model is present"))
         }),

@@ -10,7 +10,7 @@ use tokenizers::Tokenizer;
 use crate::chat::PromptFormat;
 use crate::gguf::{GgufWeights, MetaValue};
 use crate::tokenizer::{tokenizer_from_file, tokenizer_from_gguf};
-use crate::{LoaderError, SafetensorsDir};
+use crate::{Fp8BlockScale, LoaderError, SafetensorsDir};
 
 /// A model's config, weights, tokenizer and special ids.
 pub struct Checkpoint {
@@ -89,6 +89,7 @@ impl Checkpoint {
                 v => v.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
             }
         };
+        let fp8 = Fp8BlockScale::from_config(&raw, &dir.join("config.json").display().to_string())?;
         let tok_path = dir.join("tokenizer.json");
         let tokenizer = if tok_path.is_file() { Some(tokenizer_from_file(&tok_path)?) } else { None };
         let json = |name: &str| -> serde_json::Value {
@@ -122,7 +123,7 @@ impl Checkpoint {
             description: format!("{} (safetensors)", dir.display()),
             tokenizer,
             config,
-            weights: Arc::new(SafetensorsDir::open(dir)?),
+            weights: Arc::new(SafetensorsDir::open(dir)?.with_fp8_blocks(fp8)),
         })
     }
 }

@@ -16,6 +16,9 @@ pub enum LoaderError {
     Load(#[from] LoadError),
     #[error("{path}: {detail}")]
     Tokenizer { path: String, detail: String },
+    /// A `quantization_config` finetp cannot read (it would misread the weights).
+    #[error("{path}: {detail}")]
+    Quantization { path: String, detail: String },
     #[error("cannot fetch the default model: {0}")]
     Fetch(String),
 }

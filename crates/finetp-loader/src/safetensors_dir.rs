@@ -1,5 +1,6 @@
 //! A Hugging Face safetensors checkpoint (one file or sharded with an index), memory-mapped;
-//! loads copy out only the requested slice, in the stored dtype.
+//! loads copy out only the requested slice, in the stored dtype (block-scaled FP8 weights
+//! dequantised to f32, see [`Fp8BlockScale`]).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -12,6 +13,7 @@ use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::LoaderError;
+use crate::fp8_blocks::Fp8BlockScale;
 
 struct Entry {
     file: usize,
@@ -25,6 +27,7 @@ pub struct SafetensorsDir {
     dir: PathBuf,
     files: Vec<(PathBuf, Mmap)>,
     tensors: HashMap<String, Entry>,
+    fp8: Option<Fp8BlockScale>,
 }
 
 impl SafetensorsDir {
@@ -66,7 +69,14 @@ impl SafetensorsDir {
             }
             files.push((path, map));
         }
-        Ok(Self { dir: dir.to_path_buf(), files, tensors })
+        Ok(Self { dir: dir.to_path_buf(), files, tensors, fp8: None })
+    }
+
+    /// Declares the checkpoint's FP8 block size (config.json's `quantization_config`): its e4m3
+    /// tensors then load as f32, each element times its block's `<name>_scale_inv`.
+    pub fn with_fp8_blocks(mut self, fp8: Option<Fp8BlockScale>) -> Self {
+        self.fp8 = fp8;
+        self
     }
 
     fn entry(&self, name: &str) -> Result<&Entry, LoadError> {
@@ -89,12 +99,39 @@ fn to_host(dtype: Dtype, bytes: &[u8], shape: &[usize]) -> Option<HostTensor> {
     HostTensor::new(data, shape).ok()
 }
 
+impl SafetensorsDir {
+    /// `spec`'s slice of the `[rows, cols]` e4m3 tensor `name` (bytes `q`), dequantised to f32
+    /// with its `<name>_scale_inv` block scales.
+    fn load_fp8(&self, name: &str, e: &Entry, q: &[u8], spec: &ShardSpec) -> Result<HostTensor, String> {
+        let fp8 = self.fp8.ok_or("an F8_E4M3 tensor, but config.json has no FP8 quantization_config with a weight_block_size")?;
+        let &[rows, cols] = e.shape.as_slice() else { return Err(format!("an F8_E4M3 tensor of shape {:?} (2-D weights are block-scaled)", e.shape)) };
+        let scale_name = format!("{name}_scale_inv");
+        let grid = fp8.grid(rows, cols);
+        let se = self.tensors.get(&scale_name).ok_or_else(|| format!("an F8_E4M3 weight without its block scales \"{scale_name}\""))?;
+        if se.shape != grid {
+            return Err(format!("{scale_name} has shape {:?}; {:?} blocks of {}x{} imply {grid:?}", se.shape, e.shape, fp8.block_rows, fp8.block_cols));
+        }
+        let scale = self.load(&scale_name, &ShardSpec::full(Axis::Rows, grid[0])).map_err(|e| e.to_string())?;
+        let scale = scale.to_f32_vec().ok_or_else(|| format!("{scale_name} is not a float tensor"))?;
+        let mut out = Vec::with_capacity(spec.padded_len * if spec.axis == Axis::Rows { cols } else { rows });
+        match spec.axis {
+            Axis::Rows => {
+                fp8.dequant_into(q, cols, &scale, (spec.start, spec.start + spec.len), (0, cols), 0, &mut out);
+                out.resize(spec.padded_len * cols, 0.0);
+            }
+            Axis::Cols => fp8.dequant_into(q, cols, &scale, (0, rows), (spec.start, spec.start + spec.len), spec.padded_len - spec.len, &mut out),
+        }
+        HostTensor::new(HostData::F32(out), &spec.sliced_shape(&e.shape)).map_err(|e| e.to_string())
+    }
+}
+
 impl WeightSource for SafetensorsDir {
     fn loaded_dtype(&self, name: &str) -> Option<DType> {
         match self.tensors.get(name)?.dtype {
             Dtype::F32 => Some(DType::F32),
             Dtype::BF16 => Some(DType::BF16),
             Dtype::F16 => Some(DType::F16),
+            Dtype::F8_E4M3 if self.fp8.is_some() => Some(DType::F32),
             _ => None,
         }
     }
@@ -110,7 +147,8 @@ impl WeightSource for SafetensorsDir {
         let es = match e.dtype {
             Dtype::F32 => 4,
             Dtype::BF16 | Dtype::F16 => 2,
-            other => return Err(invalid(format!("dtype {other:?} is not supported (F32, BF16, F16 are)"))),
+            Dtype::F8_E4M3 => 1,
+            other => return Err(invalid(format!("dtype {other:?} is not supported (F32, BF16, F16 and block-scaled F8_E4M3 are)"))),
         };
         let (rows, cols) = match e.shape.as_slice() {
             [c] => (*c, 1),
@@ -122,6 +160,9 @@ impl WeightSource for SafetensorsDir {
             return Err(invalid(format!("slice {spec:?} does not fit shape {:?}", e.shape)));
         }
         let data = &map[e.start..e.start + rows * cols * es];
+        if e.dtype == Dtype::F8_E4M3 {
+            return self.load_fp8(name, e, data, spec).map_err(invalid);
+        }
         let mut out = Vec::new();
         match spec.axis {
             Axis::Rows => {

@@ -257,6 +257,67 @@ fn write_safetensors(dir: &Path, file: &str, tensors: &[(&str, Vec<usize>, Vec<f
     safetensors::serialize_to_file(views, None, &dir.join(file)).unwrap();
 }
 
+/// e4m3 bytes with exactly known values: 1, 2, 0.5, -1.5, 0 and 448 (the largest).
+const E4M3: [(u8, f32); 6] = [(0x38, 1.0), (0x40, 2.0), (0x30, 0.5), (0xBC, -1.5), (0x00, 0.0), (0x7E, 448.0)];
+
+#[test]
+fn fp8_block_scaled_weights_dequantise_per_block_and_slice_without_the_whole_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    // A [5, 6] e4m3 weight in 2x4 blocks: scale grid [3, 2], the last block row and column partial.
+    let (rows, cols) = (5, 6);
+    let q: Vec<u8> = (0..rows * cols).map(|i| E4M3[(i * 7 + i / 6) % E4M3.len()].0).collect();
+    let scale: Vec<f32> = vec![0.25, 4.0, -2.0, 8.0, 0.125, 16.0];
+    let want: Vec<f32> = (0..rows * cols)
+        .map(|i| {
+            let v = E4M3.iter().find(|(b, _)| *b == q[i]).unwrap().1;
+            v * scale[(i / cols / 2) * 2 + (i % cols) / 4]
+        })
+        .collect();
+    let sb: Vec<u8> = scale.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let views = vec![
+        ("w".to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::F8_E4M3, vec![rows, cols], &q).unwrap()),
+        ("w_scale_inv".to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![3, 2], &sb).unwrap()),
+        ("bad".to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::F8_E4M3, vec![rows, cols], &q).unwrap()),
+        ("bad_scale_inv".to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2, 3], &sb).unwrap()),
+        ("lone".to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::F8_E4M3, vec![rows, cols], &q).unwrap()),
+    ];
+    safetensors::serialize_to_file(views, None, &dir.path().join("model.safetensors")).unwrap();
+    let blocks = finetp_loader::Fp8BlockScale { block_rows: 2, block_cols: 4 };
+    let s = SafetensorsDir::open(dir.path()).unwrap().with_fp8_blocks(Some(blocks));
+    assert_eq!(s.loaded_dtype("w"), Some(finetp_core::backend::DType::F32));
+    let full = HostTensor::f32(want, &[rows, cols]).unwrap();
+    for spec in [
+        ShardSpec::full(Axis::Rows, rows),
+        ShardSpec::range(Axis::Rows, 1, 3),
+        ShardSpec::even(Axis::Cols, cols, 1, 2),
+        ShardSpec::range(Axis::Cols, 3, 2),
+        ShardSpec::vocab(rows, cols, 1, 2),
+    ] {
+        assert_eq!(s.load("w", &spec).unwrap(), spec.slice(&full).unwrap(), "{spec:?}");
+    }
+    let e = s.load_full("bad").unwrap_err().to_string();
+    assert!(e.contains("bad_scale_inv has shape [2, 3]") && e.contains("[3, 2]"), "{e}");
+    let e = s.load_full("lone").unwrap_err().to_string();
+    assert!(e.contains("without its block scales \"lone_scale_inv\""), "{e}");
+    // Without the checkpoint's quantization_config the bytes cannot be read.
+    let e = SafetensorsDir::open(dir.path()).unwrap().load_full("w").unwrap_err().to_string();
+    assert!(e.contains("no FP8 quantization_config"), "{e}");
+}
+
+#[test]
+fn checkpoints_of_other_quantisation_schemes_are_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    write_safetensors(dir.path(), "model.safetensors", &[("a", vec![2], vec![1.0, 2.0])]);
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"model_type":"llama","vocab_size":32,"hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2,
+            "quantization_config":{"quant_method":"awq","bits":4}}"#,
+    )
+    .unwrap();
+    let e = Checkpoint::open(dir.path()).err().unwrap();
+    assert!(matches!(e, LoaderError::Quantization { .. }) && e.to_string().contains("\"awq\" is not supported"), "{e}");
+}
+
 #[test]
 fn safetensors_slices_index_and_errors() {
     let dir = tempfile::tempdir().unwrap();
