@@ -175,15 +175,17 @@ def quantize_fp8_blocks(d):
     return out
 
 
-def dequantized_reference(d, fp8_state, dtype):
+def dequantized_reference(d, fp8_state):
     """The FP8 checkpoint's weights dequantised by hand into an f32 model: HF's own FP8 loader
     must give the same logits, or the golden is not written."""
+    import tempfile
+
     import torch
+    from safetensors.torch import save_file
     from transformers import AutoConfig, AutoModelForCausalLM
 
     cfg = AutoConfig.from_pretrained(d)
     del cfg.quantization_config
-    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
     state = {}
     for name, w in fp8_state.items():
         if name.endswith("_scale_inv"):
@@ -195,8 +197,6 @@ def dequantized_reference(d, fp8_state, dtype):
         state[name] = w
     # HF keeps the per-expert checkpoint names on disk and fuses them in memory: load through
     # save/from_pretrained so its own renaming applies.
-    import tempfile
-    from safetensors.torch import save_file
     with tempfile.TemporaryDirectory() as t:
         cfg.save_pretrained(t)
         save_file(state, f"{t}/model.safetensors", metadata={"format": "pt"})
@@ -240,7 +240,7 @@ def logits(only=()):
         # by HF's FP8 loader, which does so on a machine without an FP8 GPU).
         ref = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
         ref.config._attn_implementation = "eager"
-        check = dequantized_reference(d, fp8_state, dtype) if fp8_state else None
+        check = dequantized_reference(d, fp8_state) if fp8_state else None
         g = torch.Generator().manual_seed(77 + i)
         prompt = torch.randint(0, cfg.vocab_size, (PROMPT_LEN,), generator=g).tolist()
         steps, tokens = [], []

@@ -33,12 +33,14 @@ impl Fp8BlockScale {
         if let Some(fmt) = q.get("fmt").and_then(Value::as_str).filter(|f| *f != "e4m3") {
             return refuse(format!("FP8 format \"{fmt}\" is not supported (e4m3 is)"));
         }
-        let block = match q.get("weight_block_size").and_then(Value::as_array).map(|a| a.iter().map(Value::as_u64).collect::<Vec<_>>()) {
-            Some(b) if b.len() == 2 && b.iter().all(|x| x.is_some_and(|x| x > 0)) => [b[0].unwrap() as usize, b[1].unwrap() as usize],
-            Some(_) => return refuse("quantization_config.weight_block_size must be two positive integers".into()),
-            None => return refuse("per-tensor FP8 (no quantization_config.weight_block_size) is not supported; block-scaled FP8 is".into()),
+        let Some(block) = q.get("weight_block_size").filter(|b| !b.is_null()) else {
+            return refuse("per-tensor FP8 (no quantization_config.weight_block_size) is not supported; block-scaled FP8 is".into());
         };
-        Ok(Some(Self { block_rows: block[0], block_cols: block[1] }))
+        let positive = |v: &Value| v.as_u64().filter(|&x| x > 0).map(|x| x as usize);
+        match block.as_array().filter(|a| a.len() == 2).map(|a| (positive(&a[0]), positive(&a[1]))) {
+            Some((Some(block_rows), Some(block_cols))) => Ok(Some(Self { block_rows, block_cols })),
+            _ => refuse("quantization_config.weight_block_size must be two positive integers".into()),
+        }
     }
 
     /// The scale grid of a `[rows, cols]` weight: `[ceil(rows / br), ceil(cols / bc)]`.

@@ -82,24 +82,7 @@ impl SafetensorsDir {
     fn entry(&self, name: &str) -> Result<&Entry, LoadError> {
         self.tensors.get(name).ok_or_else(|| LoadError::MissingTensor { name: name.to_string(), source_desc: self.describe() })
     }
-}
 
-/// Copies `len` elements of `es` bytes from `src` at element `at` to the end of `dst`.
-fn push_elems(dst: &mut Vec<u8>, src: &[u8], at: usize, len: usize, es: usize) {
-    dst.extend_from_slice(&src[at * es..(at + len) * es]);
-}
-
-fn to_host(dtype: Dtype, bytes: &[u8], shape: &[usize]) -> Option<HostTensor> {
-    let data = match dtype {
-        Dtype::F32 => HostData::F32(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
-        Dtype::BF16 => HostData::BF16(bytes.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]])).collect()),
-        Dtype::F16 => HostData::F16(bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]])).collect()),
-        _ => return None,
-    };
-    HostTensor::new(data, shape).ok()
-}
-
-impl SafetensorsDir {
     /// `spec`'s slice of the `[rows, cols]` e4m3 tensor `name` (bytes `q`), dequantised to f32
     /// with its `<name>_scale_inv` block scales.
     fn load_fp8(&self, name: &str, e: &Entry, q: &[u8], spec: &ShardSpec) -> Result<HostTensor, String> {
@@ -123,6 +106,21 @@ impl SafetensorsDir {
         }
         HostTensor::new(HostData::F32(out), &spec.sliced_shape(&e.shape)).map_err(|e| e.to_string())
     }
+}
+
+/// Copies `len` elements of `es` bytes from `src` at element `at` to the end of `dst`.
+fn push_elems(dst: &mut Vec<u8>, src: &[u8], at: usize, len: usize, es: usize) {
+    dst.extend_from_slice(&src[at * es..(at + len) * es]);
+}
+
+fn to_host(dtype: Dtype, bytes: &[u8], shape: &[usize]) -> Option<HostTensor> {
+    let data = match dtype {
+        Dtype::F32 => HostData::F32(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
+        Dtype::BF16 => HostData::BF16(bytes.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]])).collect()),
+        Dtype::F16 => HostData::F16(bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]])).collect()),
+        _ => return None,
+    };
+    HostTensor::new(data, shape).ok()
 }
 
 impl WeightSource for SafetensorsDir {
