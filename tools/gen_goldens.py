@@ -28,6 +28,14 @@ weights are drawn with a wide init so top-1 margins sit far above float noise; t
 prints each family's smallest top-1/top-2 gap. finetp's f32 path must match them
 (crates/finetp-cli/tests/hf_goldens.rs).
 
+`gguf_qwen2 LLAMA_CPP_DIR`: the `qwen2_tied` checkpoint converted to an f32 GGUF by llama.cpp's
+own `convert_hf_to_gguf.py` (LLAMA_CPP_DIR: `vendor/llama.cpp` of the llama-cpp-python 0.3.36
+source package from PyPI, `llama_cpp_python-0.3.36.tar.gz`; it also needs `pip install
+sentencepiece numpy`), with a SentencePiece BPE `tokenizer.model` trained here (the converter's
+first choice for Qwen2), written to crates/finetp-cli/tests/data/hf/qwen2_tied_gguf/ with
+SentencePiece's own ids for a few raw prompts. finetp must give `qwen2_tied`'s HF logits from it,
+and SentencePiece's ids from the vocabulary the converter wrote (crates/finetp-cli/tests/hf_goldens.rs).
+
 `rope`: HF's inverse frequencies and attention factor (`ROPE_INIT_FUNCTIONS`) for each scaling
 scheme finetp reads, with the parameters real checkpoints use, written to
 crates/finetp-core/tests/data/hf_rope.json (crates/finetp-core/tests/rope_scaling.rs).
@@ -304,6 +312,54 @@ def smollm2():
     print(f"wrote {path}")
 
 
+SPM_CORPUS = [
+    "The quick brown fox jumps over the lazy dog.", "What is the capital of France?", "Paris is the capital of France.",
+    "Write one sentence about the ocean.", "The ocean is deep and blue, and the sea is wide.", "Hello world, hello there!",
+]
+SPM_PROMPTS = ["What is the capital of France?", "the sea is blue", "  two leading spaces and  a double one",
+               "Hello, and chars the pieces lack: Q!? QZ"]
+
+
+def gguf_qwen2(llama_cpp):
+    """The qwen2_tied golden checkpoint converted by llama.cpp's own converter (f32)."""
+    import shutil
+    import subprocess
+    import tempfile
+    import sentencepiece as spm
+
+    src, out_dir = ROOT / "crates/finetp-cli/tests/data/hf/qwen2_tied", ROOT / "crates/finetp-cli/tests/data/hf/qwen2_tied_gguf"
+    with tempfile.TemporaryDirectory() as tmp:
+        ck = Path(tmp)
+        shutil.copy(src / "model.safetensors", ck / "model.safetensors")
+        # The special ids the vocabulary below has (the golden's config leaves them null).
+        cfg = json.loads((src / "config.json").read_text())
+        (ck / "config.json").write_text(json.dumps(dict(cfg, bos_token_id=1, eos_token_id=2)))
+        # A SentencePiece BPE vocabulary (the converter's first choice for Qwen2, and the
+        # Llama 2 / Mistral kind) smaller than the model's 128 rows: the converter pads it.
+        model = ck / "tokenizer.model"
+        with open(model, "wb") as w:
+            spm.SentencePieceTrainer.train(sentence_iterator=iter(SPM_CORPUS * 20), model_writer=w, vocab_size=96,
+                                           model_type="bpe", character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2,
+                                           pad_id=-1, minloglevel=2,
+                                           # Llama's normalizer spec, which the GGUF format assumes.
+                                           normalization_rule_name="identity", remove_extra_whitespaces=False)
+        (ck / "tokenizer_config.json").write_text(json.dumps(
+            {"add_bos_token": True, "add_eos_token": False, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}))
+        out_dir.mkdir(exist_ok=True)
+        gguf_path = out_dir / "model.gguf"
+        subprocess.run([sys.executable, str(Path(llama_cpp) / "convert_hf_to_gguf.py"), str(ck), "--outtype", "f32",
+                        "--outfile", str(gguf_path)], check=True)
+        sp = spm.SentencePieceProcessor(model_file=str(model))
+        raw = [{"text": t, "ids": [sp.bos_id()] + sp.encode(t)} for t in SPM_PROMPTS]
+    out = {"generated_by": f"tools/gen_goldens.py gguf_qwen2 (llama.cpp's convert_hf_to_gguf.py from {llama_cpp}, "
+                           f"sentencepiece {spm.__version__})",
+           "golden": "qwen2_tied", "raw": raw}
+    (out_dir / "tokenization.json").write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {gguf_path} ({gguf_path.stat().st_size / 1024:.0f} KiB)")
+    for r in raw:
+        print(repr(r["text"]), r["ids"])
+
+
 ROPE_CASES = [
     # (name, head_dim, max_position_embeddings, rope_parameters)
     ("default", 64, 2048, dict(rope_type="default", rope_theta=10000.0)),
@@ -351,5 +407,7 @@ if __name__ == "__main__":
     what, *names = sys.argv[1:] or ["tokenization"]
     if what == "logits":
         logits(names)  # all families, or only those named
+    elif what == "gguf_qwen2":
+        gguf_qwen2(*names)  # the llama.cpp tree: vendor/llama.cpp of the llama-cpp-python sdist
     else:
         {"tokenization": tokenization, "rope": rope, "smollm2": smollm2}[what]()

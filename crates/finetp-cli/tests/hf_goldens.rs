@@ -5,7 +5,8 @@
 //! `yarn` RoPE and group-limited MoE routing, DeepSeek-V2 with softmax group-limited routing and
 //! V2's yarn mscale, a dense DeepSeek-V3 with NeoX-style RoPE and tied embeddings, and an FP8
 //! copy of DeepSeek-V3 as its release is stored (e4m3 weights with 128×128 block scales, which
-//! HF's loader and finetp's dequantise to f32).
+//! HF's loader and finetp's dequantise to f32). And the Qwen2 one as llama.cpp's own converter
+//! writes it (an f32 GGUF with a SentencePiece vocabulary), which must give the same logits.
 //!
 //! Each is run unsharded and at DP 4 with all four components at size 2 (every rank the same
 //! prompt): the prompt's last-position logits, then one decode step per HF greedy token,
@@ -109,14 +110,52 @@ fn check(what: &str, got: &[Vec<f32>], g: &Golden) {
 }
 
 fn matches_hf(name: &str) {
+    checkpoint_matches_hf(&dir(name), name);
+}
+
+/// The checkpoint at `path` (an HF directory or a GGUF file) against golden `name`'s logits.
+fn checkpoint_matches_hf(path: &Path, name: &str) {
     let g = golden(name);
     assert_eq!(g.family, name);
-    let single = ours(&dir(name), 1, 1, &g.prompt, &g.greedy);
+    let single = ours(path, 1, 1, &g.prompt, &g.greedy);
     check(&format!("{name}, unsharded"), &single[0], &g);
-    let sharded = ours(&dir(name), 4, 2, &g.prompt, &g.greedy);
+    let sharded = ours(path, 4, 2, &g.prompt, &g.greedy);
     for (r, got) in sharded.iter().enumerate() {
         check(&format!("{name}, DP 4 with every component at size 2, rank {r}"), got, &g);
     }
+}
+
+/// `qwen2_tied_gguf/tokenization.json`: SentencePiece's own ids (BOS first, as the converted
+/// file's `add_bos_token` asks) for raw prompts.
+#[derive(serde::Deserialize)]
+struct SpmTokenization {
+    raw: Vec<SpmRaw>,
+}
+
+#[derive(serde::Deserialize)]
+struct SpmRaw {
+    text: String,
+    ids: Vec<u32>,
+}
+
+/// llama.cpp's converter wrote the qwen2_tied checkpoint as an f32 GGUF with a SentencePiece
+/// vocabulary (`tools/gen_goldens.py gguf_qwen2`): the same HF logits from it, and the
+/// vocabulary it wrote tokenises as SentencePiece itself does (unknown characters fused into one
+/// `<unk>`, spaces kept, a space prefix) and decodes back to the text.
+fn llama_cpp_converted_qwen2_gguf_matches_hf() -> Result<(), String> {
+    let gguf = dir("qwen2_tied_gguf").join("model.gguf");
+    checkpoint_matches_hf(&gguf, "qwen2_tied");
+    let ckpt = Checkpoint::open(&gguf).map_err(|e| e.to_string())?;
+    let tok = ckpt.tokenizer.as_ref().ok_or("the converted GGUF has no tokenizer")?;
+    let want: SpmTokenization = serde_json::from_str(&std::fs::read_to_string(dir("qwen2_tied_gguf").join("tokenization.json")).unwrap()).unwrap();
+    for r in &want.raw {
+        let got = ckpt.prompt.encode_raw(tok, &r.text).map_err(|e| e.to_string())?;
+        assert_eq!(got, r.ids, "{:?}: finetp's ids against SentencePiece's", r.text);
+        if !r.ids.contains(&0) {
+            assert_eq!(tok.decode(&got, true).map_err(|e| e.to_string())?, r.text, "decoded back");
+        }
+    }
+    Ok(())
 }
 
 /// `tests/data/smollm2_hf_greedy.json`: per raw prompt, HF's prompt ids, greedy tokens and
@@ -193,6 +232,7 @@ fn main() {
         Case::new("mistral_with_a_sliding_window_matches_hf", &[], tiny("mistral_window")),
         Case::new("qwen2_with_bias_and_tied_embeddings_matches_hf", &[], tiny("qwen2_tied")),
         Case::new("qwen2_with_bf16_weights_matches_hf", &[], tiny("qwen2_tied_bf16")),
+        Case::new("qwen2_gguf_converted_by_llama_cpp_matches_hf", &[], llama_cpp_converted_qwen2_gguf_matches_hf),
         Case::new("qwen3_with_qk_norm_matches_hf", &[], tiny("qwen3_qk_norm")),
         Case::new("deepseek_v3_with_yarn_and_group_limited_moe_matches_hf", &[], tiny("deepseek_v3_yarn")),
         Case::new("deepseek_v2_with_softmax_group_limited_routing_matches_hf", &[], tiny("deepseek_v2_softmax")),

@@ -54,6 +54,10 @@ fn write_gguf_with(path: &Path, arch: &str, extra: &[(&str, Meta)], tensors: &[(
                 b.extend(6u32.to_le_bytes());
                 b.extend(x.to_le_bytes());
             }
+            Meta::U32(x) => {
+                b.extend(4u32.to_le_bytes());
+                b.extend(x.to_le_bytes());
+            }
         }
     }
     let mut offset = 0u64;
@@ -83,6 +87,7 @@ fn write_gguf_with(path: &Path, arch: &str, extra: &[(&str, Meta)], tensors: &[(
 enum Meta {
     Str(&'static str),
     F32(f32),
+    U32(u32),
 }
 
 /// Q8_0 blocks of `v` (len a multiple of 32) and the values they decode to.
@@ -224,9 +229,17 @@ fn gguf_rope_scaling_is_read_and_frequency_factor_tensors_are_refused() {
     let e = GgufWeights::open(&path).err().expect("refused").to_string();
     assert!(e.contains("rope_freqs.weight") && e.contains("freqs.gguf"), "{e}");
     let path = dir.path().join("longrope.gguf");
-    write_gguf_with(&path, "llama", &[("rope.scaling.type", Meta::Str("longrope"))], &[("blk.0.attn_norm.weight", vec![64], 0, norm)]);
+    write_gguf_with(&path, "llama", &[("rope.scaling.type", Meta::Str("longrope"))], &[("blk.0.attn_norm.weight", vec![64], 0, norm.clone())]);
     let e = GgufWeights::open(&path).err().expect("refused").to_string();
     assert!(e.contains("longrope"), "{e}");
+    // Partial rotary: refused, and never taken for the head dimension (64 / 2 heads = 32).
+    let path = dir.path().join("partial.gguf");
+    write_gguf_with(&path, "qwen2", &[("rope.dimension_count", Meta::U32(16))], &[("blk.0.attn_norm.weight", vec![64], 0, norm.clone())]);
+    let e = GgufWeights::open(&path).err().expect("refused").to_string();
+    assert!(e.contains("rope.dimension_count 16") && e.contains("head dimension 32") && e.contains("refused"), "{e}");
+    let path = dir.path().join("full.gguf");
+    write_gguf_with(&path, "qwen2", &[("rope.dimension_count", Meta::U32(32))], &[("blk.0.attn_norm.weight", vec![64], 0, norm)]);
+    assert_eq!(GgufWeights::open(&path).unwrap().1.head_dim, 32);
 }
 
 #[test]

@@ -53,6 +53,27 @@ pub struct ModelConfig {
     pub moe: Option<MoeConfig>,
 }
 
+/// Refuses `partial_rotary_factor` other than 1 (top level, or in transformers 5's
+/// `rope_parameters`): finetp's Llama-family attention rotates every dimension of each head, and
+/// running such a checkpoint so would be silently wrong. (DeepSeek's MLA rotates its own
+/// `qk_rope_head_dim` part and is not read here.)
+fn refuse_partial_rotary(m: &Map<String, Value>) -> Result<(), ModelConfigError> {
+    let nested = m.get("rope_parameters").and_then(|p| p.get("partial_rotary_factor"));
+    for v in [m.get("partial_rotary_factor"), nested].into_iter().flatten().filter(|v| !v.is_null()) {
+        match v.as_f64() {
+            Some(1.0) => {}
+            Some(f) => {
+                return Err(ModelConfigError::Field {
+                    field: "partial_rotary_factor",
+                    detail: format!("{f}: rotating only part of each head is not supported; refused rather than rotating the whole head"),
+                });
+            }
+            None => return Err(ModelConfigError::Field { field: "partial_rotary_factor", detail: format!("expected a number, got {v}") }),
+        }
+    }
+    Ok(())
+}
+
 impl ModelConfig {
     /// Reads `config.json` from a file, or from `dir/config.json` when given a directory.
     pub fn from_path(path: &Path) -> Result<Self, ModelConfigError> {
@@ -106,6 +127,9 @@ impl ModelConfig {
             Architecture::Qwen2 | Architecture::Qwen3 => f.opt_usize("max_window_layers")?.unwrap_or(28),
             _ => 0,
         };
+        if !architecture.is_deepseek() {
+            refuse_partial_rotary(m)?;
+        }
         let max_position_embeddings = f.opt_usize("max_position_embeddings")?;
         let rope_scaling = RopeScaling::from_config(m, max_position_embeddings)?;
         let sliding_window = match architecture {
@@ -344,5 +368,20 @@ mod tests {
         assert_eq!(c.window_of_layer(3), None);
         let c = ModelConfig::from_json_str(&format!(r#"{{"model_type":"mistral",{base},"sliding_window":8}}"#)).unwrap();
         assert_eq!(c.window_of_layer(0), Some(8));
+    }
+
+    #[test]
+    fn partial_rotary_is_refused_not_ignored() {
+        let base = r#""model_type":"llama","vocab_size":97,"hidden_size":32,"intermediate_size":64,"num_hidden_layers":1,"num_attention_heads":4"#;
+        let read = |extra: &str| ModelConfig::from_json_str(&format!("{{{base}{extra}}}"));
+        assert!(read("").is_ok());
+        assert!(read(r#","partial_rotary_factor":1.0"#).is_ok());
+        assert!(read(r#","partial_rotary_factor":null"#).is_ok());
+        for extra in [r#","partial_rotary_factor":0.5"#, r#","rope_parameters":{"rope_type":"default","partial_rotary_factor":0.25}"#] {
+            let e = read(extra).unwrap_err();
+            assert!(matches!(e, ModelConfigError::Field { field: "partial_rotary_factor", .. }), "{e}");
+            assert!(e.to_string().contains("refused"), "{e}");
+        }
+        assert!(read(r#","partial_rotary_factor":"half""#).unwrap_err().to_string().contains("expected a number"));
     }
 }

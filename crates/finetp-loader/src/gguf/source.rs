@@ -210,6 +210,12 @@ fn config_from_metadata(f: &GgufFile) -> Result<ModelConfig, LoaderError> {
         Some(super::MetaValue::Array(a)) => Some(a.len() as u64),
         _ => None,
     });
+    let head_dim = u("attention.key_length").unwrap_or(hidden / heads.max(1));
+    if let Some(rot) = u("rope.dimension_count").filter(|&r| r != head_dim) {
+        return Err(bad(format!(
+            "{arch}.rope.dimension_count {rot} is not the head dimension {head_dim}: rotating only part of each head is not supported; refused rather than rotating the whole head"
+        )));
+    }
     let json = serde_json::json!({
         "model_type": model_type,
         "vocab_size": vocab.ok_or_else(|| bad("no vocabulary size".into()))?,
@@ -218,7 +224,7 @@ fn config_from_metadata(f: &GgufFile) -> Result<ModelConfig, LoaderError> {
         "num_hidden_layers": need("block_count")?,
         "num_attention_heads": heads,
         "num_key_value_heads": u("attention.head_count_kv").unwrap_or(heads),
-        "head_dim": u("attention.key_length").or_else(|| u("rope.dimension_count")).unwrap_or(hidden / heads.max(1)),
+        "head_dim": head_dim,
         "rope_theta": f.meta_f64(&format!("{arch}.rope.freq_base")).unwrap_or(10000.0),
         "rms_norm_eps": f.meta_f64(&format!("{arch}.attention.layer_norm_rms_epsilon")).unwrap_or(1e-5),
         "max_position_embeddings": u("context_length").unwrap_or(4096),
