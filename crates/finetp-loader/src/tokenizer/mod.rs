@@ -15,6 +15,8 @@ use crate::gguf::{GgufFile, MetaValue};
 
 /// GGUF token type of control tokens (`<|im_start|>`, `<s>` and the like).
 const CONTROL: i64 = 3;
+/// GGUF token type of ordinary pieces.
+const NORMAL: i64 = 1;
 
 /// Rebuilds the tokenizer a GGUF file describes in its `tokenizer.ggml.*` metadata.
 ///
@@ -22,15 +24,15 @@ const CONTROL: i64 = 3;
 /// A `tokenizer.ggml.model` other than "gpt2" and "llama", or metadata missing or malformed.
 pub fn tokenizer_from_gguf(f: &GgufFile) -> Result<Tokenizer, LoaderError> {
     let meta = GgufVocab { f };
+    let tokens = meta.strings("tokenizer.ggml.tokens")?;
+    let types = meta.token_types(tokens.len())?;
     let mut tok = match f.meta_str("tokenizer.ggml.model").unwrap_or("") {
-        "gpt2" => byte_level_bpe(&meta)?,
-        "llama" => spm::sentencepiece_bpe(&meta)?,
+        "gpt2" => byte_level_bpe(&meta, &tokens)?,
+        "llama" => spm::sentencepiece_bpe(&meta, &tokens, &types)?,
         other => return Err(meta.bad(format!("tokenizer.ggml.model \"{other}\" is not supported (gpt2 byte-level BPE and llama SentencePiece are)"))),
     };
     // Control tokens are specials, so chat markers in a template encode to single ids.
-    let tokens = meta.strings("tokenizer.ggml.tokens")?;
-    let special: Vec<AddedToken> =
-        meta.token_types(tokens.len())?.iter().zip(&tokens).filter(|(t, _)| **t == CONTROL).map(|(_, s)| AddedToken::from(s.clone(), true)).collect();
+    let special: Vec<AddedToken> = types.iter().zip(&tokens).filter(|(t, _)| **t == CONTROL).map(|(_, s)| AddedToken::from(s.clone(), true)).collect();
     tok.add_special_tokens(special).map_err(|e| meta.bad(format!("special tokens: {e}")))?;
     Ok(tok)
 }
@@ -59,7 +61,7 @@ impl GgufVocab<'_> {
     /// `tokenizer.ggml.token_type` (every token normal when absent), one per token.
     fn token_types(&self, n: usize) -> Result<Vec<i64>, LoaderError> {
         if !self.f.metadata.contains_key("tokenizer.ggml.token_type") {
-            return Ok(vec![1; n]);
+            return Ok(vec![NORMAL; n]);
         }
         let types = self.array("tokenizer.ggml.token_type")?;
         if types.len() != n {
@@ -71,8 +73,7 @@ impl GgufVocab<'_> {
 
 /// A GPT-2-style byte-level BPE tokenizer: the vocabulary and the merges. The pre-tokenizer
 /// splits digits individually, then byte-level (as SmolLM2's).
-fn byte_level_bpe(meta: &GgufVocab) -> Result<Tokenizer, LoaderError> {
-    let tokens = meta.strings("tokenizer.ggml.tokens")?;
+fn byte_level_bpe(meta: &GgufVocab, tokens: &[String]) -> Result<Tokenizer, LoaderError> {
     let merges: Vec<(String, String)> = meta
         .strings("tokenizer.ggml.merges")?
         .into_iter()

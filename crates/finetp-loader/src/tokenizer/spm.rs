@@ -16,22 +16,20 @@ use tokenizers::models::bpe::{BPE, Vocab};
 use tokenizers::normalizers::{Prepend, Replace, Sequence as NormalizerSequence};
 use tokenizers::{DecoderWrapper, NormalizerWrapper, Tokenizer};
 
-use super::GgufVocab;
+use super::{CONTROL, GgufVocab};
 use crate::LoaderError;
 use crate::gguf::MetaValue;
 
-/// GGUF token types (llama.cpp's `llama_token_type`).
+/// GGUF token types (llama.cpp's `llama_token_type`; control and normal are in `super`).
 const UNKNOWN: i64 = 2;
-const CONTROL: i64 = 3;
 const UNUSED: i64 = 5;
 const BYTE: i64 = 6;
 
 /// SentencePiece's word-boundary marker, which stands for a space.
 const SPACE: &str = "\u{2581}";
 
-pub(super) fn sentencepiece_bpe(meta: &GgufVocab) -> Result<Tokenizer, LoaderError> {
-    let tokens = meta.strings("tokenizer.ggml.tokens")?;
-    let types = meta.token_types(tokens.len())?;
+/// The tokenizer of `tokens` with their GGUF `types` (one each) and `tokenizer.ggml.scores`.
+pub(super) fn sentencepiece_bpe(meta: &GgufVocab, tokens: &[String], types: &[i64]) -> Result<Tokenizer, LoaderError> {
     let scores: Vec<f64> = meta
         .array("tokenizer.ggml.scores")?
         .iter()
@@ -48,7 +46,7 @@ pub(super) fn sentencepiece_bpe(meta: &GgufVocab) -> Result<Tokenizer, LoaderErr
         Some(i) => Some(tokens.get(i as usize).ok_or_else(|| meta.bad(format!("tokenizer.ggml.unknown_token_id {i} is past the vocabulary")))?.clone()),
         None => types.iter().position(|&t| t == UNKNOWN).map(|i| tokens[i].clone()),
     };
-    let merges = merges_by_score(&tokens, &types, &scores, &vocab);
+    let merges = merges_by_score(tokens, types, &scores, &vocab);
     let mut builder = BPE::builder().vocab_and_merges(vocab, merges).fuse_unk(true);
     if let Some(unk) = unk {
         builder = builder.unk_token(unk);
@@ -101,7 +99,8 @@ mod tests {
     #[test]
     fn merges_follow_the_merged_pieces_scores_and_skip_control_pieces() {
         let tokens: Vec<String> = ["<unk>", "<s>", "a", "b", "c", "ab", "bc", "abc", "<0x41>"].map(String::from).to_vec();
-        let types = [UNKNOWN, CONTROL, 1, 1, 1, 1, 1, 1, BYTE];
+        let n = super::super::NORMAL;
+        let types = [UNKNOWN, CONTROL, n, n, n, n, n, n, BYTE];
         let scores = [0.0, 0.0, -5.0, -6.0, -7.0, -2.0, -1.0, -3.0, 0.0];
         let vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
         let m = merges_by_score(&tokens, &types, &scores, &vocab);
