@@ -29,6 +29,18 @@ echo "== main command (README)"
 cargo run --release --locked -p finetp-cli -- run --data-parallel-size 4 --tensor-parallel-size 1 \
   --additional-config '{"finegrained_tp_config":{"embedding_tensor_parallel_size":4,"lmhead_tensor_parallel_size":4,"oproj_tensor_parallel_size":2,"mlp_tensor_parallel_size":2}}' \
   --max-tokens 48
+echo "== every block-GEMM path this CPU has, forced (FINETP_CPU_ISA): the same tokens bit for bit"
+ref=""
+for isa in scalar avx2 avxvnni avx512vnni; do
+  out=$(FINETP_CPU_ISA=$isa "$target_dir/release/finetp" run -d 2 --max-tokens 16 --json \
+          --additional-config '{"finegrained_tp_config":{"lmhead_tensor_parallel_size":2,"mlp_tensor_parallel_size":2}}' 2>/tmp/isa.err) || {
+    if grep -q "this CPU lacks the instructions" /tmp/isa.err; then echo "-- $isa: not on this CPU"; continue; fi
+    cat /tmp/isa.err; exit 1
+  }
+  toks=$(python3 -c 'import json,sys; print([o["tokens"] for o in json.load(sys.stdin)["outputs"]])' <<<"$out")
+  echo "-- $isa: $toks"
+  if [ -z "$ref" ]; then ref=$toks; elif [ "$toks" != "$ref" ]; then echo "FAIL: $isa tokens differ from scalar's"; exit 1; fi
+done
 echo "== plan (README)"
 cargo run --release --locked -p finetp-cli -- plan --data-parallel-size 32 --tensor-parallel-size 1 --enable-expert-parallel \
   --additional-config '{"finegrained_tp_config":{"embedding_tensor_parallel_size":8,"lmhead_tensor_parallel_size":8,"oproj_tensor_parallel_size":8,"mlp_tensor_parallel_size":8}}' \

@@ -5,6 +5,7 @@
     pip install torch==2.15.0 transformers==5.24.0 gguf==0.19.0 jinja2
     python3 tools/gen_goldens.py tokenization   # needs the default model in ~/.cache/finetp
     python3 tools/gen_goldens.py logits [NAME ...]   # every family, or only those named
+    python3 tools/gen_goldens.py quants   # GGUF blocks by the gguf package's own quantisers
 
 `tokenization`: HF's tokenizer for the SmolLM2 GGUF (transformers reads the GGUF itself):
 the ids of raw prompts (`tok(text)`, with whatever BOS/EOS the tokenizer adds) and of chat
@@ -46,6 +47,7 @@ tokens; per step it keeps its top 8 token ids and logits and its largest |logit|
 vocabulary is too large to commit), written to crates/finetp-cli/tests/data/smollm2_hf_greedy.json
 (crates/finetp-cli/tests/smollm2.rs, teacher-forced).
 """
+import importlib.metadata
 import json
 import os
 import sys
@@ -403,6 +405,29 @@ def rope():
     print(f"wrote {path}")
 
 
+def quants():
+    """Blocks made and decoded by the `gguf` package's own `gguf.quants` (llama.cpp's reference
+    quantisers ported to numpy), for finetp's block decoder to equal bit for bit
+    (crates/finetp-core/tests/gguf_quants.rs): per format, [4, 128] values of mixed scales
+    (one block all zeros, one with a single large outlier) quantised, and their dequantisation."""
+    import numpy as np
+    from gguf import GGMLQuantizationType as T
+    from gguf import quants
+
+    rng = np.random.default_rng(13)
+    x = (rng.standard_normal((4, 128)) * np.array([0.01, 1.0, 30.0, 0.3])[:, None]).astype(np.float32)
+    x[0, :32] = 0.0
+    x[3, 40] = 250.0
+    out = {}
+    for name, ty in [("q8_0", T.Q8_0), ("q4_0", T.Q4_0), ("q4_1", T.Q4_1)]:
+        blocks = quants.quantize(x, ty)
+        values = quants.dequantize(blocks, ty).astype(np.float32)
+        out[name] = {"shape": list(x.shape), "bytes": blocks.tobytes().hex(), "values": [float(v) for v in values.ravel()]}
+    path = ROOT / "crates/finetp-core/tests/data/gguf_quants.json"
+    path.write_text(json.dumps({"generator": f"gguf {importlib.metadata.version('gguf')} gguf.quants", "formats": out}) + "\n")
+    print(f"wrote {path}")
+
+
 if __name__ == "__main__":
     what, *names = sys.argv[1:] or ["tokenization"]
     if what == "logits":
@@ -410,4 +435,4 @@ if __name__ == "__main__":
     elif what == "gguf_qwen2":
         gguf_qwen2(*names)  # the llama.cpp tree: vendor/llama.cpp of the llama-cpp-python sdist
     else:
-        {"tokenization": tokenization, "rope": rope, "smollm2": smollm2}[what]()
+        {"tokenization": tokenization, "rope": rope, "smollm2": smollm2, "quants": quants}[what]()

@@ -13,8 +13,10 @@ impl Backend for CpuBackend {
     type Buffer = CpuStorage;
     const NAME: &'static str = "cpu";
 
-    /// A rayon pool with this rank's share of the machine's cores.
+    /// A rayon pool with this rank's share of the machine's cores. A `FINETP_CPU_ISA` that names
+    /// no block-GEMM path, or one this CPU lacks, is refused here, before any weight loads.
     fn open(slot: &DeviceSlot) -> Result<Self, BackendError> {
+        crate::gemm::quant::selected_isa()?;
         CpuBackend::new(CpuBackend::threads_per_rank(slot.local_ranks))
     }
 
@@ -30,6 +32,12 @@ impl Backend for CpuBackend {
     /// f32: the reference computes in the widest type every model's HF implementation uses.
     fn activation_dtype(&self) -> DType {
         DType::F32
+    }
+
+    /// Q8_0, Q4_0 and Q4_1 stay as stored: `crate::gemm::quant` multiplies by their blocks and
+    /// the embedding kernel decodes the rows it gathers.
+    fn keeps_weight_dtype(&self, dtype: DType) -> bool {
+        dtype.is_float() || crate::gemm::keeps_blocks(dtype)
     }
 
     /// While capturing, the new tensor is also zeroed again at every replay, so code that
@@ -59,6 +67,7 @@ impl Backend for CpuBackend {
             CpuStorage::F16(v) => HostData::F16(v.clone()),
             CpuStorage::BF16(v) => HostData::BF16(v.clone()),
             CpuStorage::U32(v) => HostData::U32(v.clone()),
+            CpuStorage::Blocks { dtype, bytes } => HostData::Quantized { dtype: *dtype, bytes: bytes.clone() },
         };
         HostTensor::new(data, t.shape())
     }
@@ -83,6 +92,7 @@ impl Backend for CpuBackend {
             (HostData::F16(s), CpuStorage::F16(d)) => d.copy_from_slice(s),
             (HostData::BF16(s), CpuStorage::BF16(d)) => d.copy_from_slice(s),
             (HostData::U32(s), CpuStorage::U32(d)) => d.copy_from_slice(s),
+            (HostData::Quantized { bytes: s, .. }, CpuStorage::Blocks { bytes: d, .. }) if s.len() == d.len() => d.copy_from_slice(s),
             _ => return Err(BackendError::Shape("write: storage and tensor dtype disagree".into())),
         }
         Ok(())
@@ -109,6 +119,9 @@ impl CpuBackend {
 
 fn copy_block(src: &CpuTensor, dst: &mut CpuTensor, b: &Block) -> Result<(), BackendError> {
     finetp_core::backend::checks::copy_block(src, dst, b)?;
+    if src.dtype().is_quantized() {
+        return Err(BackendError::Unsupported(format!("copy_block of {} blocks (weights are never copied in parts)", src.dtype())));
+    }
     let (sw, dw) = (src.row_len(), dst.row_len());
     let es = src.dtype().size_in_bytes();
     let s = src.buffer().as_bytes();

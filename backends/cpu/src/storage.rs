@@ -14,6 +14,9 @@ pub enum CpuStorage {
     F16(Vec<f16>),
     BF16(Vec<bf16>),
     U32(Vec<u32>),
+    /// Whole blocks of a block format (GGUF's layout, see `finetp_core::backend::quant`): only
+    /// GEMM weights and embedding tables are held this way.
+    Blocks { dtype: DType, bytes: Vec<u8> },
 }
 
 /// During graph capture a dropped tensor's memory moves into the recording instead of being
@@ -47,6 +50,7 @@ impl CpuStorage {
             HostData::F16(v) => CpuStorage::F16(v),
             HostData::BF16(v) => CpuStorage::BF16(v),
             HostData::U32(v) => CpuStorage::U32(v),
+            HostData::Quantized { dtype, bytes } => CpuStorage::Blocks { dtype, bytes },
         }
     }
 
@@ -58,6 +62,7 @@ impl CpuStorage {
             CpuStorage::F16(v) => HostData::F16(std::mem::take(v)),
             CpuStorage::BF16(v) => HostData::BF16(std::mem::take(v)),
             CpuStorage::U32(v) => HostData::U32(std::mem::take(v)),
+            CpuStorage::Blocks { dtype, bytes } => HostData::Quantized { dtype: *dtype, bytes: std::mem::take(bytes) },
         }
     }
 
@@ -67,15 +72,18 @@ impl CpuStorage {
             CpuStorage::F16(_) => DType::F16,
             CpuStorage::BF16(_) => DType::BF16,
             CpuStorage::U32(_) => DType::U32,
+            CpuStorage::Blocks { dtype, .. } => *dtype,
         }
     }
 
+    /// Elements (for a block format: blocks × elements per block).
     pub fn len(&self) -> usize {
         match self {
             CpuStorage::F32(v) => v.len(),
             CpuStorage::F16(v) => v.len(),
             CpuStorage::BF16(v) => v.len(),
             CpuStorage::U32(v) => v.len(),
+            CpuStorage::Blocks { dtype, bytes } => bytes.len() / dtype.block_bytes() * dtype.block_elems(),
         }
     }
 
@@ -122,6 +130,7 @@ impl CpuStorage {
             CpuStorage::F16(v) => b(v),
             CpuStorage::BF16(v) => b(v),
             CpuStorage::U32(v) => b(v),
+            CpuStorage::Blocks { bytes, .. } => bytes,
         }
     }
 
@@ -134,6 +143,7 @@ impl CpuStorage {
             CpuStorage::F16(v) => b(v),
             CpuStorage::BF16(v) => b(v),
             CpuStorage::U32(v) => b(v),
+            CpuStorage::Blocks { bytes, .. } => bytes,
         }
     }
 }

@@ -22,6 +22,7 @@ fn host_bytes(d: &HostData) -> &[u8] {
         HostData::F16(v) => bytemuck::cast_slice(v),
         HostData::BF16(v) => bytemuck::cast_slice(v),
         HostData::U32(v) => bytemuck::cast_slice(v),
+        HostData::Quantized { bytes, .. } => bytes,
     }
 }
 

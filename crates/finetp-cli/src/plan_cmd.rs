@@ -61,6 +61,13 @@ pub enum WeightDtype {
 pub enum QuantArg {
     None,
     W8a8,
+    /// GGUF block formats kept as stored (vocabulary and linear layers).
+    #[value(name = "q8_0")]
+    Q8_0,
+    #[value(name = "q4_0")]
+    Q4_0,
+    #[value(name = "q4_1")]
+    Q4_1,
 }
 
 impl PlanArgs {
@@ -74,6 +81,9 @@ impl PlanArgs {
             quantization: match self.quantization {
                 QuantArg::None => Quantization::None,
                 QuantArg::W8a8 => Quantization::W8A8,
+                QuantArg::Q8_0 => Quantization::Blocks { vocab: DType::Q8_0, linear: DType::Q8_0 },
+                QuantArg::Q4_0 => Quantization::Blocks { vocab: DType::Q4_0, linear: DType::Q4_0 },
+                QuantArg::Q4_1 => Quantization::Blocks { vocab: DType::Q4_1, linear: DType::Q4_1 },
             },
         }
     }
@@ -110,6 +120,9 @@ pub fn run(args: &PlanArgs) -> Result<(), Failure> {
     if let (Some(m), Some(r)) = (&model, &memory) {
         println!();
         print!("{}", memory_table(m, r));
+        for cut in MemoryReport::cut_blocks(m, &parallel, &r.format) {
+            println!("note: {cut}");
+        }
     } else {
         println!("\n(pass --model <dir or config.json> for the per-rank memory report)");
     }
@@ -122,6 +135,7 @@ fn memory_table(model: &ModelConfig, r: &MemoryReport) -> String {
     let quant = match r.format.quantization {
         Quantization::None => String::new(),
         Quantization::W8A8 => ", linear layers W8A8 (int8 + per-channel scale/offset)".into(),
+        Quantization::Blocks { vocab, linear } => format!(", vocabulary {vocab} and linear layers {linear} as stored"),
     };
     let _ = writeln!(
         s,

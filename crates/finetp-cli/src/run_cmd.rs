@@ -64,6 +64,13 @@ pub struct RunArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Hold block-format weights (GGUF Q8_0 / Q4_0 / Q4_1) decoded to f32 instead of as stored:
+    /// the f32 path, exact under any sharding (for checking; 4-5x the memory).
+    #[arg(long)]
+    pub dequantize: bool,
+    /// Generate exactly --max-tokens per request, past the end-of-sequence token (benchmarks).
+    #[arg(long)]
+    pub ignore_eos: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -91,7 +98,10 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
         Some(p) => p.clone(),
         None => finetp_loader::default_model().context("cannot fetch the default model")?,
     };
-    let ckpt = Checkpoint::open(&path).map_err(|e| Failure::Input(anyhow::Error::new(e).context(format!("cannot open model {}", path.display()))))?;
+    let mut ckpt = Checkpoint::open(&path).map_err(|e| Failure::Input(anyhow::Error::new(e).context(format!("cannot open model {}", path.display()))))?;
+    if args.dequantize {
+        ckpt.weights = std::sync::Arc::new(finetp_core::shard::Dequantized(ckpt.weights.clone()));
+    }
     ckpt.config
         .validate_parallel(&parallel)
         .with_context(|| format!("the parallel layout does not fit the model {}", path.display()))
@@ -128,7 +138,7 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
                 prompt,
                 max_tokens: args.max_tokens,
                 sampling: Sampling { temperature: args.temperature, top_p: args.top_p, top_k: args.top_k, seed: args.seed },
-                stop_ids: ckpt.eos_token_ids.clone(),
+                stop_ids: if args.ignore_eos { Vec::new() } else { ckpt.eos_token_ids.clone() },
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()
@@ -152,10 +162,15 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
         max_seq_len: max_prompt + args.max_tokens,
     };
     let plan = Plan::new(&parallel);
-    // What the memory model says each rank holds, in the dtype the weights are loaded in:
+    // What the memory model says each rank holds, in the format the weights are held in:
     // checked against the host before any rank starts, and printed next to the measured bytes.
-    let dtype = ckpt.weights.loaded_dtype("model.embed_tokens.weight").unwrap_or(DType::F32);
-    let planned = MemoryReport::new(&ckpt.config, &parallel, WeightFormat { dtype, quantization: Quantization::None });
+    let format = held_format(&*ckpt.weights, backend);
+    let planned = MemoryReport::new(&ckpt.config, &parallel, format);
+    if launcher.is_root() {
+        for cut in MemoryReport::cut_blocks(&ckpt.config, &parallel, &format) {
+            eprintln!("finetp: note: {cut}");
+        }
+    }
     if backend == BackendKind::Cpu
         && let Some(available) = crate::host_memory::available_bytes()
     {
@@ -187,6 +202,20 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
     }
     print_report(&report, planned.total());
     Ok(())
+}
+
+/// How the ranks will hold the weights: GGUF blocks as stored where the backend multiplies by
+/// them (the CPU), else in the dtype the source decodes them to. Read off the embedding and
+/// one linear weight (`finetp_core::memory::Quantization::Blocks` assumes the file's linears
+/// share one format, as llama.cpp's uniform quantisations write them).
+fn held_format(weights: &dyn finetp_core::shard::WeightSource, backend: BackendKind) -> WeightFormat {
+    let dtype = weights.loaded_dtype("model.embed_tokens.weight").unwrap_or(DType::F32);
+    let blocks = |name: &str| weights.stored_block_dtype(name).filter(|_| backend == BackendKind::Cpu);
+    let quantization = match (blocks("model.embed_tokens.weight"), blocks("model.layers.0.mlp.down_proj.weight")) {
+        (vocab, Some(linear)) => Quantization::Blocks { vocab: vocab.unwrap_or(dtype), linear },
+        _ => Quantization::None,
+    };
+    WeightFormat { dtype, quantization }
 }
 
 /// One generation run, on whichever backend is chosen: every rank loads the model its

@@ -97,13 +97,42 @@ impl ShardSpec {
                 }
             }
         }
+        if let HostData::Quantized { dtype, bytes } = &full.data {
+            return self.slice_blocks(*dtype, bytes, (rows, cols), &full.shape);
+        }
         let data = match &full.data {
             HostData::F32(v) => HostData::F32(cut(v, self, rows, cols)),
             HostData::F16(v) => HostData::F16(cut(v, self, rows, cols)),
             HostData::BF16(v) => HostData::BF16(cut(v, self, rows, cols)),
             HostData::U32(v) => HostData::U32(cut(v, self, rows, cols)),
+            HostData::Quantized { .. } => unreachable!("sliced above"),
         };
         HostTensor::new(data, &shape).ok()
+    }
+
+    /// [`slice`](Self::slice) of a `[rows, cols]` tensor of whole blocks: rows whole, columns
+    /// only on block boundaries (`None` when the slice would cut a block).
+    fn slice_blocks(&self, dtype: crate::backend::DType, bytes: &[u8], (rows, cols): (usize, usize), full: &[usize]) -> Option<HostTensor> {
+        let (be, bb) = (dtype.block_elems(), dtype.block_bytes());
+        let rb = crate::backend::quant::row_bytes(dtype, cols)?;
+        if full.len() != 2 || bytes.len() != rows * rb {
+            return None;
+        }
+        let out = match self.axis {
+            Axis::Rows => {
+                let mut out = bytes[self.start * rb..(self.start + self.len) * rb].to_vec();
+                out.resize(self.padded_len * rb, 0);
+                out
+            }
+            Axis::Cols => {
+                if !(self.start.is_multiple_of(be) && self.len.is_multiple_of(be) && self.padded_len == self.len) {
+                    return None;
+                }
+                let (b0, nb) = (self.start / be * bb, self.len / be * bb);
+                (0..rows).flat_map(|r| &bytes[r * rb + b0..r * rb + b0 + nb]).copied().collect()
+            }
+        };
+        HostTensor::new(HostData::Quantized { dtype, bytes: out }, &self.sliced_shape(full)).ok()
     }
 }
 
@@ -132,6 +161,20 @@ pub trait WeightSource {
     /// Reads `spec`'s slice of `name`, zero-padded as the spec says, in the stored float dtype
     /// (or f32 where the storage format must be dequantised).
     fn load(&self, name: &str, spec: &ShardSpec) -> Result<HostTensor, LoadError>;
+
+    /// [`load`](Self::load), but a weight stored in a block format ([`DType::is_quantized`](crate::backend::DType::is_quantized))
+    /// comes back in it, as stored, when the slice keeps whole blocks (rows; columns on block
+    /// boundaries). Otherwise, and for sources without block formats, exactly `load`.
+    fn load_stored(&self, name: &str, spec: &ShardSpec) -> Result<HostTensor, LoadError> {
+        self.load(name, spec)
+    }
+
+    /// The dtype `name` is stored in when that is a block format (`None` otherwise, or when the
+    /// source cannot say): what [`load_stored`](Self::load_stored) keeps where the slice allows.
+    fn stored_block_dtype(&self, name: &str) -> Option<crate::backend::DType> {
+        let _ = name;
+        None
+    }
 
     /// The dtype [`load`](Self::load) returns `name` in, read from the header (no data), for
     /// the memory plan of what a run holds. `None` when the source cannot say.
@@ -210,8 +253,17 @@ impl WeightSource for InMemoryWeights {
         self.get(name).ok().map(HostTensor::dtype)
     }
 
+    /// Block-format tensors are decoded whole, then sliced (tests only: a file source decodes
+    /// only its slice).
     fn load(&self, name: &str, spec: &ShardSpec) -> Result<HostTensor, LoadError> {
         let t = self.get(name)?;
+        let decoded;
+        let t = if t.dtype().is_quantized() {
+            decoded = t.cast(crate::backend::DType::F32)?;
+            &decoded
+        } else {
+            t
+        };
         spec.slice(t).ok_or_else(|| LoadError::Invalid {
             name: name.to_string(),
             source_desc: self.describe(),
@@ -219,14 +271,69 @@ impl WeightSource for InMemoryWeights {
         })
     }
 
+    fn load_stored(&self, name: &str, spec: &ShardSpec) -> Result<HostTensor, LoadError> {
+        let t = self.get(name)?;
+        match spec.slice(t) {
+            Some(s) if t.dtype().is_quantized() => Ok(s),
+            _ => self.load(name, spec),
+        }
+    }
+
+    fn stored_block_dtype(&self, name: &str) -> Option<crate::backend::DType> {
+        self.get(name).ok().map(HostTensor::dtype).filter(|d| d.is_quantized())
+    }
+
     fn describe(&self) -> String {
         "in-memory weights".into()
+    }
+}
+
+/// A source whose block-format weights are always decoded to f32 (the f32 path finetp keeps for
+/// checking against references that compute in f32, such as HF's own GGUF load).
+pub struct Dequantized(pub std::sync::Arc<dyn WeightSource + Send + Sync>);
+
+impl WeightSource for Dequantized {
+    fn shape(&self, name: &str) -> Result<Vec<usize>, LoadError> {
+        self.0.shape(name)
+    }
+
+    fn load(&self, name: &str, spec: &ShardSpec) -> Result<HostTensor, LoadError> {
+        self.0.load(name, spec)
+    }
+
+    fn loaded_dtype(&self, name: &str) -> Option<crate::backend::DType> {
+        self.0.loaded_dtype(name)
+    }
+
+    fn describe(&self) -> String {
+        format!("{} (dequantised)", self.0.describe())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn block_tensors_slice_on_block_boundaries_only() {
+        use crate::backend::DType;
+        // [2, 64] of Q8_0: 2 blocks per row; block b of row r has scale bytes (r, b).
+        let bytes: Vec<u8> = (0..2u8).flat_map(|r| (0..2u8).flat_map(move |b| std::iter::once(r).chain(std::iter::once(b)).chain([0u8; 32]))).collect();
+        let full = HostTensor::new(HostData::Quantized { dtype: DType::Q8_0, bytes }, &[2, 64]).unwrap();
+        let c = ShardSpec::even(Axis::Cols, 64, 1, 2).slice(&full).unwrap();
+        let HostData::Quantized { bytes, .. } = &c.data else { panic!() };
+        assert_eq!((c.shape.as_slice(), bytes.len(), bytes[0], bytes[1], bytes[34], bytes[35]), (&[2, 32][..], 68, 0, 1, 1, 1));
+        let r = ShardSpec::vocab(2, 4, 1, 2).slice(&full).unwrap();
+        let HostData::Quantized { bytes, .. } = &r.data else { panic!() };
+        assert_eq!((r.shape.as_slice(), bytes.len(), bytes.iter().all(|&b| b == 0)), (&[2, 64][..], 136, true));
+        assert!(ShardSpec::range(Axis::Cols, 16, 32).slice(&full).is_none(), "cuts a block");
+        assert!(HostTensor::new(HostData::Quantized { dtype: DType::Q8_0, bytes: vec![0; 34] }, &[2, 16]).is_err(), "rows of half a block");
+        let mut w = InMemoryWeights::default();
+        w.insert("w", full);
+        assert_eq!(w.load_stored("w", &ShardSpec::range(Axis::Cols, 16, 32)).unwrap().dtype(), DType::F32, "decoded when a block would be cut");
+        assert_eq!(w.load_stored("w", &ShardSpec::range(Axis::Cols, 32, 32)).unwrap().dtype(), DType::Q8_0);
+        assert_eq!(w.load("w", &ShardSpec::range(Axis::Cols, 32, 32)).unwrap().dtype(), DType::F32);
+    }
 
     #[test]
     fn vocab_shards_cover_the_vocabulary_and_pad_the_tail() {

@@ -16,6 +16,7 @@
 //! numbers are in `docs/perf.md`. Blocks of weight rows are spread over the rank's rayon pool.
 
 mod pack;
+pub(crate) mod quant;
 mod tile;
 mod weights;
 
@@ -24,7 +25,9 @@ use rayon::prelude::*;
 
 use self::tile::{K_BLOCK, MAX_TILE, Out, Run, STEP, Src, pack_panel, pack_step_partial, run, stream_rows};
 use self::weights::{Elem, Weights};
-use crate::storage::CpuBackend;
+use crate::storage::{CpuBackend, CpuStorage};
+
+pub(crate) use quant::keeps_blocks;
 
 /// Activation rows per pass over the weights: their packed block (`m` × 2 KiB) stays in L2.
 const M_BLOCK: usize = 256;
@@ -217,7 +220,6 @@ impl CpuBackend {
             )));
         }
         let xs = x.buffer().as_f32("linear (x)")?;
-        let ws = Weights::of(w.buffer(), "linear (w)")?;
         let b = match bias {
             Some(b) if b.numel() != n || b.shape().len() > 2 => {
                 return Err(BackendError::Shape(format!("linear: bias {:?} for {n} outputs", b.shape())));
@@ -226,7 +228,14 @@ impl CpuBackend {
             None => None,
         };
         let ys = y.buffer_mut().as_f32_mut("linear (y)")?;
-        matmul_t(self.pool(), xs, m, k, ws, n, ys);
+        match w.buffer() {
+            CpuStorage::Blocks { dtype, bytes } if keeps_blocks(*dtype) => {
+                let row_bytes = dtype.storage_bytes(k).ok_or_else(|| BackendError::Shape(format!("linear: {dtype} rows of {k} are not whole blocks")))?;
+                let qw = quant::QWeights { dtype: *dtype, bytes, row_bytes };
+                quant::matmul_q(self.pool(), quant::selected_isa()?, &quant::QActs::new(xs, m, k, *dtype), qw, n, ys);
+            }
+            s => matmul_t(self.pool(), xs, m, k, Weights::of(s, "linear (w)")?, n, ys),
+        }
         if let Some(b) = b {
             for row in ys.chunks_exact_mut(n.max(1)) {
                 for (v, bv) in row.iter_mut().zip(b) {

@@ -6,7 +6,7 @@
 //! which is cheap next to the FMAs); only the last few rows of a range, fewer than a tile, are
 //! widened into a small zero-padded panel first.
 
-use finetp_core::backend::{BackendError, DType};
+use finetp_core::backend::BackendError;
 use half::{bf16, f16};
 
 use crate::storage::CpuStorage;
@@ -26,7 +26,7 @@ impl<'a> Weights<'a> {
             CpuStorage::F32(v) => Ok(Weights::F32(v)),
             CpuStorage::BF16(v) => Ok(Weights::BF16(v)),
             CpuStorage::F16(v) => Ok(Weights::F16(v)),
-            CpuStorage::U32(_) => Err(BackendError::DType { op, expected: "f32, bf16 or f16", got: DType::U32 }),
+            other => Err(BackendError::DType { op, expected: "f32, bf16 or f16", got: other.dtype() }),
         }
     }
 

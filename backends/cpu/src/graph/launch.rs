@@ -27,6 +27,8 @@ enum Elem {
     F16,
     BF16,
     U32,
+    /// `CpuStorage::Blocks` of this format (a `Vec<u8>`).
+    Blocks(DType),
 }
 
 // SAFETY: an `Alias` is only dereferenced by `replay`, whose contract requires the buffer to be
@@ -42,6 +44,7 @@ impl Alias {
             CpuStorage::F16(v) => (v.as_ptr().cast_mut().cast(), v.len(), v.capacity(), Elem::F16),
             CpuStorage::BF16(v) => (v.as_ptr().cast_mut().cast(), v.len(), v.capacity(), Elem::BF16),
             CpuStorage::U32(v) => (v.as_ptr().cast_mut().cast(), v.len(), v.capacity(), Elem::U32),
+            CpuStorage::Blocks { dtype, bytes } => (bytes.as_ptr().cast_mut(), bytes.len(), bytes.capacity(), Elem::Blocks(*dtype)),
         };
         Self { ptr, len, cap, elem, dtype: t.dtype(), shape: t.shape().to_vec() }
     }
@@ -54,6 +57,7 @@ impl Alias {
             CpuStorage::F16(v) => (v.as_mut_ptr().cast(), v.len(), v.capacity(), Elem::F16),
             CpuStorage::BF16(v) => (v.as_mut_ptr().cast(), v.len(), v.capacity(), Elem::BF16),
             CpuStorage::U32(v) => (v.as_mut_ptr().cast(), v.len(), v.capacity(), Elem::U32),
+            CpuStorage::Blocks { dtype, bytes } => (bytes.as_mut_ptr(), bytes.len(), bytes.capacity(), Elem::Blocks(*dtype)),
         };
         Self { ptr, len, cap, elem, dtype, shape }
     }
@@ -72,6 +76,7 @@ impl Alias {
                 Elem::F16 => CpuStorage::F16(Vec::from_raw_parts(self.ptr.cast::<f16>(), self.len, self.cap)),
                 Elem::BF16 => CpuStorage::BF16(Vec::from_raw_parts(self.ptr.cast::<bf16>(), self.len, self.cap)),
                 Elem::U32 => CpuStorage::U32(Vec::from_raw_parts(self.ptr.cast::<u32>(), self.len, self.cap)),
+                Elem::Blocks(dtype) => CpuStorage::Blocks { dtype, bytes: Vec::from_raw_parts(self.ptr, self.len, self.cap) },
             }
         };
         ManuallyDrop::new(Tensor::from_parts(buf, self.shape.clone(), self.dtype))

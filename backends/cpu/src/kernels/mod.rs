@@ -27,6 +27,14 @@ fn widen_into(s: &CpuStorage, op: &'static str, start: usize, dst: &mut [f32]) -
         CpuStorage::BF16(v) => v[r].convert_to_f32_slice(dst),
         CpuStorage::F16(v) => v[r].convert_to_f32_slice(dst),
         CpuStorage::U32(_) => return Err(float_expected(op)),
+        // Whole blocks only: an embedding row of a block-format table starts and ends on one.
+        CpuStorage::Blocks { dtype, bytes } => {
+            let (be, bb) = (dtype.block_elems(), dtype.block_bytes());
+            if !start.is_multiple_of(be) || !dst.len().is_multiple_of(be) {
+                return Err(BackendError::Shape(format!("{op}: {} {dtype} elements from {start} cut a block", dst.len())));
+            }
+            finetp_core::backend::quant::decode(*dtype, &bytes[start / be * bb..(start + dst.len()) / be * bb], dst)?;
+        }
     }
     Ok(())
 }

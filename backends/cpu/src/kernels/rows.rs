@@ -28,7 +28,7 @@ pub(super) fn embedding(
 ) -> Result<(), BackendError> {
     let ids = ids.buffer().as_u32("embedding (ids)")?;
     let (rows, h) = rows_cols(table, "embedding (table)")?;
-    if !table.dtype().is_float() {
+    if !table.dtype().is_float() && !table.dtype().is_quantized() {
         return Err(float_expected("embedding (table)"));
     }
     if y.shape() != [ids.len(), h] {

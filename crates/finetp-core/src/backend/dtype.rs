@@ -30,6 +30,15 @@ pub enum DType {
     F16,
     BF16,
     U32,
+    /// GGUF `Q8_0`: blocks of 32 int8 with one f16 scale (34 bytes).
+    #[serde(rename = "q8_0")]
+    Q8_0,
+    /// GGUF `Q4_0`: blocks of 32 4-bit values, offset 8, with one f16 scale (18 bytes).
+    #[serde(rename = "q4_0")]
+    Q4_0,
+    /// GGUF `Q4_1`: blocks of 32 unsigned 4-bit values with an f16 scale and minimum (20 bytes).
+    #[serde(rename = "q4_1")]
+    Q4_1,
 }
 
 impl DType {
@@ -37,12 +46,16 @@ impl DType {
         match self {
             DType::F32 | DType::F16 | DType::BF16 => DTypeKind::Float,
             DType::U32 => DTypeKind::Index,
+            DType::Q8_0 | DType::Q4_0 | DType::Q4_1 => DTypeKind::Quantized,
         }
     }
 
     /// Elements per storage block (1 for scalar types; 32 or 256 for block formats).
     pub const fn block_elems(self) -> usize {
-        1
+        match self {
+            DType::Q8_0 | DType::Q4_0 | DType::Q4_1 => 32,
+            _ => 1,
+        }
     }
 
     /// Bytes per storage block (the element size for scalar types).
@@ -50,6 +63,9 @@ impl DType {
         match self {
             DType::F32 | DType::U32 => 4,
             DType::F16 | DType::BF16 => 2,
+            DType::Q8_0 => 34,
+            DType::Q4_0 => 18,
+            DType::Q4_1 => 20,
         }
     }
 
@@ -68,6 +84,11 @@ impl DType {
         (numel / self.block_elems()).checked_mul(self.block_bytes())
     }
 
+    /// True for the block formats only a GEMM's weight operand (or an embedding table) has.
+    pub const fn is_quantized(self) -> bool {
+        matches!(self.kind(), DTypeKind::Quantized)
+    }
+
     /// True for the floating-point types an activation or a float weight may have.
     pub const fn is_float(self) -> bool {
         matches!(self.kind(), DTypeKind::Float)
@@ -79,6 +100,9 @@ impl DType {
             DType::F16 => "f16",
             DType::BF16 => "bf16",
             DType::U32 => "u32",
+            DType::Q8_0 => "q8_0",
+            DType::Q4_0 => "q4_0",
+            DType::Q4_1 => "q4_1",
         }
     }
 }

@@ -11,6 +11,8 @@ pub enum HostData {
     F16(Vec<f16>),
     BF16(Vec<bf16>),
     U32(Vec<u32>),
+    /// Whole blocks of a [`DType::is_quantized`] format, as stored (see [`super::quant`]).
+    Quantized { dtype: DType, bytes: Vec<u8> },
 }
 
 impl HostData {
@@ -20,15 +22,18 @@ impl HostData {
             HostData::F16(_) => DType::F16,
             HostData::BF16(_) => DType::BF16,
             HostData::U32(_) => DType::U32,
+            HostData::Quantized { dtype, .. } => *dtype,
         }
     }
 
+    /// Elements (for a block format: blocks × elements per block).
     pub fn len(&self) -> usize {
         match self {
             HostData::F32(v) => v.len(),
             HostData::F16(v) => v.len(),
             HostData::BF16(v) => v.len(),
             HostData::U32(v) => v.len(),
+            HostData::Quantized { dtype, bytes } => bytes.len() / dtype.block_bytes() * dtype.block_elems(),
         }
     }
 
@@ -54,6 +59,13 @@ impl HostTensor {
                 data.len()
             )));
         }
+        if let HostData::Quantized { dtype, bytes } = &data {
+            // Blocks never cross rows, and the bytes are whole blocks.
+            let row = shape.last().copied().unwrap_or(1);
+            if !dtype.is_quantized() || !row.is_multiple_of(dtype.block_elems()) || !bytes.len().is_multiple_of(dtype.block_bytes()) {
+                return Err(BackendError::Shape(format!("{dtype} host tensor of shape {shape:?}: rows must be whole blocks of {}", dtype.block_elems())));
+            }
+        }
         Ok(Self { data, shape: shape.to_vec() })
     }
 
@@ -69,13 +81,18 @@ impl HostTensor {
         self.data.dtype()
     }
 
-    /// The values as f32 (converting 16-bit floats); `None` for `U32`.
+    /// The values as f32 (converting 16-bit floats, decoding blocks); `None` for `U32`.
     pub fn to_f32_vec(&self) -> Option<Vec<f32>> {
         match &self.data {
             HostData::F32(v) => Some(v.clone()),
             HostData::F16(v) => Some(v.iter().map(|x| x.to_f32()).collect()),
             HostData::BF16(v) => Some(v.iter().map(|x| x.to_f32()).collect()),
             HostData::U32(_) => None,
+            HostData::Quantized { dtype, bytes } => {
+                let mut out = vec![0f32; self.data.len()];
+                super::quant::decode(*dtype, bytes, &mut out).ok()?;
+                Some(out)
+            }
         }
     }
 
@@ -97,6 +114,7 @@ impl HostTensor {
             DType::F16 => HostData::F16(v.iter().map(|&x| f16::from_f32(x)).collect()),
             DType::BF16 => HostData::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect()),
             DType::U32 => return Err(BackendError::Unsupported("cast of float tensor to u32".into())),
+            q => return Err(BackendError::Unsupported(format!("cast to the block format {q} (weights are stored in one, never quantised by a cast)"))),
         };
         Ok(HostTensor { data, shape: self.shape.clone() })
     }
@@ -129,6 +147,10 @@ impl HostTensor {
             HostData::F16(_) => HostData::F16(cat(parts, |d| match d { HostData::F16(v) => v, _ => unreachable!("dtype checked") })),
             HostData::BF16(_) => HostData::BF16(cat(parts, |d| match d { HostData::BF16(v) => v, _ => unreachable!("dtype checked") })),
             HostData::U32(_) => HostData::U32(cat(parts, |d| match d { HostData::U32(v) => v, _ => unreachable!("dtype checked") })),
+            HostData::Quantized { dtype, .. } => HostData::Quantized {
+                dtype: *dtype,
+                bytes: cat(parts, |d| match d { HostData::Quantized { bytes, .. } => bytes, _ => unreachable!("dtype checked") }),
+            },
         };
         let mut shape = vec![rows];
         shape.extend(tail);

@@ -20,6 +20,7 @@ mod host;
 mod in_process_rendezvous;
 mod mailbox;
 mod ops;
+pub mod quant;
 mod rendezvous;
 mod tensor;
 mod transport;
@@ -84,6 +85,13 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// kernels read and write, what the KV cache stores (f32 on the CPU reference; a GPU may
     /// choose bf16). The conformance suite states its tolerances per activation dtype.
     fn activation_dtype(&self) -> DType;
+
+    /// Whether GEMM weights and embedding tables may stay in block format `dtype` on this
+    /// backend ([`DType::is_quantized`]); where not, the layers upload them decoded to f32.
+    /// Float dtypes are always accepted.
+    fn keeps_weight_dtype(&self, dtype: DType) -> bool {
+        dtype.is_float()
+    }
 
     /// A zero-filled tensor.
     fn zeros(&self, shape: &[usize], dtype: crate::backend::DType) -> Result<Tensor<Self>, BackendError>;

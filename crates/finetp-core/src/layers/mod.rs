@@ -69,8 +69,30 @@ fn load_vocab_shard<B: Device>(
     let (part, parts) = (groups.part(), groups.parts());
     let padded = crate::config::pad_vocab(vocab);
     let per_rank = check_divides(layer, "padded vocabulary", padded, parts)?;
-    let host = src.load(name, &crate::shard::ShardSpec::vocab(vocab, padded, part, parts))?;
-    Ok((be.upload(&host)?, per_rank))
+    let table = upload_weight(be, src, name, &crate::shard::ShardSpec::vocab(vocab, padded, part, parts))?;
+    Ok((table, per_rank))
+}
+
+/// This rank's slice of a GEMM weight (or an embedding table) on the device, in the block format
+/// it is stored in where the backend keeps that format and the slice keeps whole blocks
+/// ([`WeightSource::load_stored`](crate::shard::WeightSource::load_stored)); otherwise decoded
+/// to f32, or in its stored float dtype.
+pub fn upload_weight<B: Device>(be: &B, src: &dyn crate::shard::WeightSource, name: &str, spec: &crate::shard::ShardSpec) -> Result<Tensor<B>, LayerError> {
+    Ok(be.upload(&host_weight(be, src, name, spec)?)?)
+}
+
+/// [`upload_weight`]'s host tensor, for layers that stack several before uploading.
+pub fn host_weight<B: Device>(
+    be: &B,
+    src: &dyn crate::shard::WeightSource,
+    name: &str,
+    spec: &crate::shard::ShardSpec,
+) -> Result<crate::backend::HostTensor, LayerError> {
+    let host = src.load_stored(name, spec)?;
+    if host.dtype().is_quantized() && !be.keeps_weight_dtype(host.dtype()) {
+        return Ok(host.into_dtype(crate::backend::DType::F32)?);
+    }
+    Ok(host)
 }
 
 /// Errors unless `total` splits evenly into `size` parts (config validation should have

@@ -40,7 +40,7 @@ impl<B: Device> RowParallelOProj<B> {
         src.expect_shape(weight_name, &[hidden, in_features])?;
         let (part, parts) = (groups.part(), groups.parts());
         check_divides("RowParallelOProj", "o_proj input width", in_features, parts)?;
-        let weight = be.upload(&src.load(weight_name, &ShardSpec::even(Axis::Cols, in_features, part, parts))?)?;
+        let weight = super::upload_weight(be, src, weight_name, &ShardSpec::even(Axis::Cols, in_features, part, parts))?;
         let bias = match bias_name {
             Some(b) if part == 0 => {
                 src.expect_shape(b, &[hidden])?;

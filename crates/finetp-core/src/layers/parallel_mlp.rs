@@ -1,7 +1,7 @@
 //! Dense MLP, tensor-parallel over the MLP group.
 
 use super::{LayerError, LayerGroups, check_divides, linear};
-use crate::backend::{Device, HostTensor, Tensor};
+use crate::backend::{DType, Device, HostTensor, Tensor};
 use crate::parallel::mappings::{gather_tokens, reduce_scatter_tokens};
 use crate::shard::{Axis, ShardSpec, WeightSource};
 
@@ -36,12 +36,16 @@ impl<B: Device> ParallelMlp<B> {
         for proj in ["gate_proj", "up_proj"] {
             let name = format!("{prefix}.{proj}.weight");
             src.expect_shape(&name, &[intermediate, hidden])?;
-            parts.push(src.load(&name, &rows)?);
+            parts.push(super::host_weight(be, src, &name, &rows)?);
+        }
+        // Stacked in one format: a file may store gate and up in different ones.
+        if parts[0].dtype() != parts[1].dtype() {
+            parts = parts.into_iter().map(|p| p.into_dtype(DType::F32)).collect::<Result<_, _>>()?;
         }
         let gate_up = be.upload(&HostTensor::concat_rows(&parts)?)?;
         let down_name = format!("{prefix}.down_proj.weight");
         src.expect_shape(&down_name, &[hidden, intermediate])?;
-        let down = be.upload(&src.load(&down_name, &ShardSpec::even(Axis::Cols, intermediate, rank, size))?)?;
+        let down = super::upload_weight(be, src, &down_name, &ShardSpec::even(Axis::Cols, intermediate, rank, size))?;
         Ok(Self { gate_up, down, intermediate_per_rank: per, groups })
     }
 

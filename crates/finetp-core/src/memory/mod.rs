@@ -27,6 +27,10 @@ pub enum Quantization {
     /// W8A8 (as DeepSeek-R1-W8A8 on Ascend): linear weights int8 plus an f32 scale and offset
     /// per output channel; embedding, lm_head, norms and the MoE router stay in the model dtype.
     W8A8,
+    /// Block formats kept as stored (a GGUF file's `Q8_0` / `Q4_0` / `Q4_1`): the vocabulary
+    /// tables in `vocab`, linear weights in `linear`; norms in the format's `dtype`. A shard
+    /// whose columns would cut a block is held decoded, in f32 (as the layers load it).
+    Blocks { vocab: DType, linear: DType },
 }
 
 /// The storage policy of a model's weights.
@@ -51,6 +55,15 @@ impl WeightFormat {
         match self.quantization {
             Quantization::None => out * inp * self.dtype.size_in_bytes() as u64,
             Quantization::W8A8 => out * inp + out * 8,
+            Quantization::Blocks { linear, .. } => out * block_row_bytes(linear, inp),
+        }
+    }
+
+    /// Bytes of `rows` rows of a vocabulary table (embedding or lm_head) `cols` wide.
+    pub fn vocab_bytes(&self, rows: u64, cols: u64) -> u64 {
+        match self.quantization {
+            Quantization::Blocks { vocab, .. } => rows * block_row_bytes(vocab, cols),
+            _ => self.plain_bytes(rows * cols),
         }
     }
 
@@ -58,6 +71,11 @@ impl WeightFormat {
     pub fn plain_bytes(&self, numel: u64) -> u64 {
         numel * self.dtype.size_in_bytes() as u64
     }
+}
+
+/// Bytes of one row of `cols` elements of `dtype`: whole blocks, or f32 where a row would cut one.
+fn block_row_bytes(dtype: DType, cols: u64) -> u64 {
+    usize::try_from(cols).ok().and_then(|c| dtype.storage_bytes(c)).map_or(cols * 4, |b| b as u64)
 }
 
 /// The module classes of the report.
@@ -145,7 +163,7 @@ impl MemoryReport {
         let s = ModelShapes::new(model);
         let tp = parallel.tensor_parallel_size;
         let fg = |c: Component| parallel.finegrained_tp.get(c);
-        let vocab_rows = |split: usize| format.plain_bytes((s.padded_vocab / split * s.hidden) as u64);
+        let vocab_rows = |split: usize| format.vocab_bytes((s.padded_vocab / split) as u64, s.hidden as u64);
         // Standard TP splits every component; fine-grained TP splits each TP part again
         // (`finetp_core::layers::LayerGroups`).
         let split = |c: Component| tp * fg(c).unwrap_or(1);
@@ -184,6 +202,25 @@ impl MemoryReport {
         Self { format, rows }
     }
 
+    /// The row-parallel weights (o_proj, the MLP's down projection) whose per-rank column
+    /// slice would cut the blocks of a block format: they are held decoded to f32 instead
+    /// (the report's bytes already count them so). Empty for other formats.
+    pub fn cut_blocks(model: &ModelConfig, parallel: &ParallelConfig, format: &WeightFormat) -> Vec<BlockCut> {
+        let Quantization::Blocks { linear, .. } = format.quantization else { return Vec::new() };
+        let s = ModelShapes::new(model);
+        let tp = parallel.tensor_parallel_size;
+        let mut out = Vec::new();
+        let dense = model.dense_mlp_layers() > 0;
+        for (component, width) in [(Component::OProj, Some(s.o_proj.inp)), (Component::Mlp, dense.then_some(s.dense_mlp[2].inp))] {
+            let Some(width) = width else { continue };
+            let parts = tp * parallel.finegrained_tp.get(component).unwrap_or(1);
+            if parts > 1 && !(width / parts).is_multiple_of(linear.block_elems()) {
+                out.push(BlockCut { component, parts, width, dtype: linear });
+            }
+        }
+        out
+    }
+
     pub fn row(&self, m: ModuleClass) -> &ModuleMemory {
         self.rows.iter().find(|r| r.module == m).expect("every class has a row")
     }
@@ -199,6 +236,32 @@ impl MemoryReport {
 
     pub fn total(&self) -> u64 {
         self.rows.iter().map(|r| r.bytes).sum()
+    }
+}
+
+/// A row-parallel weight whose shards would cut blocks ([`MemoryReport::cut_blocks`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockCut {
+    pub component: Component,
+    /// Parts the input width is split into (standard TP × the fine-grained size).
+    pub parts: usize,
+    pub width: usize,
+    pub dtype: DType,
+}
+
+impl std::fmt::Display for BlockCut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} split in {} cuts {} blocks of {} ({} / {} = {} columns per rank): its shards are held decoded to f32",
+            self.component,
+            self.parts,
+            self.dtype,
+            self.dtype.block_elems(),
+            self.width,
+            self.parts,
+            self.width / self.parts
+        )
     }
 }
 

@@ -97,3 +97,31 @@ fn tensor_parallel_composes_with_finegrained_sizes() {
     // TP 9 > 3 KV heads: each rank holds one KV head (replicated three times).
     assert_eq!(at(9, None).row(ModuleClass::Attention).bytes, 30 * (576 * 576 / 9 + 2 * 64 * 576) * 2);
 }
+
+/// SmolLM2-135M's shapes (its GGUF's `config.json` equivalent).
+fn smollm2() -> ModelConfig {
+    ModelConfig::from_json_str(
+        r#"{"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":576,"intermediate_size":1536,
+            "num_attention_heads":9,"num_key_value_heads":3,"num_hidden_layers":30,"vocab_size":49152,
+            "rms_norm_eps":1e-5,"rope_theta":100000,"max_position_embeddings":8192,"tie_word_embeddings":true,"head_dim":64}"#,
+    )
+    .unwrap()
+}
+
+/// The Q4_1 GGUF (token_embd Q8_0, every linear Q4_1, norms f32) holds 96,576,768 tensor bytes
+/// (its tensor table, read with the `gguf` package): the report says exactly that unsharded;
+/// o_proj at size 4 would cut blocks (576 / 4 = 144 columns), so it is named and counted in f32.
+#[test]
+fn block_formats_count_the_files_bytes_and_name_cut_blocks() {
+    let f = WeightFormat { dtype: DType::F32, quantization: Quantization::Blocks { vocab: DType::Q8_0, linear: DType::Q4_1 } };
+    let one = ParallelConfig::new(1, 1, 1, false, FinegrainedTpConfig::default()).unwrap();
+    assert_eq!(MemoryReport::new(&smollm2(), &one, f).total(), 96_576_768);
+    assert!(MemoryReport::cut_blocks(&smollm2(), &one, &f).is_empty());
+    let fg = FinegrainedTpConfig { o_proj: Some(4), mlp: Some(4), ..Default::default() };
+    let p = ParallelConfig::new(4, 1, 1, false, fg).unwrap();
+    let cuts = MemoryReport::cut_blocks(&smollm2(), &p, &f);
+    assert_eq!(cuts, vec![BlockCut { component: Component::OProj, parts: 4, width: 576, dtype: DType::Q4_1 }]);
+    let r = MemoryReport::new(&smollm2(), &p, f);
+    assert_eq!(r.row(ModuleClass::OProj).bytes, 30 * 576 * 144 * 4);
+    assert_eq!(r.row(ModuleClass::DenseMlp).bytes, 30 * (2 * 384 * 18 * 20 + 576 * 12 * 20));
+}

@@ -1,5 +1,6 @@
 //! GGML tensor types and their dequantisation to f32, row by row.
 
+use finetp_core::backend::{DType, quant};
 use half::{bf16, f16};
 
 /// The GGML element types finetp reads (others are named in errors by id).
@@ -53,13 +54,19 @@ impl GgmlType {
         self.bytes_for(cols)
     }
 
+    /// The contract's block dtype of a quantised type (`None` for float types and unknown ones).
+    pub fn block_dtype(self) -> Option<DType> {
+        match self {
+            GgmlType::Q8_0 => Some(DType::Q8_0),
+            GgmlType::Q4_0 => Some(DType::Q4_0),
+            GgmlType::Q4_1 => Some(DType::Q4_1),
+            _ => None,
+        }
+    }
+
     pub fn is_supported(self) -> bool {
         self.block().is_some()
     }
-}
-
-fn half_at(b: &[u8], i: usize) -> f32 {
-    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
 /// Dequantises `data` (whole blocks of `ty`) into `out` (same element count).
@@ -80,31 +87,9 @@ pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) {
                 *o = bf16::from_le_bytes([c[0], c[1]]).to_f32();
             }
         }
-        GgmlType::Q8_0 => {
-            for (o, blk) in out.chunks_exact_mut(32).zip(data.chunks_exact(34)) {
-                let d = half_at(blk, 0);
-                for (v, q) in o.iter_mut().zip(&blk[2..]) {
-                    *v = d * f32::from(*q as i8);
-                }
-            }
-        }
-        GgmlType::Q4_0 => {
-            for (o, blk) in out.chunks_exact_mut(32).zip(data.chunks_exact(18)) {
-                let d = half_at(blk, 0);
-                for (j, q) in blk[2..].iter().enumerate() {
-                    o[j] = d * (f32::from(q & 0x0f) - 8.0);
-                    o[j + 16] = d * (f32::from(q >> 4) - 8.0);
-                }
-            }
-        }
-        GgmlType::Q4_1 => {
-            for (o, blk) in out.chunks_exact_mut(32).zip(data.chunks_exact(20)) {
-                let (d, m) = (half_at(blk, 0), half_at(blk, 2));
-                for (j, q) in blk[4..].iter().enumerate() {
-                    o[j] = d * f32::from(q & 0x0f) + m;
-                    o[j + 16] = d * f32::from(q >> 4) + m;
-                }
-            }
+        GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 => {
+            let dtype = ty.block_dtype().expect("a block format");
+            quant::decode(dtype, data, out).expect("whole blocks: sized by the caller");
         }
         GgmlType::Other(_) => out.fill(0.0),
     }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use finetp_core::backend::{DType, HostTensor};
+use finetp_core::backend::{DType, HostData, HostTensor};
 use finetp_core::config::ModelConfig;
 use finetp_core::shard::{Axis, LoadError, ShardSpec, WeightSource};
 
@@ -113,10 +113,11 @@ impl GgufWeights {
 }
 
 /// llama.cpp stores q/k rows as `reshape(heads, 2, hd/2, in).swapaxes(1, 2)` of HF's for its
-/// interleaved RoPE; this puts them back in HF order (NeoX RoPE).
-fn unpermute(v: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
+/// interleaved RoPE; this puts them back in HF order (NeoX RoPE). `cols` is the row length in
+/// elements of `v` (floats, or bytes of whole blocks).
+fn unpermute<T: Copy + Default>(v: &[T], rows: usize, cols: usize, heads: usize) -> Vec<T> {
     let hd = rows / heads.max(1);
-    let mut out = vec![0f32; v.len()];
+    let mut out = vec![T::default(); v.len()];
     for h in 0..heads {
         for j in 0..hd / 2 {
             for s in 0..2 {
@@ -129,9 +130,53 @@ fn unpermute(v: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
 }
 
 impl WeightSource for GgufWeights {
-    /// Every GGUF tensor is dequantised to f32 on load (for now).
+    /// [`load`](WeightSource::load) dequantises every GGUF tensor to f32.
     fn loaded_dtype(&self, name: &str) -> Option<DType> {
         self.info(name).ok().map(|_| DType::F32)
+    }
+
+    fn stored_block_dtype(&self, name: &str) -> Option<DType> {
+        self.info(name).ok().and_then(|(_, t)| t.ty.block_dtype())
+    }
+
+    /// Q8_0 / Q4_0 / Q4_1 slices as stored: whole rows (q/k rows put back in HF order as whole
+    /// rows), or per row the blocks of a column range on block boundaries; zero bytes pad.
+    fn load_stored(&self, name: &str, spec: &ShardSpec) -> Result<HostTensor, LoadError> {
+        let (_, t) = self.info(name)?;
+        let shape = self.shape(name)?;
+        let (Some(dtype), &[rows, cols]) = (t.ty.block_dtype(), shape.as_slice()) else {
+            return self.load(name, spec);
+        };
+        let (be, end) = (dtype.block_elems(), spec.start + spec.len);
+        let Some(rb) = t.ty.row_bytes(cols) else { return self.load(name, spec) };
+        let data = self.file.data(t);
+        let bytes = match spec.axis {
+            Axis::Rows if end <= rows => {
+                let mut v = data[spec.start * rb..end * rb].to_vec();
+                if let Some(heads) = self.permuted_heads(name) {
+                    let hd = rows / heads.max(1);
+                    if !(spec.start.is_multiple_of(hd) && spec.len.is_multiple_of(hd)) {
+                        return self.load(name, spec);
+                    }
+                    v = unpermute(&v, spec.len, rb, spec.len / hd);
+                }
+                v.resize(spec.padded_len * rb, 0);
+                v
+            }
+            Axis::Cols
+                if end <= cols
+                    && spec.start.is_multiple_of(be)
+                    && spec.len.is_multiple_of(be)
+                    && spec.padded_len == spec.len
+                    && self.permuted_heads(name).is_none() =>
+            {
+                let (b0, nb) = (spec.start / be * dtype.block_bytes(), spec.len / be * dtype.block_bytes());
+                (0..rows).flat_map(|r| &data[r * rb + b0..r * rb + b0 + nb]).copied().collect()
+            }
+            // Out of range (load names it), or a slice that would cut a block: decoded.
+            _ => return self.load(name, spec),
+        };
+        Ok(HostTensor::new(HostData::Quantized { dtype, bytes }, &spec.sliced_shape(&shape))?)
     }
 
     fn shape(&self, name: &str) -> Result<Vec<usize>, LoadError> {

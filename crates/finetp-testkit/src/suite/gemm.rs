@@ -1,7 +1,7 @@
 //! GEMM: every weight dtype, with and without bias, odd and empty shapes, against the CPU within
 //! [`Op::Linear`] of `Σₖ |xₖ·wₖ|` per output.
 
-use finetp_core::backend::{DType, Device, Gemm};
+use finetp_core::backend::{Backend, DType, Device, Gemm, HostData, HostTensor};
 
 use super::data::{fail, host};
 use super::{Case, Env};
@@ -9,7 +9,73 @@ use crate::Rng;
 use crate::tolerance::{Op, close_scaled};
 
 pub(super) fn cases<B: Device>() -> Vec<Case<B>> {
-    vec![Case::new("gemm_linear_equals_the_cpu_for_every_weight_dtype_and_shape", &["Gemm::linear"], linear::<B>)]
+    vec![
+        Case::new("gemm_linear_equals_the_cpu_for_every_weight_dtype_and_shape", &["Gemm::linear"], linear::<B>),
+        Case::new("gemm_block_weights_are_multiplied_as_stored_or_refused", &["Backend::keeps_weight_dtype"], blocks::<B>),
+    ]
+}
+
+/// `n` rows of `k` (a multiple of 32) elements of block format `dt`, with random scales,
+/// minima and quants.
+fn block_weights(r: &mut Rng, dt: DType, n: usize, k: usize) -> HostTensor {
+    let mut bytes = Vec::new();
+    for _ in 0..n * k / 32 {
+        bytes.extend(half::f16::from_f32(r.f32() * 0.1).to_le_bytes());
+        if dt == DType::Q4_1 {
+            bytes.extend(half::f16::from_f32(r.f32() * 0.5).to_le_bytes());
+        }
+        bytes.extend((0..if dt == DType::Q8_0 { 32 } else { 16 }).map(|_| r.next_u64() as u8));
+    }
+    HostTensor::new(HostData::Quantized { dtype: dt, bytes }, &[n, k]).expect("whole blocks")
+}
+
+/// Block-format weights (GGUF Q8_0 / Q4_0 / Q4_1): a backend that keeps a format multiplies by
+/// its blocks within the error of quantising the activations per block of 32 (each moves by
+/// at most half a step, `max|x_block| / 254`), against the CPU on the decoded weights; one that
+/// does not keep it says so, and refusing to upload it is an error, not a panic. Floats are
+/// always kept.
+fn blocks<B: Device>(env: &Env<B>) -> Result<(), String> {
+    let p = env.pair();
+    let mut r = Rng::new(29);
+    for dt in [DType::F32, DType::BF16, DType::F16] {
+        if !p.be.keeps_weight_dtype(dt) {
+            return Err(format!("{dt} weights are not kept"));
+        }
+    }
+    for dt in [DType::Q8_0, DType::Q4_0, DType::Q4_1] {
+        let (m, n, k) = (5, 37, 32 * 7);
+        let w = block_weights(&mut r, dt, n, k);
+        if !p.be.keeps_weight_dtype(dt) {
+            let _ = p.be.upload(&w); // either way: no panic
+            continue;
+        }
+        let what = format!("linear m {m} n {n} k {k} {dt} weights");
+        let x = r.f32s(m * k);
+        let deq = w.clone().into_dtype(DType::F32).map_err(fail(&what))?;
+        let wg = p.be.upload(&w).map_err(fail(&what))?;
+        let wc = p.cpu.upload(&deq).map_err(fail(&what))?;
+        let (xg, xc) = p.acts(&x, &[m, k])?;
+        let (mut yg, mut yc) = p.zeros(&[m, n])?;
+        p.be.linear(&xg, &wg, None, &mut yg).map_err(fail(&what))?;
+        p.cpu.linear(&xc, &wc, None, &mut yc).map_err(fail(&what))?;
+        let (got, want) = p.f32s(&yg, &yc)?;
+        let ws = deq.to_f32_vec().unwrap_or_default();
+        for (o, (g, e)) in got.iter().zip(&want).enumerate() {
+            let (i, j) = (o / n, o % n);
+            let bound: f32 = (0..k)
+                .map(|c| {
+                    let blk = &x[i * k + c / 32 * 32..i * k + c / 32 * 32 + 32];
+                    ws[j * k + c].abs() * blk.iter().fold(0f32, |a, v| a.max(v.abs())) / 254.0
+                })
+                .sum::<f32>()
+                * 1.01
+                + 1e-5;
+            if (g - e).abs() > bound {
+                return Err(format!("{what}: y[{i}, {j}] = {g}, the decoded weights give {e} (bound {bound})"));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn linear<B: Device>(env: &Env<B>) -> Result<(), String> {

@@ -70,7 +70,11 @@ fn smollm2<B: Device>(_env: &Env<B>) -> Result<(), String> {
             tok.encode(text.as_str(), false).map(|e| e.get_ids().to_vec()).map_err(|e| e.to_string())
         })
         .collect::<Result<Vec<_>, _>>()?;
-    compare::<B>(&Subject { cfg: ckpt.config.clone(), weights: ckpt.weights.clone(), prompts, new_tokens: 32 }, "SmolLM2")
+    // Decoded to f32 on both sides: a backend that keeps the Q4_1 blocks quantises its
+    // activations, which moves logits by far more than this case's tolerance (the block GEMM
+    // has its own cases, `gemm_block_weights_…`, and `hf_goldens.rs` bounds the whole model).
+    let weights: Arc<dyn WeightSource + Send + Sync> = Arc::new(finetp_core::shard::Dequantized(ckpt.weights.clone()));
+    compare::<B>(&Subject { cfg: ckpt.config.clone(), weights, prompts, new_tokens: 32 }, "SmolLM2")
 }
 
 /// Greedy generation of every prompt on backend `D` (request `i` on DP rank `i % 2`).

@@ -55,7 +55,7 @@ impl<B: Device> DecoderLayer<B> {
         let proj = |n: &str, out: usize, rows: &ShardSpec| -> Result<Tensor<B>, ModelError> {
             let name = format!("{p}.self_attn.{n}_proj.weight");
             src.expect_shape(&name, &[out, h])?;
-            Ok(be.upload(&src.load(&name, rows)?)?)
+            Ok(finetp_core::layers::upload_weight(be, src, &name, rows)?)
         };
         // Biases are f32 whatever the checkpoint stores (the contract's GEMM adds an f32 bias).
         let bias = |n: &str, out: usize, rows: &ShardSpec| -> Result<Tensor<B>, ModelError> {

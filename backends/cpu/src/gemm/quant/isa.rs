@@ -1,0 +1,85 @@
+//! The instruction-set paths of the block-format GEMM, and which one this CPU runs.
+
+use finetp_core::backend::DType;
+
+use super::TILE_ROWS;
+use super::acts::ActRow;
+
+/// One path of the block-format dot products; all compute the same bits ([`super`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Isa {
+    /// The reference: plain Rust, any CPU.
+    Scalar,
+    /// AVX2 + FMA: `maddubs` then `madd` for the 4-element lane sums.
+    Avx2,
+    /// AVX-VNNI (256-bit `vpdpbusd`).
+    AvxVnni,
+    /// AVX-512 VNNI: two weight rows per 512-bit register.
+    Avx512Vnni,
+}
+
+impl Isa {
+    pub(crate) const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::AvxVnni, Isa::Avx512Vnni];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::AvxVnni => "avxvnni",
+            Isa::Avx512Vnni => "avx512vnni",
+        }
+    }
+
+    /// Whether this CPU can run the path.
+    pub(crate) fn available(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            let avx2 = has!("avx2") && has!("fma") && has!("f16c");
+            match self {
+                Isa::Scalar => true,
+                Isa::Avx2 => avx2,
+                Isa::AvxVnni => avx2 && has!("avxvnni"),
+                Isa::Avx512Vnni => avx2 && has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512vnni"),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self == Isa::Scalar
+        }
+    }
+
+    /// The fastest available path.
+    pub(crate) fn best() -> Isa {
+        [Isa::Avx512Vnni, Isa::AvxVnni, Isa::Avx2].into_iter().find(|i| i.available()).unwrap_or(Isa::Scalar)
+    }
+
+    /// The path `FINETP_CPU_ISA=name` asks for, if this CPU has it.
+    pub(crate) fn forced(name: &str) -> Result<Isa, String> {
+        let names = Isa::ALL.map(Isa::name).join(", ");
+        let isa = Isa::ALL.into_iter().find(|i| i.name() == name.trim()).ok_or_else(|| format!("FINETP_CPU_ISA={name}: not a path (one of {names})"))?;
+        if !isa.available() {
+            return Err(format!("FINETP_CPU_ISA={name}: this CPU lacks the instructions"));
+        }
+        Ok(isa)
+    }
+
+    /// `out[r] = w_r · a` for the `rows <= TILE_ROWS` weight rows in `tile` (each `row_bytes`
+    /// of `dtype` blocks).
+    pub(crate) fn dots(self, dtype: DType, tile: &[u8], row_bytes: usize, rows: usize, a: ActRow<'_>, out: &mut [f32; TILE_ROWS]) {
+        assert!(rows <= TILE_ROWS && tile.len() >= rows * row_bytes && row_bytes == a.blocks() * dtype.block_bytes(), "dots: operands disagree");
+        match self {
+            Isa::Scalar => {
+                for (r, o) in out.iter_mut().enumerate().take(rows) {
+                    *o = super::scalar::dot(dtype, &tile[r * row_bytes..(r + 1) * row_bytes], a);
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a forced or detected path is available (checked by `forced` / `best`, and
+            // by the tests before they call one), and the operand lengths were checked above.
+            _ => unsafe { super::x86::dots(self, dtype, tile, row_bytes, rows, a, out) },
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!("only the scalar path exists off x86"),
+        }
+    }
+}
