@@ -176,13 +176,19 @@ fn matmul_t(pool: &rayon::ThreadPool, x: &[f32], m: usize, k: usize, w: Weights<
         return rows_block(&a, w, 0, n, y);
     }
     let nb = rows_per_task(n, pool.current_num_threads(), a.unit());
+    by_column_blocks(pool, m, n, nb, y, |j0, j1, out| rows_block(&a, w, j0, j1, out));
+}
+
+/// `y [m, n]` computed in blocks of `per` output columns on `pool`: `f(j0, j1, out)` fills
+/// `out [m, j1 - j0]` (zeroed) with columns `j0..j1`, and the blocks are copied into place.
+pub(crate) fn by_column_blocks(pool: &rayon::ThreadPool, m: usize, n: usize, per: usize, y: &mut [f32], f: impl Fn(usize, usize, &mut [f32]) + Sync) {
     let blocks: Vec<(usize, Vec<f32>)> = pool.install(|| {
-        (0..n.div_ceil(nb))
+        (0..n.div_ceil(per))
             .into_par_iter()
             .map(|b| {
-                let (j0, j1) = (b * nb, ((b + 1) * nb).min(n));
+                let (j0, j1) = (b * per, ((b + 1) * per).min(n));
                 let mut out = vec![0f32; m * (j1 - j0)];
-                rows_block(&a, w, j0, j1, &mut out);
+                f(j0, j1, &mut out);
                 (j0, out)
             })
             .collect()

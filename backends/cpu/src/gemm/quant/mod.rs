@@ -27,7 +27,6 @@ mod tests;
 mod x86;
 
 use finetp_core::backend::{BackendError, DType};
-use rayon::prelude::*;
 
 pub(crate) use acts::QActs;
 pub(crate) use isa::Isa;
@@ -84,23 +83,7 @@ pub(crate) fn matmul_q(pool: &rayon::ThreadPool, isa: Isa, a: &QActs, w: QWeight
     }
     // About four tasks per thread, in whole tiles.
     let per = n.div_ceil(4 * threads).clamp(16, 512).next_multiple_of(TILE_ROWS);
-    let parts: Vec<(usize, Vec<f32>)> = pool.install(|| {
-        (0..n.div_ceil(per))
-            .into_par_iter()
-            .map(|b| {
-                let (j0, j1) = (b * per, ((b + 1) * per).min(n));
-                let mut out = vec![0f32; m * (j1 - j0)];
-                rows_block(isa, w, a, j0, j1, &mut out);
-                (j0, out)
-            })
-            .collect()
-    });
-    for (j0, out) in parts {
-        let wd = out.len() / m;
-        for (yr, or) in y.chunks_exact_mut(n).zip(out.chunks_exact(wd)) {
-            yr[j0..j0 + wd].copy_from_slice(or);
-        }
-    }
+    super::by_column_blocks(pool, m, n, per, y, |j0, j1, out| rows_block(isa, w, a, j0, j1, out));
 }
 
 /// The path to run: forced by `FINETP_CPU_ISA`, else the best the CPU has (detected once).
