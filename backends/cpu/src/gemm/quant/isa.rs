@@ -75,9 +75,17 @@ impl Isa {
                 }
             }
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: a forced or detected path is available (checked by `forced` / `best`, and
-            // by the tests before they call one), and the operand lengths were checked above.
-            _ => unsafe { super::x86::dots(self, dtype, tile, row_bytes, rows, a, out) },
+            simd => {
+                use super::x86::{Path, dots};
+                let path = match simd {
+                    Isa::Avx2 => Path::Avx2,
+                    Isa::AvxVnni => Path::AvxVnni,
+                    _ => Path::Avx512Vnni,
+                };
+                // SAFETY: a forced or detected path is available (checked by `forced` / `best`,
+                // and by the tests before they call one); the operand lengths were checked above.
+                unsafe { dots(path, dtype, tile, row_bytes, rows, a, out) }
+            }
             #[cfg(not(target_arch = "x86_64"))]
             _ => unreachable!("only the scalar path exists off x86"),
         }

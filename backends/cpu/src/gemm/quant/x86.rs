@@ -13,7 +13,6 @@ use finetp_core::backend::DType;
 
 use super::TILE_ROWS;
 use super::acts::ActRow;
-use super::isa::Isa;
 
 /// How many tiles ahead the 512-bit kernel prefetches the weight rows.
 const PF_TILES: usize = 2;
@@ -22,12 +21,20 @@ const Q8_0: u8 = 0;
 const Q4_0: u8 = 1;
 const Q4_1: u8 = 2;
 
-/// `out[r] = w_r · a` for `rows` weight rows on path `isa` (not `Scalar`).
+/// The x86 kernels, by the instructions they need.
+#[derive(Clone, Copy)]
+pub(super) enum Path {
+    Avx2,
+    AvxVnni,
+    Avx512Vnni,
+}
+
+/// `out[r] = w_r · a` for `rows` weight rows on `path`.
 ///
 /// # Safety
-/// `isa` must be available on this CPU; `tile` must hold `rows` rows of `row_bytes`, each
+/// `path`'s instructions must be available on this CPU; `tile` must hold `rows` rows of `row_bytes`, each
 /// `a.blocks()` blocks of `dtype`.
-pub(super) unsafe fn dots(isa: Isa, dtype: DType, tile: &[u8], row_bytes: usize, rows: usize, a: ActRow<'_>, out: &mut [f32; TILE_ROWS]) {
+pub(super) unsafe fn dots(path: Path, dtype: DType, tile: &[u8], row_bytes: usize, rows: usize, a: ActRow<'_>, out: &mut [f32; TILE_ROWS]) {
     macro_rules! go {
         ($f:ident) => {
             // SAFETY: as this function's contract.
@@ -41,11 +48,11 @@ pub(super) unsafe fn dots(isa: Isa, dtype: DType, tile: &[u8], row_bytes: usize,
             }
         };
     }
-    match isa {
-        Isa::Avx2 => go!(tile_avx2),
-        Isa::AvxVnni => go!(tile_avxvnni),
+    match path {
+        Path::Avx2 => go!(tile_avx2),
+        Path::AvxVnni => go!(tile_avxvnni),
         // Whole tiles two rows per 512-bit register; a range's last rows 256 bits at a time.
-        Isa::Avx512Vnni if rows == TILE_ROWS => {
+        Path::Avx512Vnni if rows == TILE_ROWS => {
             // SAFETY: as this function's contract, with a whole tile.
             unsafe {
                 match dtype {
@@ -56,8 +63,7 @@ pub(super) unsafe fn dots(isa: Isa, dtype: DType, tile: &[u8], row_bytes: usize,
                 }
             }
         }
-        Isa::Avx512Vnni => go!(tile_avx512vnni),
-        Isa::Scalar => unreachable!("the scalar path is not an x86 kernel"),
+        Path::Avx512Vnni => go!(tile_avx512vnni),
     }
 }
 
