@@ -110,29 +110,37 @@ impl ShardSpec {
         HostTensor::new(data, &shape).ok()
     }
 
-    /// [`slice`](Self::slice) of a `[rows, cols]` tensor of whole blocks: rows whole, columns
-    /// only on block boundaries (`None` when the slice would cut a block).
+    /// [`slice`](Self::slice) of a `[rows, cols]` tensor of whole blocks.
     fn slice_blocks(&self, dtype: crate::backend::DType, bytes: &[u8], (rows, cols): (usize, usize), full: &[usize]) -> Option<HostTensor> {
-        let (be, bb) = (dtype.block_elems(), dtype.block_bytes());
-        let rb = crate::backend::quant::row_bytes(dtype, cols)?;
-        if full.len() != 2 || bytes.len() != rows * rb {
+        if full.len() != 2 {
             return None;
         }
-        let out = match self.axis {
-            Axis::Rows => {
-                let mut out = bytes[self.start * rb..(self.start + self.len) * rb].to_vec();
-                out.resize(self.padded_len * rb, 0);
-                out
-            }
-            Axis::Cols => {
-                if !(self.start.is_multiple_of(be) && self.len.is_multiple_of(be) && self.padded_len == self.len) {
-                    return None;
-                }
-                let (b0, nb) = (self.start / be * bb, self.len / be * bb);
-                (0..rows).flat_map(|r| &bytes[r * rb + b0..r * rb + b0 + nb]).copied().collect()
-            }
-        };
+        let out = self.block_bytes(dtype, bytes, rows, cols)?;
         HostTensor::new(HostData::Quantized { dtype, bytes: out }, &self.sliced_shape(full)).ok()
+    }
+
+    /// This slice of the `[rows, cols]` block-format tensor whose bytes are `bytes` (a file's
+    /// mapping: only the slice's bytes are read): rows whole (zero padded), columns only on
+    /// block boundaries. `None` when the slice would cut a block or does not fit.
+    pub fn block_bytes(&self, dtype: crate::backend::DType, bytes: &[u8], rows: usize, cols: usize) -> Option<Vec<u8>> {
+        let (be, bb) = (dtype.block_elems(), dtype.block_bytes());
+        let rb = dtype.storage_bytes(cols)?;
+        let end = self.start + self.len;
+        if bytes.len() != rows * rb {
+            return None;
+        }
+        match self.axis {
+            Axis::Rows if end <= rows => {
+                let mut out = bytes[self.start * rb..end * rb].to_vec();
+                out.resize(self.padded_len * rb, 0);
+                Some(out)
+            }
+            Axis::Cols if end <= cols && self.start.is_multiple_of(be) && self.len.is_multiple_of(be) && self.padded_len == self.len => {
+                let (b0, nb) = (self.start / be * bb, self.len / be * bb);
+                Some((0..rows).flat_map(|r| &bytes[r * rb + b0..r * rb + b0 + nb]).copied().collect())
+            }
+            _ => None,
+        }
     }
 }
 

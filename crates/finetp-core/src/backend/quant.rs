@@ -15,6 +15,34 @@ pub fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
+/// One block's 32 integer quants in element order, its scale `d` and (`Q4_1`) minimum `m`: the
+/// element is `d · q + m`. `Q4_0`'s offset of 8 is taken off `q`; in the 4-bit formats element
+/// `j` is the low nibble of byte `j`, element `j + 16` its high nibble.
+///
+/// # Panics
+/// `dtype` is not a block format, or `blk` is shorter than one block of it.
+#[inline]
+pub fn block_ints(dtype: DType, blk: &[u8]) -> ([i32; 32], f32, f32) {
+    let mut q = [0i32; 32];
+    match dtype {
+        DType::Q8_0 => {
+            for (o, b) in q.iter_mut().zip(&blk[2..34]) {
+                *o = i32::from(*b as i8);
+            }
+            (q, f16_at(blk, 0), 0.0)
+        }
+        DType::Q4_0 | DType::Q4_1 => {
+            let (off, base) = if dtype == DType::Q4_0 { (2, 8) } else { (4, 0) };
+            for (j, b) in blk[off..off + 16].iter().enumerate() {
+                q[j] = i32::from(b & 0x0f) - base;
+                q[j + 16] = i32::from(b >> 4) - base;
+            }
+            (q, f16_at(blk, 0), if dtype == DType::Q4_1 { f16_at(blk, 2) } else { 0.0 })
+        }
+        other => panic!("{other} is not a block format"),
+    }
+}
+
 /// Decodes whole blocks of `dtype` in `bytes` into `out` (32 floats per block).
 ///
 /// # Errors
@@ -25,37 +53,13 @@ pub fn decode(dtype: DType, bytes: &[u8], out: &mut [f32]) -> Result<(), Backend
         return Err(BackendError::Shape(format!("decode: {} bytes of {dtype} into {} floats", bytes.len(), out.len())));
     }
     for (o, blk) in out.chunks_exact_mut(be).zip(bytes.chunks_exact(bb)) {
-        match dtype {
-            DType::Q8_0 => {
-                let d = f16_at(blk, 0);
-                for (v, q) in o.iter_mut().zip(&blk[2..]) {
-                    *v = d * f32::from(*q as i8);
-                }
-            }
-            // Element j is the low nibble of byte j, element j + 16 its high nibble.
-            DType::Q4_0 => {
-                let d = f16_at(blk, 0);
-                for (j, q) in blk[2..].iter().enumerate() {
-                    o[j] = d * (f32::from(q & 0x0f) - 8.0);
-                    o[j + 16] = d * (f32::from(q >> 4) - 8.0);
-                }
-            }
-            DType::Q4_1 => {
-                let (d, m) = (f16_at(blk, 0), f16_at(blk, 2));
-                for (j, q) in blk[4..].iter().enumerate() {
-                    o[j] = d * f32::from(q & 0x0f) + m;
-                    o[j + 16] = d * f32::from(q >> 4) + m;
-                }
-            }
-            _ => unreachable!("checked: a block format"),
+        let (q, d, m) = block_ints(dtype, blk);
+        for (v, q) in o.iter_mut().zip(q) {
+            // Q4_1 adds its minimum; the others have none (and no `+ 0.0`, which would turn -0 into +0).
+            *v = if dtype == DType::Q4_1 { d * q as f32 + m } else { d * q as f32 };
         }
     }
     Ok(())
-}
-
-/// Bytes of one row of `cols` elements of `dtype`, `None` unless whole blocks.
-pub fn row_bytes(dtype: DType, cols: usize) -> Option<usize> {
-    dtype.storage_bytes(cols)
 }
 
 #[cfg(test)]

@@ -147,35 +147,21 @@ impl WeightSource for GgufWeights {
         let (Some(dtype), &[rows, cols]) = (t.ty.block_dtype(), shape.as_slice()) else {
             return self.load(name, spec);
         };
-        let (be, end) = (dtype.block_elems(), spec.start + spec.len);
-        let Some(rb) = t.ty.row_bytes(cols) else { return self.load(name, spec) };
-        let data = self.file.data(t);
-        let bytes = match spec.axis {
-            Axis::Rows if end <= rows => {
-                let mut v = data[spec.start * rb..end * rb].to_vec();
-                if let Some(heads) = self.permuted_heads(name) {
-                    let hd = rows / heads.max(1);
-                    if !(spec.start.is_multiple_of(hd) && spec.len.is_multiple_of(hd)) {
-                        return self.load(name, spec);
-                    }
-                    v = unpermute(&v, spec.len, rb, spec.len / hd);
-                }
-                v.resize(spec.padded_len * rb, 0);
-                v
-            }
-            Axis::Cols
-                if end <= cols
-                    && spec.start.is_multiple_of(be)
-                    && spec.len.is_multiple_of(be)
-                    && spec.padded_len == spec.len
-                    && self.permuted_heads(name).is_none() =>
-            {
-                let (b0, nb) = (spec.start / be * dtype.block_bytes(), spec.len / be * dtype.block_bytes());
-                (0..rows).flat_map(|r| &data[r * rb + b0..r * rb + b0 + nb]).copied().collect()
-            }
-            // Out of range (load names it), or a slice that would cut a block: decoded.
-            _ => return self.load(name, spec),
+        // Permuted q/k rows go back to HF order only as whole heads of whole rows.
+        let hd = self.permuted_heads(name).map(|heads| rows / heads.max(1));
+        let keeps_heads = match (spec.axis, hd) {
+            (_, None) => true,
+            (Axis::Rows, Some(hd)) => spec.start.is_multiple_of(hd) && spec.len.is_multiple_of(hd),
+            (Axis::Cols, Some(_)) => false,
         };
+        // Out of range (load names it), or a slice that would cut a block: decoded.
+        let Some(mut bytes) = keeps_heads.then(|| spec.block_bytes(dtype, self.file.data(t), rows, cols)).flatten() else {
+            return self.load(name, spec);
+        };
+        if let (Axis::Rows, Some(hd), Some(rb)) = (spec.axis, hd, dtype.storage_bytes(cols)) {
+            // The padding rows past `spec.len` stay zero.
+            bytes = unpermute(&bytes, spec.len, rb, spec.len / hd);
+        }
         Ok(HostTensor::new(HostData::Quantized { dtype, bytes }, &spec.sliced_shape(&shape))?)
     }
 

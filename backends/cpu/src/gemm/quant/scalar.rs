@@ -3,32 +3,9 @@
 //! only the activations' quantisation).
 
 use finetp_core::backend::DType;
-use finetp_core::backend::quant::f16_at;
+use finetp_core::backend::quant::block_ints;
 
 use super::acts::ActRow;
-
-/// A block's 32 weight integers in element order, its scale `dw` and (`Q4_1`) minimum `mw`.
-#[inline]
-pub(crate) fn weight_block(dtype: DType, blk: &[u8]) -> ([i32; 32], f32, f32) {
-    let mut w = [0i32; 32];
-    match dtype {
-        DType::Q8_0 => {
-            for (o, q) in w.iter_mut().zip(&blk[2..34]) {
-                *o = i32::from(*q as i8);
-            }
-            (w, f16_at(blk, 0), 0.0)
-        }
-        DType::Q4_0 | DType::Q4_1 => {
-            let (off, base) = if dtype == DType::Q4_0 { (2, 8) } else { (4, 0) };
-            for (j, q) in blk[off..off + 16].iter().enumerate() {
-                w[j] = i32::from(q & 0x0f) - base;
-                w[j + 16] = i32::from(q >> 4) - base;
-            }
-            (w, f16_at(blk, 0), if dtype == DType::Q4_1 { f16_at(blk, 2) } else { 0.0 })
-        }
-        other => unreachable!("{other} is not a block format of this GEMM"),
-    }
-}
 
 /// The 8 lanes' final reduction, in the fixed order.
 #[inline]
@@ -44,7 +21,7 @@ pub(crate) fn dot(dtype: DType, w: &[u8], a: ActRow<'_>) -> f32 {
     let mut acc = [0f32; 8];
     let mut accm = 0f32;
     for (b, blk) in w.chunks_exact(bb).enumerate() {
-        let (wq, dw, mw) = weight_block(dtype, blk);
+        let (wq, dw, mw) = block_ints(dtype, blk);
         let aq = &a.q[b * 32..b * 32 + 32];
         let dd = dw * a.d[b];
         for (l, acc) in acc.iter_mut().enumerate() {
@@ -66,7 +43,7 @@ pub(crate) fn dot_f32(dtype: DType, w: &[u8], x: &[f32]) -> f32 {
     let bb = dtype.block_bytes();
     let mut acc = 0f64;
     for (blk, xb) in w.chunks_exact(bb).zip(x.chunks_exact(32)) {
-        let (wq, dw, mw) = weight_block(dtype, blk);
+        let (wq, dw, mw) = block_ints(dtype, blk);
         let (mut sq, mut sx) = (0f64, 0f64);
         for (q, v) in wq.iter().zip(xb) {
             sq += f64::from(*q) * f64::from(*v);

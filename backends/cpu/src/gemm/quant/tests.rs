@@ -77,16 +77,22 @@ fn every_path_equals_the_scalar_reference_bit_for_bit() {
     }
 }
 
+/// `n` random weight rows of `k` in `dtype` (bytes per row, the bytes, and decoded) and one
+/// activation row.
+fn one_row_case(dtype: DType, n: usize, k: usize, rng: &mut Lcg) -> (usize, Vec<u8>, Vec<f32>, Vec<f32>) {
+    let w = weights(dtype, n, k, rng);
+    let x = acts(1, k, rng);
+    let mut deq = vec![0f32; n * k];
+    decode(dtype, &w, &mut deq).unwrap();
+    (dtype.storage_bytes(k).unwrap(), w, x, deq)
+}
+
 #[test]
 fn f32_activations_match_dequantise_then_multiply() {
     let mut rng = Lcg(11);
     let (n, k) = (5, 32 * 6);
     for dtype in FORMATS {
-        let rb = dtype.storage_bytes(k).unwrap();
-        let w = weights(dtype, n, k, &mut rng);
-        let x = acts(1, k, &mut rng);
-        let mut deq = vec![0f32; n * k];
-        decode(dtype, &w, &mut deq).unwrap();
+        let (rb, w, x, deq) = one_row_case(dtype, n, k, &mut rng);
         for j in 0..n {
             let row = &deq[j * k..(j + 1) * k];
             // Dequantise-then-f32: the decoded f32 weights times x, summed exactly (f64).
@@ -103,12 +109,8 @@ fn quantised_activations_err_by_at_most_half_a_step_per_element() {
     let mut rng = Lcg(13);
     let (n, k) = (6, 32 * 12);
     for dtype in FORMATS {
-        let rb = dtype.storage_bytes(k).unwrap();
-        let w = weights(dtype, n, k, &mut rng);
-        let x = acts(1, k, &mut rng);
+        let (rb, w, x, deq) = one_row_case(dtype, n, k, &mut rng);
         let a = QActs::new(&x, 1, k, dtype);
-        let mut deq = vec![0f32; n * k];
-        decode(dtype, &w, &mut deq).unwrap();
         for j in 0..n {
             let wr = &w[j * rb..(j + 1) * rb];
             // Each activation moves by at most d/2 (d = its block's max/127), times |w|.
