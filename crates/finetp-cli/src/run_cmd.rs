@@ -98,7 +98,7 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
         Some(p) => p.clone(),
         None => finetp_loader::default_model().context("cannot fetch the default model")?,
     };
-    let mut ckpt = Checkpoint::open(&path).map_err(|e| Failure::Input(anyhow::Error::new(e).context(format!("cannot open model {}", path.display()))))?;
+    let mut ckpt = Checkpoint::open(&path).map_err(|e| Failure::Input(anyhow::Error::new(e).context("cannot open the model")))?;
     if args.dequantize {
         ckpt.weights = std::sync::Arc::new(finetp_core::shard::Dequantized(ckpt.weights.clone()));
     }
@@ -184,7 +184,15 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
         eprintln!("finetp: {} on {} {backend} ranks ({:?} mode)\n{plan}", ckpt.description, plan.world_size(), cfg.mode);
     }
     let work = Generate { plan: &plan, cfg: &cfg, requests: &requests, ckpt: &ckpt, launcher };
-    let report = finetp_engine::dispatch(backend, work).map_err(|e| Failure::Input(e.into()))?.context("generation failed")?;
+    let report = finetp_engine::dispatch(backend, work).map_err(|e| Failure::Input(e.into()))?.map_err(|e| {
+        // A checkpoint that does not hold what its config says is bad input (exit 2), found
+        // while the ranks load it; anything else went wrong while running.
+        if e.is_bad_input() {
+            Failure::Input(anyhow::Error::new(e).context("cannot load the model"))
+        } else {
+            Failure::Runtime(anyhow::Error::new(e).context("generation failed"))
+        }
+    })?;
     // Every process of an MPI job holds the whole report; process 0 prints it.
     if !root {
         return Ok(());

@@ -156,8 +156,20 @@ pub enum LoadError {
     Invalid { name: String, source_desc: String, detail: String },
     #[error("{path}: {detail}")]
     File { path: String, detail: String },
+    #[error("tensor \"{name}\" in {source_desc} holds {value} at element {index}; weights must be finite (a corrupt or badly converted checkpoint)")]
+    NonFinite { name: String, source_desc: String, index: usize, value: f32 },
     #[error(transparent)]
     Backend(#[from] crate::backend::BackendError),
+}
+
+/// `t` when every value is finite; otherwise [`LoadError::NonFinite`] naming tensor `name` of
+/// `source_desc`. Sources run every slice they load through this, so a NaN or infinity in a
+/// checkpoint is refused at load instead of surfacing as NaN logits.
+pub fn finite(name: &str, source_desc: impl FnOnce() -> String, t: HostTensor) -> Result<HostTensor, LoadError> {
+    match t.first_non_finite() {
+        None => Ok(t),
+        Some((index, value)) => Err(LoadError::NonFinite { name: name.to_string(), source_desc: source_desc(), index, value }),
+    }
 }
 
 /// Where weights come from: a safetensors directory, a GGUF file, or memory (tests).

@@ -98,6 +98,21 @@ impl EngineError {
         }
     }
 
+    /// Whether the run failed on its input: a checkpoint whose tensors are missing, mis-shaped,
+    /// not finite or not what its config describes (found while a rank loads its shard), as
+    /// opposed to a fault while running.
+    pub fn is_bad_input(&self) -> bool {
+        use finetp_core::shard::LoadError;
+        match self {
+            EngineError::Model { source, .. } => match source {
+                ModelError::Config(_) | ModelError::Layer(LayerError::Shape { .. }) => true,
+                ModelError::Layer(LayerError::Load(l)) => !matches!(l, LoadError::Backend(_)),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     /// A layer error on `rank`.
     pub fn layer(rank: usize, e: LayerError) -> Self {
         EngineError::Model { rank, source: ModelError::Layer(e) }

@@ -52,7 +52,7 @@ impl SafetensorsDir {
         if names.is_empty() {
             return Err(io(dir, "no *.safetensors files".into()));
         }
-        let mut files = Vec::new();
+        let mut files: Vec<(PathBuf, Mmap)> = Vec::new();
         let mut tensors = HashMap::new();
         for (fi, path) in names.into_iter().enumerate() {
             let f = File::open(&path).map_err(|e| io(&path, e.to_string()))?;
@@ -62,10 +62,14 @@ impl SafetensorsDir {
             let base = 8 + n;
             for (name, info) in meta.tensors() {
                 let (s, e) = info.data_offsets;
-                if base + e > map.len() {
-                    return Err(io(&path, format!("truncated: tensor {name} ends at byte {} but the file has {}", base + e, map.len())));
+                if base.checked_add(e).is_none_or(|end| end > map.len()) || s > e {
+                    return Err(io(&path, format!("truncated: tensor {name} spans bytes {s}..{e} of the data, which starts at byte {base} of a file of {}", map.len())));
                 }
-                tensors.insert(name, Entry { file: fi, dtype: info.dtype, shape: info.shape.clone(), start: base + s });
+                let entry = Entry { file: fi, dtype: info.dtype, shape: info.shape.clone(), start: base + s };
+                if let Some(first) = tensors.insert(name.clone(), entry) {
+                    let first = if first.file == fi { &path } else { &files[first.file].0 };
+                    return Err(io(&path, format!("tensor {name} is also in {} (each tensor must be in exactly one file)", first.display())));
+                }
             }
             files.push((path, map));
         }
@@ -159,7 +163,8 @@ impl WeightSource for SafetensorsDir {
         }
         let data = &map[e.start..e.start + rows * cols * es];
         if e.dtype == Dtype::F8_E4M3 {
-            return self.load_fp8(name, e, data, spec).map_err(invalid);
+            let host = self.load_fp8(name, e, data, spec).map_err(invalid)?;
+            return finetp_core::shard::finite(name, || path.display().to_string(), host);
         }
         let mut out = Vec::new();
         match spec.axis {
@@ -174,7 +179,8 @@ impl WeightSource for SafetensorsDir {
                 }
             }
         }
-        to_host(e.dtype, &out, &spec.sliced_shape(&e.shape)).ok_or_else(|| invalid("conversion failed".into()))
+        let host = to_host(e.dtype, &out, &spec.sliced_shape(&e.shape)).ok_or_else(|| invalid("conversion failed".into()))?;
+        finetp_core::shard::finite(name, || path.display().to_string(), host)
     }
 
     fn describe(&self) -> String {

@@ -7,6 +7,7 @@
 //! exactly (see [`crate::graph`]).
 
 mod attention;
+mod flash;
 mod routing;
 mod rows;
 pub(crate) mod sampling;

@@ -81,6 +81,23 @@ impl HostTensor {
         self.data.dtype()
     }
 
+    /// The first element that is NaN or infinite, with its value (for a block format, the
+    /// first element of the first block whose scale is); `None` when every value is finite.
+    pub fn first_non_finite(&self) -> Option<(usize, f32)> {
+        fn find<T: Copy>(v: &[T], f: impl Fn(T) -> f32) -> Option<(usize, f32)> {
+            v.iter().map(|&x| f(x)).enumerate().find(|(_, x)| !x.is_finite())
+        }
+        match &self.data {
+            HostData::F32(v) => find(v, |x| x),
+            HostData::F16(v) => find(v, f16::to_f32),
+            HostData::BF16(v) => find(v, bf16::to_f32),
+            HostData::U32(_) => None,
+            HostData::Quantized { dtype, bytes } => {
+                super::quant::first_non_finite_scale(*dtype, bytes).map(|(b, v)| (b * dtype.block_elems(), v))
+            }
+        }
+    }
+
     /// The values as f32 (converting 16-bit floats, decoding blocks); `None` for `U32`.
     pub fn to_f32_vec(&self) -> Option<Vec<f32>> {
         match &self.data {

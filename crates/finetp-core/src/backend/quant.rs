@@ -62,6 +62,15 @@ pub fn decode(dtype: DType, bytes: &[u8], out: &mut [f32]) -> Result<(), Backend
     Ok(())
 }
 
+/// The first block of `bytes` (whole blocks of `dtype`) whose scale or minimum is NaN or
+/// infinite, with that value: such a block decodes to non-finite weights.
+pub fn first_non_finite_scale(dtype: DType, bytes: &[u8]) -> Option<(usize, f32)> {
+    let scales = if dtype == DType::Q4_1 { &[0usize, 2][..] } else { &[0][..] };
+    bytes.chunks_exact(dtype.block_bytes().max(1)).enumerate().find_map(|(b, blk)| {
+        scales.iter().map(|&at| f16_at(blk, at)).find(|v| !v.is_finite()).map(|v| (b, v))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,6 +36,9 @@ pub enum ConfigError {
     #[error("--{flag} must be >= 1, got {value}")]
     BadParallelSize { flag: &'static str, value: usize },
 
+    #[error("--data-parallel-size {dp} x --tensor-parallel-size {tp} x --pipeline-parallel-size {pp} is more than the {max} ranks finetp lays out")]
+    WorldTooLarge { dp: usize, tp: usize, pp: usize, max: usize },
+
     #[error(
         "--pipeline-parallel-size {pp} is not supported: finetp runs every layer of a replica on each of its ranks (pipeline parallelism is not implemented); use --pipeline-parallel-size 1"
     )]

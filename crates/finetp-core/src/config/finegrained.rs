@@ -165,7 +165,7 @@ impl AdditionalConfig {
 }
 
 /// serde_json appends " at line L column C"; the error carries those as fields already.
-fn strip_position(msg: &str) -> String {
+pub(crate) fn strip_position(msg: &str) -> String {
     match msg.rfind(" at line ") {
         Some(i) => msg[..i].to_string(),
         None => msg.to_string(),

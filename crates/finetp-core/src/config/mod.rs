@@ -16,6 +16,6 @@ pub use component::Component;
 pub use deepseek::{MlaConfig, MoeConfig, MoeScoring, TopkMethod};
 pub use error::{ConfigError, ModelConfigError};
 pub use finegrained::{AdditionalConfig, FinegrainedTpConfig};
-pub use model::{ModelConfig, VOCAB_PADDING, pad_vocab};
-pub use parallel::ParallelConfig;
+pub use model::{MAX_DIMENSION, MAX_PARAMETERS, ModelConfig, VOCAB_PADDING, pad_vocab};
+pub use parallel::{MAX_WORLD_SIZE, ParallelConfig};
 pub use rope_scaling::RopeScaling;

@@ -15,6 +15,13 @@ use super::{Architecture, Component, MlaConfig, ModelConfigError, MoeConfig, Par
 /// (`DEFAULT_VOCAB_PADDING_SIZE`).
 pub const VOCAB_PADDING: usize = 64;
 
+/// The largest single size a config may give (vocabularies reach 256k, contexts 10M).
+pub const MAX_DIMENSION: usize = 1 << 24;
+
+/// The most weights a config may describe: 2^44, some 17.6 trillion (DeepSeek-R1 has 671
+/// billion). Products of sizes up to this fit `u64` with room for bytes per weight.
+pub const MAX_PARAMETERS: u64 = 1 << 44;
+
 /// Rounds `vocab` up as vLLM's `pad_vocab_size` does.
 pub const fn pad_vocab(vocab: usize) -> usize {
     vocab.div_ceil(VOCAB_PADDING) * VOCAB_PADDING
@@ -92,7 +99,7 @@ impl ModelConfig {
     pub fn from_json_str(text: &str) -> Result<Self, ModelConfigError> {
         let v: Value = serde_json::from_str(text).map_err(|e| ModelConfigError::Json {
             path: "<string>".into(),
-            message: e.to_string(),
+            message: super::finegrained::strip_position(&e.to_string()),
             line: e.line(),
             column: e.column(),
         })?;
@@ -170,11 +177,13 @@ impl ModelConfig {
             ("num_key_value_heads", self.num_key_value_heads),
             ("num_hidden_layers", self.num_hidden_layers),
             ("head_dim", self.head_dim),
+            ("max_position_embeddings", self.max_position_embeddings),
         ] {
             if v == 0 {
                 return Err(ModelConfigError::Field { field, detail: "must be > 0".into() });
             }
         }
+        self.check_bounds()?;
         if self.sliding_window == Some(0) {
             return Err(ModelConfigError::Field { field: "sliding_window", detail: "must be > 0 (or null for full attention)".into() });
         }
@@ -188,6 +197,79 @@ impl ModelConfig {
             });
         }
         Ok(())
+    }
+
+    /// Every size within [`MAX_DIMENSION`] and the weights within [`MAX_PARAMETERS`], so that
+    /// no product of sizes later (memory plan, shards, buffers) can overflow: a config from a
+    /// file is refused here instead.
+    fn check_bounds(&self) -> Result<(), ModelConfigError> {
+        let mut sizes = vec![
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.num_key_value_heads),
+            ("head_dim", self.head_dim),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("sliding_window", self.sliding_window.unwrap_or(0)),
+        ];
+        if let Some(m) = self.mla {
+            sizes.extend([
+                ("q_lora_rank", m.q_lora_rank.unwrap_or(0)),
+                ("kv_lora_rank", m.kv_lora_rank),
+                ("qk_nope_head_dim", m.qk_nope_head_dim),
+                ("qk_rope_head_dim", m.qk_rope_head_dim),
+                ("v_head_dim", m.v_head_dim),
+            ]);
+        }
+        if let Some(m) = self.moe {
+            sizes.extend([
+                ("n_routed_experts", m.n_routed_experts),
+                ("n_shared_experts", m.n_shared_experts),
+                ("moe_intermediate_size", m.moe_intermediate_size),
+                ("num_experts_per_tok", m.num_experts_per_tok),
+            ]);
+        }
+        for (field, v) in sizes {
+            if v > MAX_DIMENSION {
+                return Err(ModelConfigError::Field { field, detail: format!("{v} is more than {MAX_DIMENSION}, beyond any model finetp loads") });
+            }
+        }
+        match self.parameter_bound() {
+            Some(n) if n <= MAX_PARAMETERS => Ok(()),
+            n => Err(ModelConfigError::Field {
+                field: "<sizes>",
+                detail: format!(
+                    "the sizes describe {} weights, more than the {MAX_PARAMETERS} finetp plans for",
+                    n.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string())
+                ),
+            }),
+        }
+    }
+
+    /// An upper bound of the weight count the sizes describe (every projection of every layer,
+    /// dense and MoE, both vocabulary tables), or `None` when it overflows `u64`.
+    fn parameter_bound(&self) -> Option<u64> {
+        let u = |v: usize| v as u64;
+        let mul = |xs: &[u64]| xs.iter().try_fold(1u64, |a, &x| a.checked_mul(x));
+        let (h, heads, kv, hd) = (u(self.hidden_size), u(self.num_attention_heads), u(self.num_key_value_heads), u(self.head_dim));
+        let attention = mul(&[h, heads.checked_add(kv)?, hd, 2])?;
+        let mlp = mul(&[h, u(self.intermediate_size), 3])?;
+        let mla = match self.mla {
+            None => 0,
+            Some(m) => {
+                let (q, c, nope, rope, v) = (u(m.q_lora_rank.unwrap_or(0)), u(m.kv_lora_rank), u(m.qk_nope_head_dim), u(m.qk_rope_head_dim), u(m.v_head_dim));
+                let head = nope.checked_add(rope)?.checked_add(v)?;
+                mul(&[h.checked_add(heads)?, q.checked_add(c)?.checked_add(rope)?.checked_add(h)?, head.max(1)])?
+            }
+        };
+        let moe = match self.moe {
+            None => 0,
+            Some(m) => mul(&[u(m.n_routed_experts).checked_add(u(m.n_shared_experts))?.checked_add(1)?, h, u(m.moe_intermediate_size).max(1), 3])?,
+        };
+        let layer = attention.checked_add(mlp)?.checked_add(mla)?.checked_add(moe)?;
+        mul(&[u(self.num_hidden_layers), layer])?.checked_add(mul(&[u(self.vocab_size), h, 2])?)
     }
 
     /// Vocabulary rows of the embedding and lm_head after vLLM's padding.

@@ -14,6 +14,10 @@ pub struct ParallelConfig {
     pub finegrained_tp: FinegrainedTpConfig,
 }
 
+/// The most ranks a layout may have: far beyond any deployment (DeepSeek-R1 decode runs on 32
+/// to a few hundred), and small enough that every per-rank table and product of sizes fits.
+pub const MAX_WORLD_SIZE: usize = 1 << 20;
+
 impl ParallelConfig {
     /// Validates the layout.
     ///
@@ -38,7 +42,10 @@ impl ParallelConfig {
                 return Err(ConfigError::BadParallelSize { flag, value });
             }
         }
-        let dp = data_parallel_size;
+        let (dp, tp, pp) = (data_parallel_size, tensor_parallel_size, pipeline_parallel_size);
+        if dp.checked_mul(tp).and_then(|n| n.checked_mul(pp)).is_none_or(|n| n > MAX_WORLD_SIZE) {
+            return Err(ConfigError::WorldTooLarge { dp, tp, pp, max: MAX_WORLD_SIZE });
+        }
         for c in Component::ALL {
             let Some(size) = finegrained_tp.get(c) else { continue };
             let key = c.config_key();
@@ -79,7 +86,7 @@ impl ParallelConfig {
         Self::new(dp, 1, 1, false, additional.finegrained_tp)
     }
 
-    /// Total ranks: DP × PP × TP.
+    /// Total ranks: DP × PP × TP (at most [`MAX_WORLD_SIZE`], checked when built).
     pub fn world_size(&self) -> usize {
         self.data_parallel_size * self.pipeline_parallel_size * self.tensor_parallel_size
     }

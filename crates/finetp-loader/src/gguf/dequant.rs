@@ -40,11 +40,11 @@ impl GgmlType {
         }
     }
 
-    /// Bytes of `n` elements; `None` when `n` is not whole blocks. Unknown types are sized 0 so
-    /// the file still opens; reading such a tensor is an error.
+    /// Bytes of `n` elements; `None` when `n` is not whole blocks or the size overflows. Unknown
+    /// types are sized 0 so the file still opens; reading such a tensor is an error.
     pub fn bytes_for(self, n: usize) -> Option<usize> {
         match self.block() {
-            Some((e, b)) => n.is_multiple_of(e).then_some(n / e * b),
+            Some((e, b)) => n.is_multiple_of(e).then(|| (n / e).checked_mul(b)).flatten(),
             None => Some(0),
         }
     }

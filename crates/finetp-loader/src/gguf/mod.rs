@@ -6,5 +6,5 @@ mod parse;
 mod source;
 
 pub use dequant::GgmlType;
-pub use parse::{GgufFile, MetaValue, TensorInfo};
+pub use parse::{GgufFile, MetaValue, Tables, TensorInfo, parse_tables};
 pub use source::GgufWeights;

@@ -67,6 +67,10 @@ struct Reader<'a> {
     path: &'a Path,
 }
 
+/// How deep metadata arrays may nest. GGUF writers nest at most one level (arrays of strings or
+/// numbers); the limit keeps a hostile file from recursing the reader off its stack.
+const MAX_ARRAY_DEPTH: usize = 4;
+
 impl<'a> Reader<'a> {
     fn err(&self, detail: impl Into<String>) -> LoaderError {
         LoaderError::Gguf { path: self.path.display().to_string(), detail: detail.into() }
@@ -94,7 +98,7 @@ impl<'a> Reader<'a> {
         let b = self.take(n)?;
         String::from_utf8(b.to_vec()).map_err(|_| self.err("a string is not UTF-8"))
     }
-    fn value(&mut self, ty: u32) -> Result<MetaValue, LoaderError> {
+    fn value(&mut self, ty: u32, depth: usize) -> Result<MetaValue, LoaderError> {
         let le = |b: &[u8]| -> [u8; 8] {
             let mut a = [0u8; 8];
             a[..b.len()].copy_from_slice(b);
@@ -111,11 +115,16 @@ impl<'a> Reader<'a> {
             7 => MetaValue::Bool(self.take(1)?[0] != 0),
             8 => MetaValue::Str(self.string()?),
             9 => {
+                if depth >= MAX_ARRAY_DEPTH {
+                    return Err(self.err(format!("metadata arrays nested deeper than {MAX_ARRAY_DEPTH} levels")));
+                }
                 let ety = self.u32()?;
                 let n = self.len("array")?;
-                let mut v = Vec::with_capacity(n.min(1 << 20));
+                // Every element takes at least one byte: a claimed count reserves no more than
+                // the file could hold (and at most 64k up front; the vector grows past that).
+                let mut v = Vec::with_capacity(n.min(self.buf.len() - self.pos).min(1 << 16));
                 for _ in 0..n {
-                    v.push(self.value(ety)?);
+                    v.push(self.value(ety, depth + 1)?);
                 }
                 MetaValue::Array(v)
             }
@@ -134,49 +143,71 @@ impl GgufFile {
         let file = File::open(path).map_err(io)?;
         // SAFETY: the map is read-only; finetp never writes to checkpoint files while they are open.
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;
-        let mut r = Reader { buf: &map, pos: 0, path };
-        if r.take(4)? != b"GGUF" {
-            return Err(r.err("bad magic (expected \"GGUF\")"));
-        }
-        let version = r.u32()?;
-        if !(2..=3).contains(&version) {
-            return Err(r.err(format!("unsupported GGUF version {version} (2 and 3 are)")));
-        }
-        let (n_tensors, n_kv) = (r.len("tensor count")?, r.len("metadata count")?);
-        let mut metadata = BTreeMap::new();
-        for _ in 0..n_kv {
-            let key = r.string()?;
-            let ty = r.u32()?;
-            metadata.insert(key, r.value(ty)?);
-        }
-        let mut infos = Vec::with_capacity(n_tensors);
-        for _ in 0..n_tensors {
-            let name = r.string()?;
-            let nd = r.u32()? as usize;
-            if nd > 4 {
-                return Err(r.err(format!("tensor {name} has {nd} dimensions")));
-            }
-            let dims = (0..nd).map(|_| r.len("dimension")).collect::<Result<Vec<_>, _>>()?;
-            let ty_id = r.u32()?;
-            let rel = r.u64()? as usize;
-            infos.push((name, dims, ty_id, rel));
-        }
-        let align = metadata.get("general.alignment").and_then(MetaValue::as_u64).unwrap_or(32).max(1) as usize;
-        let data_start = r.pos.div_ceil(align) * align;
-        let mut tensors = BTreeMap::new();
-        for (name, dims, ty_id, rel) in infos {
-            let ty = GgmlType::from_id(ty_id);
-            let numel: usize = dims.iter().product();
-            let bytes = ty.bytes_for(numel).ok_or_else(|| r.err(format!("tensor {name}: {numel} elements do not fill whole {ty:?} blocks")))?;
-            let offset = data_start.checked_add(rel).ok_or_else(|| r.err(format!("tensor {name}: bad offset")))?;
-            if offset.checked_add(bytes).is_none_or(|e| e > map.len()) {
-                return Err(r.err(format!("truncated: tensor {name} needs bytes {offset}..{} but the file has {}", offset + bytes, map.len())));
-            }
-            tensors.insert(name, TensorInfo { dims, ty, offset, bytes });
-        }
+        let (metadata, tensors) = parse_tables(&map, path)?;
         Ok(Self { path: path.to_path_buf(), map, metadata, tensors })
     }
+}
 
+/// A GGUF file's metadata and tensor table.
+pub type Tables = (BTreeMap<String, MetaValue>, BTreeMap<String, TensorInfo>);
+
+/// Parses the header, metadata and tensor table of the GGUF bytes `buf` (`path` names them in
+/// errors), checking every tensor's extent against `buf`; public for the fuzz targets.
+pub fn parse_tables(buf: &[u8], path: &Path) -> Result<Tables, LoaderError> {
+    let mut r = Reader { buf, pos: 0, path };
+    if r.take(4)? != b"GGUF" {
+        return Err(r.err("bad magic (expected \"GGUF\")"));
+    }
+    let version = r.u32()?;
+    if !(2..=3).contains(&version) {
+        return Err(r.err(format!("unsupported GGUF version {version} (2 and 3 are)")));
+    }
+    let (n_tensors, n_kv) = (r.len("tensor count")?, r.len("metadata count")?);
+    let mut metadata = BTreeMap::new();
+    for _ in 0..n_kv {
+        let key = r.string()?;
+        let ty = r.u32()?;
+        let value = r.value(ty, 0)?;
+        if metadata.insert(key.clone(), value).is_some() {
+            return Err(r.err(format!("metadata key {key:?} appears twice")));
+        }
+    }
+    let mut infos = Vec::with_capacity(n_tensors.min(1 << 16));
+    for _ in 0..n_tensors {
+        let name = r.string()?;
+        let nd = r.u32()? as usize;
+        if nd > 4 {
+            return Err(r.err(format!("tensor {name} has {nd} dimensions")));
+        }
+        let dims = (0..nd).map(|_| r.len("dimension")).collect::<Result<Vec<_>, _>>()?;
+        let ty_id = r.u32()?;
+        let rel = r.u64()? as usize;
+        infos.push((name, dims, ty_id, rel));
+    }
+    let align = metadata.get("general.alignment").and_then(MetaValue::as_u64).unwrap_or(32).max(1) as usize;
+    let data_start = r.pos.div_ceil(align) * align;
+    let mut tensors = BTreeMap::new();
+    for (name, dims, ty_id, rel) in infos {
+        let ty = GgmlType::from_id(ty_id);
+        let numel = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or_else(|| r.err(format!("tensor {name}: dimensions {dims:?} overflow")))?;
+        let bytes = ty.bytes_for(numel).ok_or_else(|| r.err(format!("tensor {name}: {numel} elements do not fill whole {ty:?} blocks, or overflow")))?;
+        let end = data_start.checked_add(rel).and_then(|o| o.checked_add(bytes));
+        if end.is_none_or(|e| e > buf.len()) {
+            return Err(r.err(format!(
+                "truncated: tensor {name} needs {bytes} bytes at offset {rel} past the data start {data_start}, but the file has {}",
+                buf.len()
+            )));
+        }
+        let offset = data_start + rel;
+        if tensors.contains_key(&name) {
+            return Err(r.err(format!("tensor {name} appears twice in the tensor table")));
+        }
+        tensors.insert(name, TensorInfo { dims, ty, offset, bytes });
+    }
+    Ok((metadata, tensors))
+}
+
+impl GgufFile {
     /// The raw bytes of a tensor (bounds were checked at open).
     pub fn data(&self, t: &TensorInfo) -> &[u8] {
         &self.map[t.offset..t.offset + t.bytes]

@@ -162,7 +162,8 @@ impl WeightSource for GgufWeights {
             // The padding rows past `spec.len` stay zero.
             bytes = unpermute(&bytes, spec.len, rb, spec.len / hd);
         }
-        Ok(HostTensor::new(HostData::Quantized { dtype, bytes }, &spec.sliced_shape(&shape))?)
+        let blocks = HostTensor::new(HostData::Quantized { dtype, bytes }, &spec.sliced_shape(&shape))?;
+        finetp_core::shard::finite(name, || self.describe(), blocks)
     }
 
     fn shape(&self, name: &str) -> Result<Vec<usize>, LoadError> {
@@ -171,6 +172,17 @@ impl WeightSource for GgufWeights {
     }
 
     fn load(&self, name: &str, spec: &ShardSpec) -> Result<HostTensor, LoadError> {
+        finetp_core::shard::finite(name, || self.describe(), self.decoded(name, spec)?)
+    }
+
+    fn describe(&self) -> String {
+        self.file.path.display().to_string()
+    }
+}
+
+impl GgufWeights {
+    /// [`WeightSource::load`] before its finiteness check: `spec`'s slice decoded to f32.
+    fn decoded(&self, name: &str, spec: &ShardSpec) -> Result<HostTensor, LoadError> {
         let (_, t) = self.info(name)?;
         let shape = self.shape(name)?;
         let end = spec.start + spec.len;
@@ -217,10 +229,6 @@ impl WeightSource for GgufWeights {
             }
             (s, _) => Err(self.invalid(name, format!("{}-D tensor {s:?} sliced along {:?}", s.len(), spec.axis))),
         }
-    }
-
-    fn describe(&self) -> String {
-        self.file.path.display().to_string()
     }
 }
 
