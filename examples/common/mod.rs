@@ -56,7 +56,7 @@ impl WithBackend for &Generation<'_> {
             .map(|(id, p)| Request { id, prompt: p.clone(), max_tokens: self.max_tokens, sampling: Sampling::default(), stop_ids: self.stop_ids.to_vec() })
             .collect();
         let max_seq_len = self.prompts.iter().map(Vec::len).max().unwrap_or(0) + self.max_tokens;
-        let cfg = EngineConfig { mode: self.mode, max_seq_len };
+        let cfg = EngineConfig::new(self.mode, max_seq_len);
         Ok(finetp_engine::generate(&Launcher::default(), &plan, &cfg, &requests, |r: &Rank<B>| {
             finetp_models::load(&r.be, self.config, &*self.weights, &r.groups).map_err(|source| EngineError::Model { rank: r.rank, source })
         })?)

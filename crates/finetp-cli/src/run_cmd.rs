@@ -53,6 +53,10 @@ pub struct RunArgs {
     /// max_position_embeddings.
     #[arg(long)]
     pub max_model_len: Option<usize>,
+    /// The most token rows a rank runs in one step (vLLM's flag): a longer prompt is prefilled
+    /// in chunks of what is left after the decoding sequences' tokens.
+    #[arg(long, default_value_t = finetp_engine::DEFAULT_MAX_NUM_BATCHED_TOKENS)]
+    pub max_num_batched_tokens: usize,
     /// Seconds any collective waits for the other members of its group before the run fails
     /// with an error naming the group.
     #[arg(long, default_value_t = finetp_engine::DEFAULT_TIMEOUT.as_secs_f64())]
@@ -154,12 +158,16 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
     let limits = RequestLimits { max_model_len, max_model_len_from, vocab_size: ckpt.config.vocab_size };
     finetp_engine::validate(&requests, &limits).map_err(|e| Failure::Input(e.into()))?;
     let max_prompt = requests.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
+    if args.max_num_batched_tokens == 0 {
+        return Err(Failure::Input(anyhow!("--max-num-batched-tokens must be at least 1")));
+    }
     let cfg = EngineConfig {
         mode: match args.mode {
             Mode::Eager => ExecMode::Eager,
             Mode::Graph => ExecMode::Graph,
         },
         max_seq_len: max_prompt + args.max_tokens,
+        max_num_batched_tokens: args.max_num_batched_tokens,
     };
     let plan = Plan::new(&parallel);
     // What the memory model says each rank holds, in the format the weights are held in:

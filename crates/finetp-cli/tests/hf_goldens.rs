@@ -90,7 +90,7 @@ fn ours_held(path: &Path, dp: usize, size: usize, prompt: &[u32], forced: &[u32]
             let mut step = |ids: &[u32], past: usize| -> Vec<f32> {
                 let n = ids.len();
                 let mut inputs = StepInputs::new(layout.reserved_table(), layout.max_blocks);
-                inputs.push_sequence(0, ids, past, SampleParams::GREEDY);
+                inputs.push_sequence(0, ids, past, Some(SampleParams::GREEDY));
                 let batch = StepBatch::upload(&be, &inputs, StepCounts::new(vec![n; dp], 1), StepCounts::new(vec![1; dp], 1)).unwrap();
                 be.download(&model.forward(&be, &batch, &mut kv).unwrap()).unwrap().to_f32_vec().unwrap()
             };

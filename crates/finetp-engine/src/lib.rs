@@ -28,7 +28,7 @@ pub use graph::GraphReport;
 pub use launch::{DEFAULT_TIMEOUT, Launcher, Rank, let_the_launcher_forward_output, mpi_launched_processes};
 #[cfg(feature = "mpi")]
 pub use launch::mpi;
-pub use rank::{EngineConfig, ExecMode, GenerationReport, RankReport, generate};
+pub use rank::{DEFAULT_MAX_NUM_BATCHED_TOKENS, EngineConfig, ExecMode, GenerationReport, RankReport, generate};
 pub use request::{Request, RequestOutput};
 pub use sampling::Sampling;
 pub use validate::{RequestError, RequestLimits, validate};

@@ -33,6 +33,22 @@ pub struct EngineConfig {
     pub mode: ExecMode,
     /// KV-cache rows per sequence (prompt + generated tokens).
     pub max_seq_len: usize,
+    /// The most token rows one step runs on a rank (vLLM's `--max-num-batched-tokens`): every
+    /// decoding sequence's next token first, then chunks of prompts in the room left, so a long
+    /// prompt is prefilled over several steps (chunked prefill) and the activations of one step
+    /// stay bounded whatever the prompt length.
+    pub max_num_batched_tokens: usize,
+}
+
+/// The default step budget: chunks of 512 prompt tokens, where this CPU's GEMMs are already at
+/// their large-batch speed (llama.cpp's default micro-batch is 512 too).
+pub const DEFAULT_MAX_NUM_BATCHED_TOKENS: usize = 512;
+
+impl EngineConfig {
+    /// `mode` and `max_seq_len`, with the default step budget.
+    pub fn new(mode: ExecMode, max_seq_len: usize) -> Self {
+        Self { mode, max_seq_len, max_num_batched_tokens: DEFAULT_MAX_NUM_BATCHED_TOKENS }
+    }
 }
 
 /// What one rank measured.
@@ -69,6 +85,7 @@ impl GenerationReport {
 struct Seq {
     req: Request,
     slot: usize,
+    /// Tokens in its KV cache: prompt tokens prefilled so far, then generated ones.
     past: usize,
     generated: Vec<u32>,
     sampler: Sampler,
@@ -91,6 +108,9 @@ where
 {
     let p = &plan.parallel;
     p.check_runnable().map_err(|e| EngineError::Config(e.to_string()))?;
+    if cfg.max_num_batched_tokens == 0 {
+        return Err(EngineError::Config("max_num_batched_tokens must be at least 1".into()));
+    }
     let dp = p.data_parallel_size;
     for r in requests {
         if r.prompt.is_empty() {
@@ -174,9 +194,9 @@ fn run_rank<B: Device>(
     let mut graph = DecodeGraph::new(cfg.mode == ExecMode::Graph);
     loop {
         let t0 = Instant::now();
-        let local = LocalStep::build(&mut seqs, &table, layout.max_blocks);
+        let local = LocalStep::build(&mut seqs, &table, layout.max_blocks, cfg.max_num_batched_tokens);
         let world = exchange_meta(be, groups, &local).map_err(comm_err)?;
-        if world.active == 0 {
+        if world.rows == 0 {
             break;
         }
         let dp = world.tokens.len();
@@ -190,8 +210,11 @@ fn run_rank<B: Device>(
             let (tokens, logits) = (StepCounts::new(world.tokens.clone(), rpr), StepCounts::new(world.logits.clone(), rpr));
             eager_step(rank, be, model, &mut kv, &local.inputs, tokens, logits)?
         };
-        for (seq, &tok) in seqs.iter_mut().filter(|s| !s.done).zip(&ids) {
-            seq.past += if seq.past == 0 { seq.req.prompt.len() } else { 1 };
+        for &(i, rows) in &local.chunks {
+            seqs[i].past += rows;
+        }
+        for (&i, &tok) in local.sampled.iter().zip(&ids) {
+            let seq = &mut seqs[i];
             seq.generated.push(tok);
             seq.ttft_s.get_or_insert(start.elapsed().as_secs_f64());
             seq.done = seq.generated.len() >= seq.req.max_tokens || seq.req.stop_ids.contains(&tok);
@@ -214,17 +237,40 @@ fn run_rank<B: Device>(
 struct LocalStep {
     inputs: StepInputs,
     prefill: bool,
+    /// `(sequence, rows)` for every sequence in the step: how far its cache advances.
+    chunks: Vec<(usize, usize)>,
+    /// The sequences whose logits are sampled this step, in logit-row order.
+    sampled: Vec<usize>,
 }
 
 impl LocalStep {
-    /// Every unfinished sequence's next rows (its prompt, or its last token), each with the
-    /// sampling parameters of this step (a fresh draw of its generator).
-    fn build(seqs: &mut [Seq], table: &[u32], max_blocks: usize) -> Self {
-        let mut s = LocalStep { inputs: StepInputs::new(table.to_vec(), max_blocks), prefill: false };
-        for q in seqs.iter_mut().filter(|q| !q.done) {
-            let toks: &[u32] = if q.past == 0 { &q.req.prompt } else { &q.generated[q.generated.len() - 1..] };
-            s.prefill |= q.past == 0;
-            s.inputs.push_sequence(q.slot, toks, q.past, q.sampler.next_params());
+    /// The next rows within `budget` token rows: every decoding sequence's last token, then
+    /// prompt chunks in order in the room left (at least one row, so a prompt always advances).
+    /// A sequence is sampled, with a fresh draw of its generator, only when its rows end its
+    /// prompt or it decodes, so chunking never changes which draws a sequence makes.
+    fn build(seqs: &mut [Seq], table: &[u32], max_blocks: usize, budget: usize) -> Self {
+        let mut s = LocalStep { inputs: StepInputs::new(table.to_vec(), max_blocks), prefill: false, chunks: vec![], sampled: vec![] };
+        let decoding = |q: &Seq| !q.done && q.past >= q.req.prompt.len();
+        for (i, q) in seqs.iter_mut().enumerate().filter(|(_, q)| decoding(q)) {
+            let toks = &q.generated[q.generated.len() - 1..];
+            s.inputs.push_sequence(q.slot, toks, q.past, Some(q.sampler.next_params()));
+            s.chunks.push((i, 1));
+            s.sampled.push(i);
+        }
+        let mut room = budget.saturating_sub(s.inputs.rows()).max(1);
+        for (i, q) in seqs.iter_mut().enumerate().filter(|(_, q)| !q.done && q.past < q.req.prompt.len()) {
+            if room == 0 {
+                break;
+            }
+            let end = (q.past + room).min(q.req.prompt.len());
+            let last = end == q.req.prompt.len();
+            s.inputs.push_sequence(q.slot, &q.req.prompt[q.past..end], q.past, last.then(|| q.sampler.next_params()));
+            s.prefill = true;
+            s.chunks.push((i, end - q.past));
+            if last {
+                s.sampled.push(i);
+            }
+            room -= end - q.past;
         }
         s
     }
@@ -234,7 +280,9 @@ impl LocalStep {
 struct WorldStep {
     tokens: Vec<usize>,
     logits: Vec<usize>,
-    active: usize,
+    /// Token rows of the whole world this step (0: every sequence is done). A step may run rows
+    /// and sample none, when every row is a prompt chunk that does not end its prompt.
+    rows: usize,
     any_prefill: bool,
 }
 
@@ -250,7 +298,7 @@ fn exchange_meta<B: Device>(be: &B, groups: &GroupSet<B>, local: &LocalStep) -> 
     };
     let tokens: Vec<usize> = v.chunks(3).map(|c| c[0] as usize).collect();
     Ok(WorldStep {
-        active: v.chunks(3).map(|c| c[1] as usize).sum(),
+        rows: v.chunks(3).map(|c| c[0] as usize).sum(),
         logits: v.chunks(3).map(|c| c[1] as usize).collect(),
         any_prefill: v.chunks(3).any(|c| c[2] != 0),
         tokens,
@@ -270,6 +318,7 @@ fn run_fingerprint(cfg: &EngineConfig, capacity: usize, vocab: usize, requests: 
     };
     eat(u64::from(cfg.mode == ExecMode::Graph));
     eat(cfg.max_seq_len as u64);
+    eat(cfg.max_num_batched_tokens as u64);
     eat(capacity as u64);
     eat(vocab as u64);
     for r in requests {

@@ -45,7 +45,7 @@ fn run_model(cfg: &ModelConfig, dp: usize, fg: FinegrainedTpConfig, mode: ExecMo
             stop_ids: vec![],
         })
         .collect();
-    let engine = EngineConfig { mode, max_seq_len: 32 };
+    let engine = EngineConfig::new(mode, 32);
     generate(&Launcher::threads(Duration::from_secs(20)), &plan, &engine, &reqs, |r: &Rank<CpuBackend>| {
         finetp_models::load(&r.be, &cfg, &*w, &r.groups).map_err(|source| EngineError::Model { rank: r.rank, source })
     })

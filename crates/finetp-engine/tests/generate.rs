@@ -42,9 +42,12 @@ fn requests(n: usize, max_tokens: usize) -> Vec<Request> {
 }
 
 fn run(cfg: &ModelConfig, dp: usize, fg: FinegrainedTpConfig, mode: ExecMode, reqs: &[Request]) -> Result<GenerationReport, EngineError> {
+    run_with(cfg, dp, fg, EngineConfig::new(mode, 64), reqs)
+}
+
+fn run_with(cfg: &ModelConfig, dp: usize, fg: FinegrainedTpConfig, engine: EngineConfig, reqs: &[Request]) -> Result<GenerationReport, EngineError> {
     let plan = Plan::new(&ParallelConfig::new(dp, 1, 1, false, fg).unwrap());
     let w = weights(cfg);
-    let engine = EngineConfig { mode, max_seq_len: 64 };
     generate(&Launcher::threads(Duration::from_secs(20)), &plan, &engine, reqs, |r: &Rank<CpuBackend>| {
         finetp_models::load(&r.be, cfg, &*w, &r.groups).map_err(|source| EngineError::Model { rank: r.rank, source })
     })
@@ -135,7 +138,7 @@ fn a_rank_that_fails_to_load_fails_the_run_with_its_own_error() {
     let cfg = config(false);
     let plan = Plan::new(&ParallelConfig::new(4, 1, 1, false, FinegrainedTpConfig::uniform(4)).unwrap());
     let w = weights(&cfg);
-    let engine = EngineConfig { mode: ExecMode::Eager, max_seq_len: 64 };
+    let engine = EngineConfig::new(ExecMode::Eager, 64);
     let start = std::time::Instant::now();
     let err = generate(&Launcher::threads(Duration::from_secs(30)), &plan, &engine, &requests(4, 4), |r: &Rank<CpuBackend>| {
         if r.rank == 2 {
@@ -202,4 +205,29 @@ fn bad_requests_are_rejected_before_any_work() {
     reqs[0].prompt.clear();
     reqs[0].max_tokens = 1;
     assert!(run(&cfg, 1, FinegrainedTpConfig::default(), ExecMode::Eager, &reqs).unwrap_err().to_string().contains("empty prompt"));
+}
+
+/// Chunked prefill: with a step budget of 1, 3 or 5 token rows, prompts of 3 to 41 tokens are
+/// prefilled over many steps, interleaved with the decoding of the sequences that finished
+/// theirs, and every token, sampled or greedy, equals the one-step prefill's; the step count
+/// shows the chunking happened.
+#[test]
+fn chunked_prefill_generates_the_tokens_of_a_whole_prefill() {
+    let cfg = config(false);
+    let mut reqs = requests(4, 6);
+    reqs[3].prompt = (0..41).map(|t| (t * 11 + 5) % 97).collect();
+    reqs[1].sampling = Sampling { temperature: 0.8, top_k: 20, top_p: 0.9, seed: 7 };
+    let fg = FinegrainedTpConfig::uniform(2);
+    let whole = run(&cfg, 2, fg, ExecMode::Eager, &reqs).unwrap();
+    for budget in [1, 3, 5] {
+        for mode in [ExecMode::Eager, ExecMode::Graph] {
+            let engine = EngineConfig { max_num_batched_tokens: budget, ..EngineConfig::new(mode, 64) };
+            let chunked = run_with(&cfg, 2, fg, engine, &reqs).unwrap();
+            assert_eq!(tokens(&chunked), tokens(&whole), "budget {budget}, {mode:?}");
+            let steps = |r: &GenerationReport| r.ranks.iter().map(|k| k.steps).max().unwrap();
+            assert!(steps(&chunked) > steps(&whole) + 41 / budget / 2, "budget {budget}: {} steps against {}", steps(&chunked), steps(&whole));
+        }
+    }
+    let zero = EngineConfig { max_num_batched_tokens: 0, ..EngineConfig::new(ExecMode::Eager, 64) };
+    assert!(matches!(run_with(&cfg, 2, fg, zero, &reqs), Err(EngineError::Config(_))));
 }

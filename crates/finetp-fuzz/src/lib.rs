@@ -7,6 +7,9 @@
 //! `tests/__fuzz__/`, then random inputs) and coverage-guided under `cargo bolero test`
 //! (`ci/fuzz.sh`). `tools/fuzz_seeds.py` writes the seed corpora with independent writers.
 
+/// Linked into every binary of this crate (see Cargo.toml); the targets' tests use it.
+pub use bolero;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 

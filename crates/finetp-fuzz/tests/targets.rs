@@ -5,20 +5,20 @@
 
 #[test]
 fn gguf() {
-    bolero::check!().for_each(finetp_fuzz::gguf);
+    finetp_fuzz::bolero::check!().for_each(finetp_fuzz::gguf);
 }
 
 #[test]
 fn safetensors() {
-    bolero::check!().for_each(finetp_fuzz::safetensors);
+    finetp_fuzz::bolero::check!().for_each(finetp_fuzz::safetensors);
 }
 
 #[test]
 fn config_json() {
-    bolero::check!().for_each(finetp_fuzz::config_json);
+    finetp_fuzz::bolero::check!().for_each(finetp_fuzz::config_json);
 }
 
 #[test]
 fn additional_config() {
-    bolero::check!().for_each(finetp_fuzz::additional_config);
+    finetp_fuzz::bolero::check!().for_each(finetp_fuzz::additional_config);
 }

@@ -29,14 +29,15 @@ impl StepInputs {
         Self { block_table, max_blocks, ..Self::default() }
     }
 
-    /// Appends `tokens` of the sequence in `slot` whose cache already holds `past` tokens, and
-    /// asks for the logits of its last row, to be sampled with `sampling`.
-    pub fn push_sequence(&mut self, slot: usize, tokens: &[u32], past: usize, sampling: SampleParams) {
+    /// Appends `tokens` of the sequence in `slot` whose cache already holds `past` tokens; with
+    /// `sampling`, asks for the logits of its last row, to be sampled so (a chunk of a prompt
+    /// that does not end it asks for none).
+    pub fn push_sequence(&mut self, slot: usize, tokens: &[u32], past: usize, sampling: Option<SampleParams>) {
         let start = self.ids.len();
         self.ids.extend_from_slice(tokens);
         self.positions.extend((past..past + tokens.len()).map(|p| p as u32));
         self.slots.extend(std::iter::repeat_n(slot as u32, tokens.len()));
-        if !tokens.is_empty() {
+        if let (false, Some(sampling)) = (tokens.is_empty(), sampling) {
             self.logit_rows.push((start + tokens.len() - 1) as u32);
             self.sampling.push(sampling);
         }

@@ -86,7 +86,7 @@ fn generate<D: Device>(s: &Subject, mode: ExecMode) -> Result<Vec<Vec<u32>>, Str
         .map(|(id, p)| Request { id, prompt: p.clone(), max_tokens: s.new_tokens, sampling: Sampling::default(), stop_ids: vec![] })
         .collect();
     let max_seq_len = s.prompts.iter().map(Vec::len).max().unwrap_or(0) + s.new_tokens;
-    let cfg = EngineConfig { mode, max_seq_len };
+    let cfg = EngineConfig::new(mode, max_seq_len);
     let report = finetp_engine::generate(&Launcher::default(), &plan()?, &cfg, &requests, |r: &Rank<D>| {
         finetp_models::load(&r.be, &s.cfg, &*s.weights, &r.groups).map_err(|source| EngineError::Model { rank: r.rank, source })
     })
@@ -112,7 +112,7 @@ fn prefill_logits<D: Device>(s: &Subject, seqs: &[Vec<u32>]) -> Result<Vec<Vec<f
                 let mut kv = model.new_kv_cache(&r.be, layout).map_err(|e| e.to_string())?;
                 let mut inputs = StepInputs::new(layout.reserved_table(), layout.max_blocks);
                 for (slot, &i) in ids.iter().enumerate() {
-                    inputs.push_sequence(slot, &seqs[i], 0, SampleParams::GREEDY);
+                    inputs.push_sequence(slot, &seqs[i], 0, Some(SampleParams::GREEDY));
                 }
                 inputs.logit_rows = (0..inputs.rows() as u32).collect();
                 inputs.sampling = vec![SampleParams::GREEDY; inputs.rows()];
