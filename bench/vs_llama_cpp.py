@@ -4,7 +4,9 @@ Both decode greedily from the same token ids for the same number of tokens on th
 number of threads. llama.cpp is timed by its own counters (llama_perf_context: eval time
 and count) and by wall clock around its decode loop; finetp by its per-step decode times
 (`finetp run --json`, which excludes process start and load). Prints every round, the medians
-and the ratio (finetp tokens/s over llama.cpp's). Run by bench/vs_llama_cpp.sh.
+and the ratio (finetp tokens/s over llama.cpp's). With --prefill-tokens N, also the prefill of
+a prompt of about N tokens: llama.cpp by its prompt-eval counters (no logits but the last
+row's) and wall clock, finetp by its time to first token. Run by bench/vs_llama_cpp.sh.
 """
 import argparse
 import json
@@ -58,6 +60,56 @@ def finetp_round(exe, model, prompt, tokens, parallel):
     }
 
 
+def llama_prefill(llm, ids):
+    """llama.cpp's prefill of `ids` (its own micro-batches), by its counters and wall clock."""
+    llm.reset()
+    llama_cpp.llama_perf_context_reset(llm.ctx)
+    t0 = time.perf_counter()
+    llm.eval(ids)
+    # Decoding is asynchronous: the counters are booked, and the work done, at the sync.
+    llama_cpp.llama_synchronize(llm.ctx)
+    wall = time.perf_counter() - t0
+    p = llama_cpp.llama_perf_context(llm.ctx)
+    return {"counter": p.n_p_eval / (p.t_p_eval_ms / 1e3), "wall": len(ids) / wall, "n": p.n_p_eval}
+
+
+def finetp_prefill(exe, model, prompt, n_ids, extra):
+    """finetp's prefill: the time to its first token (prefill plus one sampling), from the run's
+    own report (process start and load excluded)."""
+    cmd = [exe, "run", "--model", model, "--raw-prompt", "-p", prompt, "--max-tokens", "1", "--json", *extra]
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        raise SystemExit(f"finetp failed ({r.returncode}): {' '.join(cmd[:6])} ...\n{r.stderr[-2000:]}")
+    return n_ids / json.loads(r.stdout)["outputs"][0]["ttft_s"]
+
+
+def prefill_rounds(args):
+    """Prefill speed on a prompt of about --prefill-tokens tokens, alternating in one run."""
+    llm = llama_cpp.Llama(model_path=args.model, n_threads=args.threads, n_threads_batch=args.threads,
+                          n_ctx=args.prefill_tokens + 64, n_batch=512, n_ubatch=512, logits_all=False, verbose=False)
+    words = []
+    while len(llm.tokenize(" ".join(words).encode(), add_bos=False, special=False)) < args.prefill_tokens:
+        words += TEXT.split()
+    prompt = " ".join(words)
+    ids = llm.tokenize(prompt.encode(), add_bos=False, special=False)
+    print(f"\nprefill: a prompt of {len(ids)} tokens, {args.rounds} rounds alternating; llama.cpp n_batch = n_ubatch = 512, "
+          f"finetp --max-num-batched-tokens {args.chunk}")
+    rows = {"llama.cpp counter": [], "llama.cpp wall": [], "finetp": []}
+    for r in range(args.rounds):
+        ll = llama_prefill(llm, ids)
+        ft = finetp_prefill(args.finetp, args.model, prompt, len(ids), ["--max-num-batched-tokens", str(args.chunk)])
+        rows["llama.cpp counter"].append(ll["counter"])
+        rows["llama.cpp wall"].append(ll["wall"])
+        rows["finetp"].append(ft)
+        print(f"round {r}: llama.cpp {ll['counter']:.1f} tokens/s (counter, {ll['n']} tokens), {ll['wall']:.1f} (wall) | finetp {ft:.1f} tokens/s")
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    print("medians over rounds (tokens/s):")
+    for k, v in med.items():
+        print(f"  {k:24} {v:8.1f}")
+    print(f"finetp prefill tokens/s over llama.cpp's: {med['finetp'] / med['llama.cpp counter']:.2f}x (counter), "
+          f"{med['finetp'] / med['llama.cpp wall']:.2f}x (wall)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--finetp", required=True)
@@ -66,7 +118,12 @@ def main():
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--prompt-words", type=int, default=24, help="repeat the text to about this many words")
+    ap.add_argument("--prefill-tokens", type=int, default=0, help="also time the prefill of a prompt of about this many tokens")
+    ap.add_argument("--chunk", type=int, default=512, help="finetp's --max-num-batched-tokens for the prefill")
+    ap.add_argument("--prefill-only", action="store_true", help="skip the decode rounds")
     args = ap.parse_args()
+    if args.prefill_only:
+        return prefill_rounds(args)
 
     if args.threads != os.cpu_count():
         print(f"note: finetp runs on all {os.cpu_count()} cores (shared by its ranks); llama.cpp on --threads {args.threads}")
@@ -106,6 +163,8 @@ def main():
           f"{med['llama.cpp wall'] / med['finetp dp1']:.2f}x (wall)")
     print(f"finetp dp2, every component at size 2: {med['finetp dp2-all2']:.2f} ms per step (2 tokens, one per DP rank)")
     print(f"greedy tokens equal to llama.cpp's for the first {agree} of {args.tokens}")
+    if args.prefill_tokens:
+        prefill_rounds(args)
 
 
 if __name__ == "__main__":

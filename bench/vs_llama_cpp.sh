@@ -2,7 +2,8 @@
 # Decode (and prefill) speed of finetp against llama.cpp on the same GGUF, the same threads,
 # prompt and token count, alternating in one run; prints each round and the ratio.
 #
-#   bench/vs_llama_cpp.sh [--model FILE.gguf] [--threads 2] [--tokens 64] [--rounds 5] [--prompt-tokens 0]
+#   bench/vs_llama_cpp.sh [--model FILE.gguf] [--threads 2] [--tokens 64] [--rounds 5]
+#                         [--prefill-tokens 4000 [--chunk 512] [--prefill-only]]
 #
 # Installs llama-cpp-python (pinned; built from its sdist with GGML_NATIVE, a few minutes the
 # first time) into $FINETP_BENCH_VENV (default target/bench-venv) and builds finetp --release.

@@ -32,9 +32,37 @@ pub fn check_fits(ranks: usize, weights: u64, kv: Option<u64>, available: u64) -
     }
 }
 
+/// Refuses a rank of `weights` + `kv` bytes beyond `--memory-budget-gib` `budget`.
+pub fn check_budget(budget: f64, weights: u64, kv: Option<u64>) -> anyhow::Result<()> {
+    if !(budget.is_finite() && budget > 0.0) {
+        return Err(anyhow!("--memory-budget-gib must be a positive number of GiB, got {budget}"));
+    }
+    let per_rank = kv.and_then(|k| k.checked_add(weights));
+    match per_rank {
+        Some(n) if n as f64 <= budget * GIB => Ok(()),
+        _ => Err(anyhow!(
+            "each rank needs about {} GiB ({:.3} GiB of weights + {} GiB of KV cache), more than --memory-budget-gib {budget}: use larger fine-grained TP sizes (`finetp plan --model ...` prints the per-rank memory) or a shorter --max-tokens",
+            per_rank.map_or("more than 2^64 bytes of".to_string(), |n| format!("{:.3}", n as f64 / GIB)),
+            weights as f64 / GIB,
+            kv.map_or("an overflowing".to_string(), |k| format!("{:.3}", k as f64 / GIB)),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::check_fits;
+    use super::{check_budget, check_fits};
+
+    #[test]
+    fn a_budget_is_checked_per_rank() {
+        assert!(check_budget(1.0, 1 << 29, Some(1 << 29)).is_ok());
+        let e = check_budget(0.5, 1 << 29, Some(1 << 20)).unwrap_err().to_string();
+        assert!(e.contains("each rank needs about 0.501 GiB (0.500 GiB of weights + 0.001 GiB of KV cache), more than --memory-budget-gib 0.5"), "{e}");
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert!(check_budget(bad, 0, Some(0)).unwrap_err().to_string().contains("must be a positive number"), "{bad}");
+        }
+        assert!(check_budget(1e9, u64::MAX, Some(1)).unwrap_err().to_string().contains("more than 2^64"));
+    }
 
     #[test]
     fn names_what_it_needed() {

@@ -53,6 +53,11 @@ pub struct RunArgs {
     /// max_position_embeddings.
     #[arg(long)]
     pub max_model_len: Option<usize>,
+    /// Memory one rank's device may use, in GiB: a layout whose per-rank weights (the memory
+    /// plan) and reserved KV cache exceed it is refused before anything loads. Without it, CPU
+    /// runs are checked against the host's available memory.
+    #[arg(long)]
+    pub memory_budget_gib: Option<f64>,
     /// The most token rows a rank runs in one step (vLLM's flag): a longer prompt is prefilled
     /// in chunks of what is left after the decoding sequences' tokens.
     #[arg(long, default_value_t = finetp_engine::DEFAULT_MAX_NUM_BATCHED_TOKENS)]
@@ -179,12 +184,15 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
             eprintln!("finetp: note: {cut}");
         }
     }
+    let seqs = requests.len().div_ceil(dp);
+    // f32: the widest activation dtype a KV cache is kept in.
+    let kv = reserved_kv_bytes(&ckpt.config, parallel.tensor_parallel_size, DType::F32, seqs, cfg.max_seq_len);
+    if let Some(budget) = args.memory_budget_gib {
+        crate::host_memory::check_budget(budget, planned.total(), kv).map_err(Failure::Input)?;
+    }
     if backend == BackendKind::Cpu
         && let Some(available) = crate::host_memory::available_bytes()
     {
-        let seqs = requests.len().div_ceil(dp);
-        // f32: the widest activation dtype a KV cache is kept in.
-        let kv = reserved_kv_bytes(&ckpt.config, parallel.tensor_parallel_size, DType::F32, seqs, cfg.max_seq_len);
         crate::host_memory::check_fits(here, planned.total(), kv, available).map_err(Failure::Input)?;
     }
     let root = launcher.is_root();

@@ -273,3 +273,22 @@ fn layouts_and_flags_out_of_range_are_refused() {
         }
     }
 }
+
+#[test]
+fn a_per_device_memory_budget_is_checked_before_loading() {
+    let root = tempfile::tempdir().expect("a temp dir");
+    let d = root.path().join("m");
+    checkpoint(&d, |_| {});
+    let mut args = run_args(&d);
+    args.extend(["-d".into(), "2".into()]);
+    for (budget, needle) in [("0.0001", "more than --memory-budget-gib 0.0001"), ("0", "must be a positive number"), ("nan", "must be a positive number"), ("-1", "must be a positive number")] {
+        let mut a = strs(&args);
+        let flag = format!("--memory-budget-gib={budget}");
+        a.push(&flag);
+        refused(&a, &[needle]);
+    }
+    let mut a = strs(&args);
+    a.extend(["--memory-budget-gib", "1"]);
+    let o = finetp(&a);
+    assert_eq!(o.code, Some(0), "a budget the run fits in: {}", o.stderr);
+}

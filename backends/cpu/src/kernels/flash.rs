@@ -119,37 +119,34 @@ unsafe fn attend_avx2(t: &Task<'_>, start: usize, b: &Block, st: &mut State) {
 
 /// The kernel, written in fixed-width loops the compiler vectorises for whichever features the
 /// caller enabled. Every lane operation is element-wise and every sum runs in the same order
-/// on every path (scores over `k`, then the block's row sum lane by lane and the lanes in
-/// order), so the paths agree bit for bit with each other.
+/// on every path, so the paths agree bit for bit with each other. Each product keeps eight
+/// independent accumulator chains (scores: even and odd `k` for four vectors of keys; outputs:
+/// even and odd keys for four vectors of `dv`), enough to hide the FMA latency, and adds the
+/// two halves at the end — a fixed order, the same for every row.
 #[inline(always)]
 fn attend_rows(t: &Task<'_>, start: usize, b: &Block, st: &mut State) {
     let (dk, dv) = (t.dk, t.dv);
-    let mut s = [0f32; KEY_BLOCK];
     for (r, &(first, last)) in t.spans.iter().enumerate() {
         if last < start || first >= start + KEY_BLOCK {
             continue;
         }
         let q = &t.q[r * dk..(r + 1) * dk];
-        // Scores: s[j] = Σ_k q[k] · kt[k][j], k in order.
-        for (c, sc) in s.chunks_exact_mut(LANES).enumerate() {
-            let mut acc = [0f32; LANES];
-            for (k, &qk) in q.iter().enumerate() {
-                let row = &b.kt[k * KEY_BLOCK + c * LANES..][..LANES];
-                for l in 0..LANES {
-                    acc[l] = qk.mul_add(row[l], acc[l]);
-                }
-            }
-            sc.copy_from_slice(&acc);
-        }
+        let mut s = scores(q, &b.kt);
         // Mask positions outside the row's window.
         let (lo, hi) = (first.saturating_sub(start), (last + 1 - start).min(KEY_BLOCK));
-        let mut bmax = f32::NEG_INFINITY;
-        for (j, v) in s.iter_mut().enumerate() {
-            if j < lo || j >= hi {
-                *v = f32::NEG_INFINITY;
+        // The maximum lane by lane, then over the lanes (a plain compare, which vectorises; no
+        // score is NaN for finite inputs).
+        let mut lanes = [f32::NEG_INFINITY; LANES];
+        for (c, sc) in s.chunks_exact_mut(LANES).enumerate() {
+            for l in 0..LANES {
+                let j = c * LANES + l;
+                if j < lo || j >= hi {
+                    sc[l] = f32::NEG_INFINITY;
+                }
+                lanes[l] = if sc[l] > lanes[l] { sc[l] } else { lanes[l] };
             }
-            bmax = bmax.max(*v);
         }
+        let bmax = lanes.iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
         let m_new = st.m[r].max(bmax);
         let alpha = exp(st.m[r] - m_new);
         st.m[r] = m_new;
@@ -162,31 +159,70 @@ fn attend_rows(t: &Task<'_>, start: usize, b: &Block, st: &mut State) {
             }
         }
         st.l[r] = st.l[r] * alpha + sum.iter().sum::<f32>();
-        // o = o · alpha + Σ_j p_j · v_j, j in order.
-        let o = &mut st.o[r * dv..(r + 1) * dv];
-        let mut chunks = o.chunks_exact_mut(LANES);
-        let mut d0 = 0;
-        for oc in &mut chunks {
-            let mut acc = [0f32; LANES];
-            for l in 0..LANES {
-                acc[l] = oc[l] * alpha;
-            }
-            for (j, &p) in s.iter().enumerate() {
-                let v = &b.v[j * dv + d0..][..LANES];
-                for l in 0..LANES {
-                    acc[l] = p.mul_add(v[l], acc[l]);
-                }
-            }
-            oc.copy_from_slice(&acc);
-            d0 += LANES;
+        accumulate(&mut st.o[r * dv..(r + 1) * dv], alpha, &s, &b.v, dv);
+    }
+}
+
+/// `s[j] = Σ_k q[k] · kt[k][j]` over the block's keys: even `k` and odd `k` summed apart, then
+/// added.
+#[inline(always)]
+fn scores(q: &[f32], kt: &[f32]) -> [f32; KEY_BLOCK] {
+    let (mut even, mut odd) = ([0f32; KEY_BLOCK], [0f32; KEY_BLOCK]);
+    let mut pairs = q.chunks_exact(2);
+    for (k2, qq) in (&mut pairs).enumerate() {
+        let (r0, r1) = (&kt[2 * k2 * KEY_BLOCK..][..KEY_BLOCK], &kt[(2 * k2 + 1) * KEY_BLOCK..][..KEY_BLOCK]);
+        for j in 0..KEY_BLOCK {
+            even[j] = qq[0].mul_add(r0[j], even[j]);
+            odd[j] = qq[1].mul_add(r1[j], odd[j]);
         }
-        for (i, ov) in chunks.into_remainder().iter_mut().enumerate() {
-            let mut acc = *ov * alpha;
-            for (j, &p) in s.iter().enumerate() {
-                acc = p.mul_add(b.v[j * dv + d0 + i], acc);
-            }
-            *ov = acc;
+    }
+    if let [qk] = pairs.remainder() {
+        let r0 = &kt[(q.len() - 1) * KEY_BLOCK..][..KEY_BLOCK];
+        for j in 0..KEY_BLOCK {
+            even[j] = qk.mul_add(r0[j], even[j]);
         }
+    }
+    for j in 0..KEY_BLOCK {
+        even[j] += odd[j];
+    }
+    even
+}
+
+/// Width of the output slices [`accumulate`] keeps in registers.
+const OUT_CHUNK: usize = 4 * LANES;
+
+/// `o = o · alpha + Σ_j p[j] · v[j]`: even and odd keys summed apart, then added, for each
+/// slice of `o` (64 wide, then 16, then single lanes).
+#[inline(always)]
+fn accumulate(o: &mut [f32], alpha: f32, p: &[f32; KEY_BLOCK], v: &[f32], dv: usize) {
+    let mut d0 = 0;
+    while d0 < dv {
+        let w = if dv - d0 >= OUT_CHUNK { OUT_CHUNK } else if dv - d0 >= LANES { LANES } else { 1 };
+        match w {
+            OUT_CHUNK => accumulate_slice::<OUT_CHUNK>(&mut o[d0..d0 + w], alpha, p, v, dv, d0),
+            LANES => accumulate_slice::<LANES>(&mut o[d0..d0 + w], alpha, p, v, dv, d0),
+            _ => accumulate_slice::<1>(&mut o[d0..d0 + w], alpha, p, v, dv, d0),
+        }
+        d0 += w;
+    }
+}
+
+#[inline(always)]
+fn accumulate_slice<const W: usize>(o: &mut [f32], alpha: f32, p: &[f32; KEY_BLOCK], v: &[f32], dv: usize, d0: usize) {
+    let (mut even, mut odd) = ([0f32; W], [0f32; W]);
+    for l in 0..W {
+        even[l] = o[l] * alpha;
+    }
+    for j2 in 0..KEY_BLOCK / 2 {
+        let (j0, j1) = (2 * j2, 2 * j2 + 1);
+        let (v0, v1) = (&v[j0 * dv + d0..][..W], &v[j1 * dv + d0..][..W]);
+        for l in 0..W {
+            even[l] = p[j0].mul_add(v0[l], even[l]);
+            odd[l] = p[j1].mul_add(v1[l], odd[l]);
+        }
+    }
+    for l in 0..W {
+        o[l] = even[l] + odd[l];
     }
 }
 

@@ -5,6 +5,9 @@ use finetp_core::backend::DType;
 use super::TILE_ROWS;
 use super::acts::ActRow;
 
+/// The most activation rows any path's kernel takes at once ([`Isa::act_rows`]).
+pub(crate) const MAX_ACT_ROWS: usize = 4;
+
 /// One path of the block-format dot products; all compute the same bits ([`super`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Isa {
@@ -62,6 +65,40 @@ impl Isa {
             return Err(format!("FINETP_CPU_ISA={name}: this CPU lacks the instructions"));
         }
         Ok(isa)
+    }
+
+    /// Activation rows [`dots_rows`](Self::dots_rows) takes at once (1: the path has only
+    /// the one-row kernel).
+    pub(crate) fn act_rows(self) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => super::x86::ACT_ROWS,
+            _ => 1,
+        }
+    }
+
+    /// `out[i][r] = w_r · a[first + i]` for a whole tile of `TILE_ROWS` weight rows and
+    /// [`act_rows`](Self::act_rows) activation rows from `first`: the bits of
+    /// [`dots`](Self::dots) row by row.
+    pub(crate) fn dots_rows(self, dtype: DType, tile: &[u8], row_bytes: usize, a: &super::QActs, first: usize, out: &mut [[f32; TILE_ROWS]; MAX_ACT_ROWS]) {
+        let n = self.act_rows();
+        assert!(tile.len() >= TILE_ROWS * row_bytes && first + n <= a.m && row_bytes == a.row(first).blocks() * dtype.block_bytes(), "dots_rows: operands disagree");
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => {
+                let rows = std::array::from_fn(|i| a.row(first + i));
+                let mut o = [[0f32; TILE_ROWS]; super::x86::ACT_ROWS];
+                // SAFETY: the path is available (checked by `forced` / `best`, and by the tests
+                // before they call one); the operand lengths were checked above.
+                unsafe { super::x86::tile4x4(dtype, tile, row_bytes, rows, &mut o) };
+                out[..n].copy_from_slice(&o);
+            }
+            _ => {
+                for (i, o) in out.iter_mut().enumerate().take(n) {
+                    self.dots(dtype, tile, row_bytes, TILE_ROWS, a.row(first + i), o);
+                }
+            }
+        }
     }
 
     /// `out[r] = w_r · a` for the `rows <= TILE_ROWS` weight rows in `tile` (each `row_bytes`

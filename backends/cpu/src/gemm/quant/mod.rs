@@ -29,7 +29,7 @@ mod x86;
 use finetp_core::backend::{BackendError, DType};
 
 pub(crate) use acts::QActs;
-pub(crate) use isa::Isa;
+pub(crate) use isa::{Isa, MAX_ACT_ROWS};
 
 /// The block formats this backend multiplies by directly.
 pub(crate) fn keeps_blocks(dtype: DType) -> bool {
@@ -61,7 +61,20 @@ fn rows_block(isa: Isa, w: QWeights<'_>, a: &QActs, j0: usize, j1: usize, out: &
         for t0 in (j0..j1).step_by(TILE_ROWS) {
             let rows = (j1 - t0).min(TILE_ROWS);
             let tile = &w.bytes[t0 * w.row_bytes..(t0 + rows) * w.row_bytes];
-            for i in i0..i1 {
+            // Whole tiles against several activation rows at once where the path has a kernel
+            // for it (the same bits as one row at a time); the rest one row at a time.
+            let mut i = i0;
+            if rows == TILE_ROWS {
+                while i + isa.act_rows() <= i1 && isa.act_rows() > 1 {
+                    let mut r = [[0f32; TILE_ROWS]; MAX_ACT_ROWS];
+                    isa.dots_rows(w.dtype, tile, w.row_bytes, a, i, &mut r);
+                    for (di, ri) in r.iter().enumerate().take(isa.act_rows()) {
+                        out[(i + di) * nb + t0 - j0..][..TILE_ROWS].copy_from_slice(ri);
+                    }
+                    i += isa.act_rows();
+                }
+            }
+            for i in i..i1 {
                 let mut r = [0f32; TILE_ROWS];
                 isa.dots(w.dtype, tile, w.row_bytes, rows, a.row(i), &mut r);
                 out[i * nb + t0 - j0..i * nb + t0 - j0 + rows].copy_from_slice(&r[..rows]);

@@ -176,12 +176,7 @@ unsafe fn operands_pair<const F: u8>(b0: *const u8, b1: *const u8, aq: __m512i) 
     unsafe {
         match F {
             Q4_1 | Q4_0 => {
-                let off = if F == Q4_1 { 4 } else { 2 };
-                let x = _mm256_set_m128i(_mm_loadu_si128(b1.add(off).cast()), _mm_loadu_si128(b0.add(off).cast()));
-                // 128-bit lanes: [row p low nibbles, row p+1 low, row p high, row p+1 high] …
-                let z = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(x), _mm256_srli_epi16::<4>(x));
-                // … reordered to [p low, p high, p+1 low, p+1 high]: each row in element order.
-                let nib = _mm512_and_si512(_mm512_shuffle_i64x2::<0b11_01_10_00>(z, z), _mm512_set1_epi8(0x0f));
+                let nib = nibble_pair::<F>(b0, b1);
                 if F == Q4_1 {
                     (nib, aq)
                 } else {
@@ -193,6 +188,21 @@ unsafe fn operands_pair<const F: u8>(b0: *const u8, b1: *const u8, aq: __m512i) 
                 signed_pair(w, aq)
             }
         }
+    }
+}
+
+/// Two 4-bit blocks' nibbles as one 512-bit operand: row `p`'s 32 in element order in the low
+/// half, row `p + 1`'s in the high half.
+#[inline(always)]
+unsafe fn nibble_pair<const F: u8>(b0: *const u8, b1: *const u8) -> __m512i {
+    // SAFETY: the caller guarantees a whole 4-bit block at `b0` and at `b1`, and AVX-512F/BW.
+    unsafe {
+        let off = if F == Q4_1 { 4 } else { 2 };
+        let x = _mm256_set_m128i(_mm_loadu_si128(b1.add(off).cast()), _mm_loadu_si128(b0.add(off).cast()));
+        // 128-bit lanes: [row p low nibbles, row p+1 low, row p high, row p+1 high] …
+        let z = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(x), _mm256_srli_epi16::<4>(x));
+        // … reordered to [p low, p high, p+1 low, p+1 high]: each row in element order.
+        _mm512_and_si512(_mm512_shuffle_i64x2::<0b11_01_10_00>(z, z), _mm512_set1_epi8(0x0f))
     }
 }
 
@@ -250,6 +260,90 @@ unsafe fn tile4_avx512vnni<const F: u8>(tile: &[u8], row_bytes: usize, a: ActRow
         for p in 0..TILE_ROWS / 2 {
             out[2 * p] = hsum(_mm512_castps512_ps256(acc[p])) + accm[2 * p];
             out[2 * p + 1] = hsum(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc[p])))) + accm[2 * p + 1];
+        }
+    }
+}
+
+/// Activation rows the prefill kernel takes at once with each whole tile.
+pub(super) const ACT_ROWS: usize = 4;
+
+/// A whole tile of [`TILE_ROWS`] weight rows against [`ACT_ROWS`] activation rows with AVX-512
+/// VNNI (prefill and batched decode): each block's weights are unpacked and their scales
+/// converted once for the four activation rows, and each output takes exactly the lane FMAs
+/// of [`tile4_avx512vnni`] in the same order, so the bits are those of the one-row kernel.
+///
+/// # Safety
+/// AVX-512 VNNI (with F, BW, VL), AVX2, FMA and F16C must be available; `tile` must hold
+/// `TILE_ROWS` rows of `row_bytes`, each `a[i].blocks()` blocks of `F`'s format, for every row.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) unsafe fn tile4x4_avx512vnni<const F: u8>(tile: &[u8], row_bytes: usize, a: [ActRow<'_>; ACT_ROWS], out: &mut [[f32; TILE_ROWS]; ACT_ROWS]) {
+    let nb = a[0].blocks();
+    let bb = row_bytes / nb.max(1);
+    let base = tile.as_ptr();
+    let mut acc = [[_mm512_setzero_ps(); TILE_ROWS / 2]; ACT_ROWS];
+    // The Q4_1 minimum terms, lane r of row i's vector for weight row r.
+    let mut accm = [_mm_setzero_ps(); ACT_ROWS];
+    // SAFETY: every pointer lies in `tile` (TILE_ROWS rows of `nb` blocks) or in one of `a`.
+    unsafe {
+        for b in 0..nb {
+            let pf = base.wrapping_add(PF_TILES * TILE_ROWS * row_bytes + b * TILE_ROWS * bb);
+            _mm_prefetch::<_MM_HINT_T0>(pf.cast());
+            _mm_prefetch::<_MM_HINT_T0>(pf.wrapping_add(64).cast());
+            let blk = |r: usize| base.add(r * row_bytes + b * bb);
+            // Per pair: the weights as unsigned bytes, the sign mask (Q8_0, Q4_0), the scales.
+            let mut u = [_mm512_setzero_si512(); TILE_ROWS / 2];
+            let mut neg = [0u64; TILE_ROWS / 2];
+            let mut dw = [_mm512_setzero_ps(); TILE_ROWS / 2];
+            for p in 0..TILE_ROWS / 2 {
+                let (b0, b1) = (blk(2 * p), blk(2 * p + 1));
+                u[p] = match F {
+                    Q4_1 => nibble_pair::<Q4_1>(b0, b1),
+                    Q4_0 => _mm512_sub_epi8(nibble_pair::<Q4_0>(b0, b1), _mm512_set1_epi8(8)),
+                    _ => _mm512_inserti64x4::<1>(_mm512_castsi256_si512(_mm256_loadu_si256(b0.add(2).cast())), _mm256_loadu_si256(b1.add(2).cast())),
+                };
+                if F != Q4_1 {
+                    neg[p] = _mm512_movepi8_mask(u[p]);
+                    u[p] = _mm512_abs_epi8(u[p]);
+                }
+                dw[p] = halves(f16_at(b0), f16_at(b1));
+            }
+            let mw = if F == Q4_1 { _mm_set_ps(f16_at(blk(3).add(2)), f16_at(blk(2).add(2)), f16_at(blk(1).add(2)), f16_at(blk(0).add(2))) } else { _mm_setzero_ps() };
+            for (i, ai) in a.iter().enumerate() {
+                let aq = _mm512_broadcast_i64x4(_mm256_loadu_si256(ai.q.as_ptr().add(b * 32).cast()));
+                let da = _mm512_set1_ps(*ai.d.get_unchecked(b));
+                for p in 0..TILE_ROWS / 2 {
+                    let s = if F == Q4_1 { aq } else { _mm512_mask_sub_epi8(aq, neg[p], _mm512_setzero_si512(), aq) };
+                    let lanes = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[p], s);
+                    acc[i][p] = _mm512_fmadd_ps(_mm512_mul_ps(dw[p], da), _mm512_cvtepi32_ps(lanes), acc[i][p]);
+                }
+                if F == Q4_1 {
+                    accm[i] = _mm_fmadd_ps(mw, _mm_set1_ps(*ai.s.get_unchecked(b)), accm[i]);
+                }
+            }
+        }
+        for i in 0..ACT_ROWS {
+            let mut m = [0f32; 4];
+            _mm_storeu_ps(m.as_mut_ptr(), accm[i]);
+            for p in 0..TILE_ROWS / 2 {
+                out[i][2 * p] = hsum(_mm512_castps512_ps256(acc[i][p])) + m[2 * p];
+                out[i][2 * p + 1] = hsum(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc[i][p])))) + m[2 * p + 1];
+            }
+        }
+    }
+}
+
+/// [`tile4x4_avx512vnni`] for `dtype`.
+///
+/// # Safety
+/// As [`tile4x4_avx512vnni`].
+pub(super) unsafe fn tile4x4(dtype: DType, tile: &[u8], row_bytes: usize, a: [ActRow<'_>; ACT_ROWS], out: &mut [[f32; TILE_ROWS]; ACT_ROWS]) {
+    // SAFETY: as this function's contract.
+    unsafe {
+        match dtype {
+            DType::Q8_0 => tile4x4_avx512vnni::<Q8_0>(tile, row_bytes, a, out),
+            DType::Q4_0 => tile4x4_avx512vnni::<Q4_0>(tile, row_bytes, a, out),
+            DType::Q4_1 => tile4x4_avx512vnni::<Q4_1>(tile, row_bytes, a, out),
+            other => unreachable!("{other} is not a block format of this GEMM"),
         }
     }
 }
