@@ -60,6 +60,15 @@ def finetp_round(exe, model, prompt, tokens, parallel):
     }
 
 
+def medians(rows, title, digits):
+    """Prints and returns each row's median over the rounds."""
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    print(title)
+    for k, v in med.items():
+        print(f"  {k:24} {v:8.{digits}f}")
+    return med
+
+
 def llama_prefill(llm, ids):
     """llama.cpp's prefill of `ids` (its own micro-batches), by its counters and wall clock."""
     llm.reset()
@@ -102,10 +111,7 @@ def prefill_rounds(args):
         rows["llama.cpp wall"].append(ll["wall"])
         rows["finetp"].append(ft)
         print(f"round {r}: llama.cpp {ll['counter']:.1f} tokens/s (counter, {ll['n']} tokens), {ll['wall']:.1f} (wall) | finetp {ft:.1f} tokens/s")
-    med = {k: statistics.median(v) for k, v in rows.items()}
-    print("medians over rounds (tokens/s):")
-    for k, v in med.items():
-        print(f"  {k:24} {v:8.1f}")
+    med = medians(rows, "medians over rounds (tokens/s):", 1)
     print(f"finetp prefill tokens/s over llama.cpp's: {med['finetp'] / med['llama.cpp counter']:.2f}x (counter), "
           f"{med['finetp'] / med['llama.cpp wall']:.2f}x (wall)")
 
@@ -155,10 +161,7 @@ def main():
         agree = n
         print(f"round {r}: llama.cpp {ll['decode_ms_counter']:.2f} ms/token (counter), {ll['decode_ms_wall']:.2f} (wall) | "
               f"finetp dp1 {ft['decode_ms']:.2f} | finetp dp2 all-2 {f2['decode_ms']:.2f} ms/step | same first {n} tokens")
-    med = {k: statistics.median(v) for k, v in rows.items()}
-    print("\nmedians over rounds:")
-    for k, v in med.items():
-        print(f"  {k:24} {v:8.2f}")
+    med = medians(rows, "\nmedians over rounds:", 2)
     print(f"\nfinetp dp1 decode tokens/s over llama.cpp's: {med['llama.cpp counter'] / med['finetp dp1']:.2f}x (counter), "
           f"{med['llama.cpp wall'] / med['finetp dp1']:.2f}x (wall)")
     print(f"finetp dp2, every component at size 2: {med['finetp dp2-all2']:.2f} ms per step (2 tokens, one per DP rank)")

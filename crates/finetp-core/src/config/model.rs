@@ -170,16 +170,8 @@ impl ModelConfig {
     }
 
     fn check_consistency(&self) -> Result<(), ModelConfigError> {
-        for (field, v) in [
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("num_attention_heads", self.num_attention_heads),
-            ("num_key_value_heads", self.num_key_value_heads),
-            ("num_hidden_layers", self.num_hidden_layers),
-            ("head_dim", self.head_dim),
-            ("max_position_embeddings", self.max_position_embeddings),
-        ] {
-            if v == 0 {
+        for (field, v, positive) in self.sizes() {
+            if positive && v == 0 {
                 return Err(ModelConfigError::Field { field, detail: "must be > 0".into() });
             }
         }
@@ -203,35 +195,7 @@ impl ModelConfig {
     /// no product of sizes later (memory plan, shards, buffers) can overflow: a config from a
     /// file is refused here instead.
     fn check_bounds(&self) -> Result<(), ModelConfigError> {
-        let mut sizes = vec![
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("intermediate_size", self.intermediate_size),
-            ("num_hidden_layers", self.num_hidden_layers),
-            ("num_attention_heads", self.num_attention_heads),
-            ("num_key_value_heads", self.num_key_value_heads),
-            ("head_dim", self.head_dim),
-            ("max_position_embeddings", self.max_position_embeddings),
-            ("sliding_window", self.sliding_window.unwrap_or(0)),
-        ];
-        if let Some(m) = self.mla {
-            sizes.extend([
-                ("q_lora_rank", m.q_lora_rank.unwrap_or(0)),
-                ("kv_lora_rank", m.kv_lora_rank),
-                ("qk_nope_head_dim", m.qk_nope_head_dim),
-                ("qk_rope_head_dim", m.qk_rope_head_dim),
-                ("v_head_dim", m.v_head_dim),
-            ]);
-        }
-        if let Some(m) = self.moe {
-            sizes.extend([
-                ("n_routed_experts", m.n_routed_experts),
-                ("n_shared_experts", m.n_shared_experts),
-                ("moe_intermediate_size", m.moe_intermediate_size),
-                ("num_experts_per_tok", m.num_experts_per_tok),
-            ]);
-        }
-        for (field, v) in sizes {
+        for (field, v, _) in self.sizes() {
             if v > MAX_DIMENSION {
                 return Err(ModelConfigError::Field { field, detail: format!("{v} is more than {MAX_DIMENSION}, beyond any model finetp loads") });
             }
@@ -246,6 +210,31 @@ impl ModelConfig {
                 ),
             }),
         }
+    }
+
+    /// Every size the config gives, and whether it must be positive.
+    fn sizes(&self) -> Vec<(&'static str, usize, bool)> {
+        let mut sizes = vec![
+            ("vocab_size", self.vocab_size, true),
+            ("hidden_size", self.hidden_size, true),
+            ("intermediate_size", self.intermediate_size, false),
+            ("num_hidden_layers", self.num_hidden_layers, true),
+            ("num_attention_heads", self.num_attention_heads, true),
+            ("num_key_value_heads", self.num_key_value_heads, true),
+            ("head_dim", self.head_dim, true),
+            ("max_position_embeddings", self.max_position_embeddings, true),
+            ("sliding_window", self.sliding_window.unwrap_or(0), false),
+        ];
+        if let Some(m) = self.mla {
+            let q = m.q_lora_rank.unwrap_or(0);
+            sizes.extend([("q_lora_rank", q, false), ("kv_lora_rank", m.kv_lora_rank, false), ("qk_nope_head_dim", m.qk_nope_head_dim, false)]);
+            sizes.extend([("qk_rope_head_dim", m.qk_rope_head_dim, false), ("v_head_dim", m.v_head_dim, false)]);
+        }
+        if let Some(m) = self.moe {
+            sizes.extend([("n_routed_experts", m.n_routed_experts, false), ("n_shared_experts", m.n_shared_experts, false)]);
+            sizes.extend([("moe_intermediate_size", m.moe_intermediate_size, false), ("num_experts_per_tok", m.num_experts_per_tok, false)]);
+        }
+        sizes
     }
 
     /// An upper bound of the weight count the sizes describe (every projection of every layer,
