@@ -41,10 +41,10 @@ pub fn check_budget(budget: f64, weights: u64, kv: Option<u64>) -> anyhow::Resul
     match per_rank {
         Some(n) if n as f64 <= budget * GIB => Ok(()),
         _ => Err(anyhow!(
-            "each rank needs about {} GiB ({:.3} GiB of weights + {} GiB of KV cache), more than --memory-budget-gib {budget}: use larger fine-grained TP sizes (`finetp plan --model ...` prints the per-rank memory) or a shorter --max-tokens",
-            per_rank.map_or("more than 2^64 bytes of".to_string(), |n| format!("{:.3}", n as f64 / GIB)),
+            "each rank needs {} ({:.3} GiB of weights + {} of KV cache), more than --memory-budget-gib {budget}: use larger fine-grained TP sizes (`finetp plan --model ...` prints the per-rank memory) or a shorter --max-tokens",
+            per_rank.map_or("more than 2^64 bytes".to_string(), |n| format!("about {:.3} GiB", n as f64 / GIB)),
             weights as f64 / GIB,
-            kv.map_or("an overflowing".to_string(), |k| format!("{:.3}", k as f64 / GIB)),
+            kv.map_or("more than 2^64 bytes".to_string(), |k| format!("{:.3} GiB", k as f64 / GIB)),
         )),
     }
 }
@@ -61,7 +61,8 @@ mod tests {
         for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
             assert!(check_budget(bad, 0, Some(0)).unwrap_err().to_string().contains("must be a positive number"), "{bad}");
         }
-        assert!(check_budget(1e9, u64::MAX, Some(1)).unwrap_err().to_string().contains("more than 2^64"));
+        let e = check_budget(1e9, u64::MAX, Some(1)).unwrap_err().to_string();
+        assert!(e.starts_with("each rank needs more than 2^64 bytes (17179869184.000 GiB of weights + 0.000 GiB of KV cache)"), "{e}");
     }
 
     #[test]

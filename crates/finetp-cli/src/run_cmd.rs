@@ -58,8 +58,9 @@ pub struct RunArgs {
     /// runs are checked against the host's available memory.
     #[arg(long)]
     pub memory_budget_gib: Option<f64>,
-    /// The most token rows a rank runs in one step (vLLM's flag): a longer prompt is prefilled
-    /// in chunks of what is left after the decoding sequences' tokens.
+    /// Token rows a rank runs in one step (vLLM's flag): every decoding sequence's next token,
+    /// then prompts in chunks of the room left (at least one row), so a long prompt is
+    /// prefilled over several steps.
     #[arg(long, default_value_t = finetp_engine::DEFAULT_MAX_NUM_BATCHED_TOKENS)]
     pub max_num_batched_tokens: usize,
     /// Seconds any collective waits for the other members of its group before the run fails

@@ -124,7 +124,7 @@ fn broken_safetensors_checkpoints_are_refused_naming_the_tensor() {
         w.insert(UP, HostTensor::f32(t.to_f32_vec().unwrap(), &[t.shape[1], t.shape[0]]).unwrap());
     });
     refused(&strs(&run_args(&d)), &[UP, "has shape [32, 64]", "[64, 32]"]);
-    for (name, v, text) in [("nan", f32::NAN, "holds NaN at element 5"), ("inf", f32::INFINITY, "holds inf at element 5"), ("ninf", f32::NEG_INFINITY, "holds -inf")] {
+    for (name, v, text) in [("nan", f32::NAN, "holds NaN (element 5 of the slice read)"), ("inf", f32::INFINITY, "holds inf (element 5 of the slice read)"), ("ninf", f32::NEG_INFINITY, "holds -inf")] {
         let d = case(name, &|w| set_value(w, UP, 5, v));
         refused(&strs(&run_args(&d)), &[UP, text]);
     }
@@ -199,7 +199,7 @@ fn gguf_files_run_or_are_refused_never_crash() {
     let mut b = bytes.clone();
     b[t.offset..t.offset + 2].copy_from_slice(&[0x00, 0x7e]);
     std::fs::write(&path, &b).unwrap();
-    refused(&strs(&args), &["model.layers.0.self_attn.q_proj.weight", "holds NaN at element 0"]);
+    refused(&strs(&args), &["model.layers.0.self_attn.q_proj.weight", "holds NaN (element 0 of the slice read)"]);
 }
 
 #[test]

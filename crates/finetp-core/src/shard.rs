@@ -156,7 +156,7 @@ pub enum LoadError {
     Invalid { name: String, source_desc: String, detail: String },
     #[error("{path}: {detail}")]
     File { path: String, detail: String },
-    #[error("tensor \"{name}\" in {source_desc} holds {value} at element {index}; weights must be finite (a corrupt or badly converted checkpoint)")]
+    #[error("tensor \"{name}\" in {source_desc} holds {value} (element {index} of the slice read); weights must be finite (a corrupt or badly converted checkpoint)")]
     NonFinite { name: String, source_desc: String, index: usize, value: f32 },
     #[error(transparent)]
     Backend(#[from] crate::backend::BackendError),

@@ -33,10 +33,10 @@ pub struct EngineConfig {
     pub mode: ExecMode,
     /// KV-cache rows per sequence (prompt + generated tokens).
     pub max_seq_len: usize,
-    /// The most token rows one step runs on a rank (vLLM's `--max-num-batched-tokens`): every
-    /// decoding sequence's next token first, then chunks of prompts in the room left, so a long
-    /// prompt is prefilled over several steps (chunked prefill) and the activations of one step
-    /// stay bounded whatever the prompt length.
+    /// The token rows one step gives prompts on a rank (vLLM's `--max-num-batched-tokens`):
+    /// every decoding sequence's next token first, then chunks of prompts in the room left (at
+    /// least one row), so a long prompt is prefilled over several steps (chunked prefill) and a
+    /// step runs at most `max(budget, decoding sequences + 1)` rows whatever the prompt length.
     pub max_num_batched_tokens: usize,
 }
 

@@ -78,7 +78,7 @@ impl Checkpoint {
     }
 
     fn open_hf(dir: &Path) -> Result<Self, LoaderError> {
-        let config = ModelConfig::from_path(dir)?;
+        let config = ModelConfig::from_path(dir).map_err(|e| LoaderError::config(dir.join("config.json").display().to_string(), e))?;
         let raw: serde_json::Value = std::fs::read_to_string(dir.join("config.json"))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())

@@ -10,8 +10,13 @@ pub enum LoaderError {
     Io { path: String, message: String },
     #[error("{path}: not a valid GGUF file: {detail}")]
     Gguf { path: String, detail: String },
+    /// A config that names its file itself (unreadable, not JSON).
     #[error(transparent)]
-    Config(#[from] ModelConfigError),
+    Config(ModelConfigError),
+    /// A config whose fields are wrong, with the file (config.json, or a GGUF's metadata) it
+    /// came from.
+    #[error("{path}: {source}")]
+    ConfigIn { path: String, source: ModelConfigError },
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error("{path}: {detail}")]
@@ -21,4 +26,14 @@ pub enum LoaderError {
     Quantization { path: String, detail: String },
     #[error("cannot fetch the default model: {0}")]
     Fetch(String),
+}
+
+impl LoaderError {
+    /// `e`, found in the config of `path`, naming `path` unless its message already does.
+    pub(crate) fn config(path: String, e: ModelConfigError) -> Self {
+        match e {
+            e @ (ModelConfigError::Json { .. } | ModelConfigError::File { .. }) => LoaderError::Config(e),
+            e => LoaderError::ConfigIn { path, source: e },
+        }
+    }
 }

@@ -89,16 +89,18 @@ impl SafetensorsDir {
 
     /// `spec`'s slice of the `[rows, cols]` e4m3 tensor `name` (bytes `q`), dequantised to f32
     /// with its `<name>_scale_inv` block scales.
-    fn load_fp8(&self, name: &str, e: &Entry, q: &[u8], spec: &ShardSpec) -> Result<HostTensor, String> {
+    fn load_fp8(&self, name: &str, e: &Entry, q: &[u8], spec: &ShardSpec) -> Result<HostTensor, Fp8Error> {
         let fp8 = self.fp8.ok_or("an F8_E4M3 tensor, but config.json has no FP8 quantization_config with a weight_block_size")?;
-        let &[rows, cols] = e.shape.as_slice() else { return Err(format!("an F8_E4M3 tensor of shape {:?} (2-D weights are block-scaled)", e.shape)) };
+        let &[rows, cols] = e.shape.as_slice() else { return Err(format!("an F8_E4M3 tensor of shape {:?} (2-D weights are block-scaled)", e.shape).into()) };
         let scale_name = format!("{name}_scale_inv");
         let grid = fp8.grid(rows, cols);
         let se = self.tensors.get(&scale_name).ok_or_else(|| format!("an F8_E4M3 weight without its block scales \"{scale_name}\""))?;
         if se.shape != grid {
-            return Err(format!("{scale_name} has shape {:?}; {:?} blocks of {}x{} imply {grid:?}", se.shape, e.shape, fp8.block_rows, fp8.block_cols));
+            return Err(format!("{scale_name} has shape {:?}; {:?} blocks of {}x{} imply {grid:?}", se.shape, e.shape, fp8.block_rows, fp8.block_cols).into());
         }
-        let scale = self.load(&scale_name, &ShardSpec::full(Axis::Rows, grid[0])).map_err(|e| e.to_string())?;
+        // A scale's own load error (a NaN scale, say) already names its tensor and file: passed
+        // on as it is, not wrapped in the weight's.
+        let scale = self.load(&scale_name, &ShardSpec::full(Axis::Rows, grid[0])).map_err(Fp8Error::Scale)?;
         let scale = scale.to_f32_vec().ok_or_else(|| format!("{scale_name} is not a float tensor"))?;
         let mut out = Vec::with_capacity(spec.padded_len * if spec.axis == Axis::Rows { cols } else { rows });
         match spec.axis {
@@ -108,7 +110,25 @@ impl SafetensorsDir {
             }
             Axis::Cols => fp8.dequant_into(q, cols, &scale, (0, rows), (spec.start, spec.start + spec.len), spec.padded_len - spec.len, &mut out),
         }
-        HostTensor::new(HostData::F32(out), &spec.sliced_shape(&e.shape)).map_err(|e| e.to_string())
+        HostTensor::new(HostData::F32(out), &spec.sliced_shape(&e.shape)).map_err(|e| Fp8Error::Weight(e.to_string()))
+    }
+}
+
+/// Why an FP8 weight did not load: its own problem, or its scale tensor's load error.
+enum Fp8Error {
+    Weight(String),
+    Scale(LoadError),
+}
+
+impl From<String> for Fp8Error {
+    fn from(d: String) -> Self {
+        Fp8Error::Weight(d)
+    }
+}
+
+impl From<&str> for Fp8Error {
+    fn from(d: &str) -> Self {
+        Fp8Error::Weight(d.to_string())
     }
 }
 
@@ -163,7 +183,10 @@ impl WeightSource for SafetensorsDir {
         }
         let data = &map[e.start..e.start + rows * cols * es];
         if e.dtype == Dtype::F8_E4M3 {
-            let host = self.load_fp8(name, e, data, spec).map_err(invalid)?;
+            let host = self.load_fp8(name, e, data, spec).map_err(|e| match e {
+                Fp8Error::Scale(l) => l,
+                Fp8Error::Weight(d) => invalid(d),
+            })?;
             return finetp_core::shard::finite(name, || path.display().to_string(), host);
         }
         let mut out = Vec::new();

@@ -308,4 +308,21 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn a_nan_surfaces_in_its_own_row_and_a_later_infinite_value_reaches_no_earlier_row() {
+        let (nh, nkv, dk, dv) = (2, 1, 8, 8);
+        let mut c = case(nh, nkv, dk, dv, 32, 4, 3);
+        let dims = (dk, dv);
+        // Row 2's query is NaN; position 3's value row is infinite.
+        c.qs[2 * nh * dk] = f32::NAN;
+        let row = |p: usize| Rows { table: &c.table, slots: &[0], positions: &[0], dims: c.dims }.cache_row(0, p) * nkv;
+        let v3 = row(3);
+        c.vs[v3 * dv..(v3 + 1) * dv].fill(f32::INFINITY);
+        let y = attention(&c, &[0; 4], &[0, 1, 2, 3], nh, nkv, dims, None);
+        let out = |t: usize, h: usize| &y[(t * nh + h) * dv..][..dv];
+        assert!(out(0, 0).iter().chain(out(1, 1)).all(|v| v.is_finite()), "rows before position 3 never see its value");
+        assert!(out(2, 0).iter().all(|v| v.is_nan()), "the NaN query's row is NaN");
+        assert!(out(2, 1).iter().all(|v| v.is_finite()), "the other head of that row is not");
+    }
 }

@@ -216,9 +216,18 @@ fn accumulate_slice<const W: usize>(o: &mut [f32], alpha: f32, p: &[f32; KEY_BLO
     for j2 in 0..KEY_BLOCK / 2 {
         let (j0, j1) = (2 * j2, 2 * j2 + 1);
         let (v0, v1) = (&v[j0 * dv + d0..][..W], &v[j1 * dv + d0..][..W]);
-        for l in 0..W {
-            even[l] = p[j0].mul_add(v0[l], even[l]);
-            odd[l] = p[j1].mul_add(v1[l], odd[l]);
+        // A masked key (p = 0) is skipped, not multiplied: its V row may be a later position's
+        // (or one outside the window), and 0 · inf would be NaN. For finite V the bits are the
+        // same either way.
+        if p[j0] != 0.0 {
+            for l in 0..W {
+                even[l] = p[j0].mul_add(v0[l], even[l]);
+            }
+        }
+        if p[j1] != 0.0 {
+            for l in 0..W {
+                odd[l] = p[j1].mul_add(v1[l], odd[l]);
+            }
         }
     }
     for l in 0..W {
@@ -236,7 +245,8 @@ pub(super) fn exp(x: f32) -> f32 {
     const LN2_LO: f32 = -2.121_944_4e-4;
     // Below this e^x is under f32's smallest normal: 0.
     let under = x < -87.0;
-    let x = x.max(-87.0);
+    // Clamped below, but a NaN stays NaN (and so does the result): a NaN score must surface.
+    let x = if x < -87.0 { -87.0 } else { x };
     // Round to nearest by the 1.5·2^23 trick.
     let n = (x * LOG2E + 12_582_912.0) - 12_582_912.0;
     let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, x));

@@ -1,7 +1,8 @@
-// Causal GQA attention over the paged KV cache: one invocation per (query row, head), in the
-// CPU backend's order (backends/cpu/src/kernels/attention.rs): scores q.k (8 lanes, summed in
-// lane order, then the tail) times scale, their maximum, then exp(s - max) summed in key
-// order while p * v accumulates into y, then y / sum. Key j of a row's sequence is row j % bs
+// Causal GQA attention over the paged KV cache: one invocation per (query row, head), in one
+// pass over the row's keys (not the CPU backend's tiled online softmax; the conformance suite
+// compares the two at its attention tolerance): scores q.k (8 lanes, summed in lane order, then
+// the tail) times scale, their maximum, then exp(s - max) summed in key order while p * v
+// accumulates into y, then y / sum. Key j of a row's sequence is row j % bs
 // of block table[slot * max_blocks + j / bs]; a sliding window (window > 0) keeps keys
 // pos - window + 1 ..= pos. Padding rows get zeros; rows outside the cache or its block table
 // get zeros and are reported in the status word.

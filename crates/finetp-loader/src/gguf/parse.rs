@@ -65,7 +65,14 @@ struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
     path: &'a Path,
+    /// Metadata array elements read so far (bounded by [`MAX_ARRAY_ELEMENTS`]).
+    elements: usize,
 }
+
+/// The most metadata array elements a file may hold, over all its arrays: each is a
+/// [`MetaValue`] of some 32 bytes in memory, so a hostile file of 2^31 one-byte elements would
+/// ask for 64 GiB. A 256k-token vocabulary with its merges, scores and types is about 1M.
+const MAX_ARRAY_ELEMENTS: usize = 1 << 24;
 
 /// How deep metadata arrays may nest. GGUF writers nest at most one level (arrays of strings or
 /// numbers); the limit keeps a hostile file from recursing the reader off its stack.
@@ -123,6 +130,10 @@ impl<'a> Reader<'a> {
                 // Every element takes at least one byte: a claimed count reserves no more than
                 // the file could hold (and at most 64k up front; the vector grows past that).
                 let mut v = Vec::with_capacity(n.min(self.buf.len() - self.pos).min(1 << 16));
+                self.elements = self.elements.saturating_add(n);
+                if self.elements > MAX_ARRAY_ELEMENTS {
+                    return Err(self.err(format!("metadata arrays hold more than {MAX_ARRAY_ELEMENTS} elements in all")));
+                }
                 for _ in 0..n {
                     v.push(self.value(ety, depth + 1)?);
                 }
@@ -154,7 +165,7 @@ pub type Tables = (BTreeMap<String, MetaValue>, BTreeMap<String, TensorInfo>);
 /// Parses the header, metadata and tensor table of the GGUF bytes `buf` (`path` names them in
 /// errors), checking every tensor's extent against `buf`; public for the fuzz targets.
 pub fn parse_tables(buf: &[u8], path: &Path) -> Result<Tables, LoaderError> {
-    let mut r = Reader { buf, pos: 0, path };
+    let mut r = Reader { buf, pos: 0, path, elements: 0 };
     if r.take(4)? != b"GGUF" {
         return Err(r.err("bad magic (expected \"GGUF\")"));
     }

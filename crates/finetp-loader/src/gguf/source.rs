@@ -270,7 +270,8 @@ fn config_from_metadata(f: &GgufFile) -> Result<ModelConfig, LoaderError> {
         "tie_word_embeddings": !f.tensors.contains_key("output.weight"),
         "rope_scaling": rope_scaling(f, &arch)?,
     });
-    Ok(ModelConfig::from_json_str(&json.to_string())?)
+    // Named as the GGUF's metadata: the config.json fields are finetp's translation of it.
+    ModelConfig::from_json_str(&json.to_string()).map_err(|e| LoaderError::config(format!("{} (its metadata)", f.path.display()), e))
 }
 
 /// `{arch}.rope.scaling.*` as HF's `rope_scaling`; `null` for none.

@@ -83,6 +83,7 @@ impl Isa {
     pub(crate) fn dots_rows(self, dtype: DType, tile: &[u8], row_bytes: usize, a: &super::QActs, first: usize, out: &mut [[f32; TILE_ROWS]; MAX_ACT_ROWS]) {
         let n = self.act_rows();
         assert!(tile.len() >= TILE_ROWS * row_bytes && first + n <= a.m && row_bytes == a.row(first).blocks() * dtype.block_bytes(), "dots_rows: operands disagree");
+        assert!(dtype != DType::Q4_1 || a.row(first).s.len() == a.row(first).blocks(), "dots_rows: activations not quantised for Q4_1 weights");
         match self {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Vnni => {
@@ -105,6 +106,7 @@ impl Isa {
     /// of `dtype` blocks).
     pub(crate) fn dots(self, dtype: DType, tile: &[u8], row_bytes: usize, rows: usize, a: ActRow<'_>, out: &mut [f32; TILE_ROWS]) {
         assert!(rows <= TILE_ROWS && tile.len() >= rows * row_bytes && row_bytes == a.blocks() * dtype.block_bytes(), "dots: operands disagree");
+        assert!(dtype != DType::Q4_1 || a.s.len() == a.blocks(), "dots: activations not quantised for Q4_1 weights");
         match self {
             Isa::Scalar => {
                 for (r, o) in out.iter_mut().enumerate().take(rows) {

@@ -53,7 +53,7 @@ fn acts(m: usize, k: usize, rng: &mut Lcg) -> Vec<f32> {
 #[test]
 fn every_path_equals_the_scalar_reference_bit_for_bit() {
     let mut rng = Lcg(7);
-    let (n, k, m) = (11, 32 * 9, 3);
+    let (n, k, m) = (11, 32 * 9, 6);
     let paths: Vec<Isa> = Isa::ALL.into_iter().filter(|i| i.available()).collect();
     eprintln!("paths on this CPU: {:?}", paths);
     for dtype in FORMATS {
@@ -70,6 +70,19 @@ fn every_path_equals_the_scalar_reference_bit_for_bit() {
                     for r in 0..rows {
                         let want = dot(dtype, &w[(t0 + r) * rb..(t0 + r + 1) * rb], a.row(i));
                         assert_eq!(out[r].to_bits(), want.to_bits(), "{dtype} {isa:?} row {} act {i}: {} vs {want}", t0 + r, out[r]);
+                    }
+                }
+            }
+            // Whole tiles against several activation rows at once (the prefill kernel).
+            for first in 0..=m - isa.act_rows() {
+                for t0 in (0..n - TILE_ROWS + 1).step_by(TILE_ROWS) {
+                    let mut out = [[0f32; TILE_ROWS]; super::MAX_ACT_ROWS];
+                    isa.dots_rows(dtype, &w[t0 * rb..(t0 + TILE_ROWS) * rb], rb, &a, first, &mut out);
+                    for (di, o) in out.iter().enumerate().take(isa.act_rows()) {
+                        for (r, v) in o.iter().enumerate() {
+                            let want = dot(dtype, &w[(t0 + r) * rb..(t0 + r + 1) * rb], a.row(first + di));
+                            assert_eq!(v.to_bits(), want.to_bits(), "{dtype} {isa:?} rows at once: row {} act {}", t0 + r, first + di);
+                        }
                     }
                 }
             }

@@ -264,6 +264,9 @@ unsafe fn tile4_avx512vnni<const F: u8>(tile: &[u8], row_bytes: usize, a: ActRow
     }
 }
 
+// The kernels below pair rows and build the Q4_1 minimums of exactly four rows.
+const _: () = assert!(TILE_ROWS == 4);
+
 /// Activation rows the prefill kernel takes at once with each whole tile.
 pub(super) const ACT_ROWS: usize = 4;
 
