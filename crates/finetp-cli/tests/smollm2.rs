@@ -149,6 +149,34 @@ fn a_layout_that_cannot_fit_the_host_is_refused_before_loading() -> Result<(), S
     Ok(())
 }
 
+/// A prompt of some 5,000 tokens (legal: SmolLM2's context is 8,192) completes, prefilled in
+/// chunks of `--max-num-batched-tokens` over several steps; one of some 9,000 is refused before
+/// any rank starts. (Its speed is a benchmark: `bench/vs_llama_cpp.sh --prefill-tokens`.)
+fn a_long_prompt_completes_in_chunks_and_a_too_long_one_is_refused() -> Result<(), String> {
+    let text = |words: usize| -> String {
+        let t = "The history of the printing press begins in the fifteenth century, when movable type changed how books were made, who could read them and how ideas travelled.";
+        t.split(' ').cycle().take(words).collect::<Vec<_>>().join(" ")
+    };
+    let run = |words: usize| Command::new(env!("CARGO_BIN_EXE_finetp")).args(["run", "--raw-prompt", "--max-tokens", "2", "--json", "-p", &text(words)]).output();
+    let out = run(4_400).map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("the 5,000-token prompt failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    let (steps, tokens) = (v["ranks"][0]["steps"].as_u64().unwrap_or(0), v["outputs"][0]["tokens"].as_array().map_or(0, Vec::len));
+    eprintln!("5,000-token prompt: {steps} steps, first token after {:.1} s", v["outputs"][0]["ttft_s"].as_f64().unwrap_or(f64::NAN));
+    // At least ceil(4,400 words / 512) prefill chunks, then one decode step.
+    if tokens != 2 || steps < 10 {
+        return Err(format!("expected 2 tokens after 10+ steps (chunks of 512), got {tokens} after {steps}"));
+    }
+    let out = run(8_000).map_err(|e| e.to_string())?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() != Some(2) || !err.contains("exceed the maximum model length 8192") || err.contains("rank 0 device") {
+        return Err(format!("a prompt beyond the context must be refused before loading: {:?} {err}", out.status.code()));
+    }
+    Ok(())
+}
+
 /// The default run (Q4_1 / Q8_0 blocks as stored, int8 activations) answers in English; the
 /// f32 path names Paris. (On the blocks SmolLM2 answers the France prompt with a run of
 /// French phrases instead, as small models under int8 activations do; `docs/status.md`.)
@@ -186,6 +214,7 @@ fn main() {
         Case::new("a_tp_size_that_does_not_divide_the_heads_is_refused", std::slice::from_ref(&model), a_tp_size_that_does_not_divide_the_heads_is_refused),
         Case::new("a_layout_that_cannot_fit_the_host_is_refused_before_loading", std::slice::from_ref(&model), a_layout_that_cannot_fit_the_host_is_refused_before_loading),
         Case::new("block_weights_hold_the_files_bytes_and_the_plan", std::slice::from_ref(&model), block_weights_hold_the_files_bytes_and_the_plan),
+        Case::new("a_long_prompt_completes_in_chunks_and_a_too_long_one_is_refused", std::slice::from_ref(&model), a_long_prompt_completes_in_chunks_and_a_too_long_one_is_refused),
         Case::new("the_text_is_coherent_english", &[model], the_text_is_coherent_english),
     ])
 }
