@@ -6,6 +6,7 @@
     python3 tools/gen_goldens.py tokenization   # needs the default model in ~/.cache/finetp
     python3 tools/gen_goldens.py logits [NAME ...]   # every family, or only those named
     python3 tools/gen_goldens.py quants   # GGUF blocks by the gguf package's own quantisers
+    python3 tools/gen_goldens.py decoded   # Q5_0/Q5_1/Q4_K/Q5_K/Q6_K as the gguf package decodes them
 
 `tokenization`: HF's tokenizer for the SmolLM2 GGUF (transformers reads the GGUF itself):
 the ids of raw prompts (`tok(text)`, with whatever BOS/EOS the tokenizer adds) and of chat
@@ -428,6 +429,37 @@ def quants():
     print(f"wrote {path}")
 
 
+def decoded():
+    """The GGUF formats finetp's loader decodes to f32 (crates/finetp-loader/tests/gguf_decoded.rs):
+    `Q5_0` and `Q5_1` blocks made by `gguf.quants`' own quantisers from [4, 256] values of mixed
+    scales, and `Q4_K`, `Q5_K`, `Q6_K` super-blocks of random bytes with finite f16 scales (the
+    package has no k-quant quantiser), each with the values `gguf.quants.dequantize` gives."""
+    import numpy as np
+    from gguf import GGMLQuantizationType as T
+    from gguf import quants
+
+    rng = np.random.default_rng(29)
+    x = (rng.standard_normal((4, 256)) * np.array([0.01, 1.0, 30.0, 0.3])[:, None]).astype(np.float32)
+    x[0, :32] = 0.0
+    x[3, 40] = 250.0
+    out = {}
+    for name, ty in [("q5_0", T.Q5_0), ("q5_1", T.Q5_1)]:
+        blocks = quants.quantize(x, ty)
+        out[name] = {"shape": list(x.shape), "bytes": blocks.tobytes().hex(),
+                     "values": [float(v) for v in quants.dequantize(blocks, ty).astype(np.float32).ravel()]}
+    # Byte offsets of each k-quant's f16 scales, set to finite values of a few magnitudes.
+    for name, ty, size, halves in [("q4_k", T.Q4_K, 144, [0, 2]), ("q5_k", T.Q5_K, 176, [0, 2]), ("q6_k", T.Q6_K, 210, [208])]:
+        blocks = rng.integers(0, 256, size=(6, size), dtype=np.uint8)
+        for b in range(blocks.shape[0]):
+            for at in halves:
+                blocks[b, at:at + 2] = np.frombuffer(np.float16(rng.choice([1e-3, 0.02, 0.5]) * rng.uniform(0.5, 2)).tobytes(), np.uint8)
+        values = quants.dequantize(blocks.reshape(1, -1), ty).astype(np.float32)
+        out[name] = {"shape": [1, 6 * 256], "bytes": blocks.tobytes().hex(), "values": [float(v) for v in values.ravel()]}
+    path = ROOT / "crates/finetp-loader/tests/data/gguf_decoded.json"
+    path.write_text(json.dumps({"generator": f"gguf {importlib.metadata.version('gguf')} gguf.quants", "formats": out}) + "\n")
+    print(f"wrote {path}")
+
+
 if __name__ == "__main__":
     what, *names = sys.argv[1:] or ["tokenization"]
     if what == "logits":
@@ -435,4 +467,4 @@ if __name__ == "__main__":
     elif what == "gguf_qwen2":
         gguf_qwen2(*names)  # the llama.cpp tree: vendor/llama.cpp of the llama-cpp-python sdist
     else:
-        {"tokenization": tokenization, "rope": rope, "smollm2": smollm2, "quants": quants}[what]()
+        {"tokenization": tokenization, "rope": rope, "smollm2": smollm2, "quants": quants, "decoded": decoded}[what]()

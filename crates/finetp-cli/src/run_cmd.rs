@@ -238,6 +238,9 @@ fn held_format(weights: &dyn finetp_core::shard::WeightSource, backend: BackendK
     let blocks = |name: &str| weights.stored_block_dtype(name).filter(|_| backend == BackendKind::Cpu);
     let quantization = match (blocks("model.embed_tokens.weight"), blocks("model.layers.0.mlp.down_proj.weight")) {
         (vocab, Some(linear)) => Quantization::Blocks { vocab: vocab.unwrap_or(dtype), linear },
+        // Kept vocabulary blocks, linears in a format decoded at load (k-quants, Q5_*): f32.
+        // A file that mixes formats across layers (Q4_K_M) is planned by its first layer's.
+        (Some(vocab), None) => Quantization::Blocks { vocab, linear: DType::F32 },
         _ => Quantization::None,
     };
     WeightFormat { dtype, quantization }

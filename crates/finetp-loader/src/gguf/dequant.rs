@@ -1,6 +1,8 @@
 //! GGML tensor types and their dequantisation to f32, row by row.
 
 use finetp_core::backend::{DType, quant};
+
+use super::decoded_formats::Decoded;
 use half::{bf16, f16};
 
 /// The GGML element types finetp reads (others are named in errors by id).
@@ -12,6 +14,12 @@ pub enum GgmlType {
     Q4_0,
     Q4_1,
     Q8_0,
+    /// Decoded to f32 at load ([`super::decoded_formats`]).
+    Q5_0,
+    Q5_1,
+    Q4K,
+    Q5K,
+    Q6K,
     Other(u32),
 }
 
@@ -22,7 +30,12 @@ impl GgmlType {
             1 => GgmlType::F16,
             2 => GgmlType::Q4_0,
             3 => GgmlType::Q4_1,
+            6 => GgmlType::Q5_0,
+            7 => GgmlType::Q5_1,
             8 => GgmlType::Q8_0,
+            12 => GgmlType::Q4K,
+            13 => GgmlType::Q5K,
+            14 => GgmlType::Q6K,
             30 => GgmlType::BF16,
             other => GgmlType::Other(other),
         }
@@ -36,7 +49,7 @@ impl GgmlType {
             GgmlType::Q4_0 => Some((32, 18)),
             GgmlType::Q4_1 => Some((32, 20)),
             GgmlType::Q8_0 => Some((32, 34)),
-            GgmlType::Other(_) => None,
+            t => t.decoded().map(Decoded::block),
         }
     }
 
@@ -62,6 +75,18 @@ impl GgmlType {
             GgmlType::Q4_1 => Some(DType::Q4_1),
             _ => None,
         }
+    }
+
+    /// The formats only decoded to f32 (no backend keeps them as stored yet).
+    fn decoded(self) -> Option<Decoded> {
+        Some(match self {
+            GgmlType::Q5_0 => Decoded::Q5_0,
+            GgmlType::Q5_1 => Decoded::Q5_1,
+            GgmlType::Q4K => Decoded::Q4K,
+            GgmlType::Q5K => Decoded::Q5K,
+            GgmlType::Q6K => Decoded::Q6K,
+            _ => return None,
+        })
     }
 
     pub fn is_supported(self) -> bool {
@@ -91,6 +116,9 @@ pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) {
             let dtype = ty.block_dtype().expect("a block format");
             quant::decode(dtype, data, out).expect("whole blocks: sized by the caller");
         }
-        GgmlType::Other(_) => out.fill(0.0),
+        t => match t.decoded() {
+            Some(f) => f.decode(data, out),
+            None => out.fill(0.0),
+        },
     }
 }

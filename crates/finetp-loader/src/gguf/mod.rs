@@ -2,9 +2,10 @@
 //! weight source over them ([`GgufWeights`]).
 
 mod dequant;
+mod decoded_formats;
 mod parse;
 mod source;
 
-pub use dequant::GgmlType;
+pub use dequant::{GgmlType, dequantize};
 pub use parse::{GgufFile, MetaValue, Tables, TensorInfo, parse_tables};
 pub use source::GgufWeights;

@@ -83,7 +83,7 @@ impl GgufWeights {
     /// `[r1 - r0, c1 - c0]`, reading only the quant blocks that cover those columns.
     fn dequant_range(&self, hf: &str, t: &TensorInfo, cols: usize, (r0, r1): (usize, usize), (c0, c1): (usize, usize)) -> Result<Vec<f32>, LoadError> {
         let Some((per_block, block_bytes)) = t.ty.block() else {
-            return Err(self.invalid(hf, format!("GGML type {:?} is not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1 are)", t.ty)));
+            return Err(self.invalid(hf, format!("GGML type {:?} is not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K are)", t.ty)));
         };
         let rb = t.ty.row_bytes(cols).ok_or_else(|| self.invalid(hf, format!("rows of {cols} do not fill whole {:?} blocks", t.ty)))?;
         let data = self.file.data(t);
