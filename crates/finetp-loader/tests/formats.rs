@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use finetp_core::backend::{HostData, HostTensor};
+use finetp_core::backend::{DType, HostData, HostTensor};
 use finetp_core::shard::{Axis, ShardSpec, WeightSource};
 use finetp_loader::gguf::{GgufFile, GgufWeights};
 use finetp_loader::{Checkpoint, LoaderError, SafetensorsDir};
@@ -160,6 +160,14 @@ fn gguf_dequantises_and_slices() {
     }
     let down = w.load("model.layers.0.mlp.down_proj.weight", &ShardSpec::even(Axis::Cols, 64, 0, 2)).unwrap();
     assert_eq!(down.shape, vec![h, 32]);
+    // F16 stays 16-bit, its slices are the whole tensor's.
+    let down_full = w.load_full("model.layers.0.mlp.down_proj.weight").unwrap();
+    assert_eq!((down.dtype(), w.loaded_dtype("model.layers.0.mlp.down_proj.weight")), (DType::F16, Some(DType::F16)));
+    let want: Vec<f32> = values(h * 64, 0.9).iter().map(|x| f16::from_f32(*x).to_f32()).collect();
+    assert_eq!(down_full.to_f32_vec().unwrap(), want, "F16 as stored");
+    for spec in [ShardSpec::even(Axis::Cols, 64, 1, 2), ShardSpec::range(Axis::Cols, 7, 13), ShardSpec::range(Axis::Rows, 3, 40)] {
+        assert_eq!(w.load("model.layers.0.mlp.down_proj.weight", &spec).unwrap(), spec.slice(&down_full).unwrap(), "F16 {spec:?}");
+    }
     // Column slices read only the blocks covering them, also when they start inside a block.
     for spec in [ShardSpec::range(Axis::Cols, 16, 24), ShardSpec::range(Axis::Cols, 40, 24), ShardSpec::range(Axis::Rows, 5, 20)] {
         let got = w.load("model.layers.0.mlp.up_proj.weight", &spec).unwrap();

@@ -1,11 +1,14 @@
-//! GGUF tensors served under HF names and shapes, dequantised to f32 one slice at a time.
+//! GGUF tensors served under HF names and shapes, one slice at a time: F16/BF16 kept in 16 bits,
+//! the block formats decoded to f32 (or kept as stored, [`WeightSource::load_stored`]).
 
 use std::path::Path;
 
 use finetp_core::backend::{DType, HostData, HostTensor};
 use finetp_core::config::ModelConfig;
 use finetp_core::shard::{Axis, LoadError, ShardSpec, WeightSource};
+use half::{bf16, f16};
 
+use super::GgmlType;
 use super::dequant::dequantize;
 use super::{GgufFile, TensorInfo};
 use crate::LoaderError;
@@ -130,9 +133,14 @@ fn unpermute<T: Copy + Default>(v: &[T], rows: usize, cols: usize, heads: usize)
 }
 
 impl WeightSource for GgufWeights {
-    /// [`load`](WeightSource::load) dequantises every GGUF tensor to f32.
+    /// [`load`](WeightSource::load) keeps F16 and BF16 tensors in 16 bits and decodes the rest to
+    /// f32.
     fn loaded_dtype(&self, name: &str) -> Option<DType> {
-        self.info(name).ok().map(|_| DType::F32)
+        self.info(name).ok().map(|(_, t)| match t.ty {
+            GgmlType::F16 => DType::F16,
+            GgmlType::BF16 => DType::BF16,
+            _ => DType::F32,
+        })
     }
 
     fn stored_block_dtype(&self, name: &str) -> Option<DType> {
@@ -185,23 +193,54 @@ impl GgufWeights {
     fn decoded(&self, name: &str, spec: &ShardSpec) -> Result<HostTensor, LoadError> {
         let (_, t) = self.info(name)?;
         let shape = self.shape(name)?;
+        let sliced = spec.sliced_shape(&shape);
+        // 16-bit floats stay 16-bit (the backends multiply by them); the rest decode to f32.
+        let data = match t.ty {
+            GgmlType::F16 => HostData::F16(self.slice(name, spec, &shape, |r, c| self.raw16(t, r, c))?.into_iter().map(f16::from_bits).collect()),
+            GgmlType::BF16 => HostData::BF16(self.slice(name, spec, &shape, |r, c| self.raw16(t, r, c))?.into_iter().map(bf16::from_bits).collect()),
+            _ => HostData::F32(self.slice(name, spec, &shape, |(r0, r1), (c0, c1)| self.dequant_range(name, t, *shape.last().unwrap_or(&1), (r0, r1), (c0, c1)))?),
+        };
+        Ok(HostTensor::new(data, &sliced)?)
+    }
+
+    /// The raw 16-bit elements of columns `c0..c1` of rows `r0..r1` of an F16 / BF16 tensor.
+    fn raw16(&self, t: &TensorInfo, (r0, r1): (usize, usize), (c0, c1): (usize, usize)) -> Result<Vec<u16>, LoadError> {
+        let cols = t.dims.first().copied().unwrap_or(1);
+        let data = self.file.data(t);
+        let mut out = Vec::with_capacity((r1 - r0) * (c1 - c0));
+        for r in r0..r1 {
+            out.extend(data[2 * (r * cols + c0)..2 * (r * cols + c1)].chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])));
+        }
+        Ok(out)
+    }
+
+    /// `spec`'s slice of tensor `name` of `shape` in HF order, zero-padded as the spec says:
+    /// `read(rows, cols)` gives the elements of a row and column range, row-major; q/k rows
+    /// llama.cpp permuted are put back per head.
+    fn slice<T: Copy + Default>(
+        &self,
+        name: &str,
+        spec: &ShardSpec,
+        shape: &[usize],
+        read: impl Fn((usize, usize), (usize, usize)) -> Result<Vec<T>, LoadError>,
+    ) -> Result<Vec<T>, LoadError> {
         let end = spec.start + spec.len;
         let out_of_range = |n: usize| self.invalid(name, format!("slice {spec:?} does not fit shape {shape:?} ({end} > {n})"));
-        match (shape.as_slice(), spec.axis) {
+        match (shape, spec.axis) {
             // A vector is one row: its slice is a column range.
             (&[n], Axis::Rows) => {
                 if end > n {
                     return Err(out_of_range(n));
                 }
-                let mut v = self.dequant_range(name, t, n, (0, 1), (spec.start, end))?;
-                v.resize(spec.padded_len, 0.0);
-                Ok(HostTensor::f32(v, &spec.sliced_shape(&shape))?)
+                let mut v = read((0, 1), (spec.start, end))?;
+                v.resize(spec.padded_len, T::default());
+                Ok(v)
             }
             (&[rows, cols], Axis::Rows) => {
                 if end > rows {
                     return Err(out_of_range(rows));
                 }
-                let mut v = self.dequant_range(name, t, cols, (spec.start, end), (0, cols))?;
+                let mut v = read((spec.start, end), (0, cols))?;
                 if let Some(heads) = self.permuted_heads(name) {
                     // The permutation stays inside each head: whole heads unpermute on their own.
                     let hd = rows / heads.max(1);
@@ -210,22 +249,22 @@ impl GgufWeights {
                     }
                     v = unpermute(&v, spec.len, cols, spec.len / hd);
                 }
-                v.resize(spec.padded_len * cols, 0.0);
-                Ok(HostTensor::f32(v, &spec.sliced_shape(&shape))?)
+                v.resize(spec.padded_len * cols, T::default());
+                Ok(v)
             }
-            (&[rows, cols], Axis::Cols) => {
-                if end > cols {
-                    return Err(out_of_range(cols));
+            (&[rows, _], Axis::Cols) => {
+                if end > shape[1] {
+                    return Err(out_of_range(shape[1]));
                 }
-                let mut v = self.dequant_range(name, t, cols, (0, rows), (spec.start, end))?;
+                let mut v = read((0, rows), (spec.start, end))?;
                 if let Some(heads) = self.permuted_heads(name) {
                     v = unpermute(&v, rows, spec.len, heads);
                 }
-                let mut padded = vec![0f32; rows * spec.padded_len];
-                for (dst, src) in padded.chunks_exact_mut(spec.padded_len).zip(v.chunks_exact(spec.len.max(1))) {
+                let mut padded = vec![T::default(); rows * spec.padded_len];
+                for (dst, src) in padded.chunks_exact_mut(spec.padded_len.max(1)).zip(v.chunks_exact(spec.len.max(1))) {
                     dst[..spec.len].copy_from_slice(src);
                 }
-                Ok(HostTensor::f32(padded, &spec.sliced_shape(&shape))?)
+                Ok(padded)
             }
             (s, _) => Err(self.invalid(name, format!("{}-D tensor {s:?} sliced along {:?}", s.len(), spec.axis))),
         }
