@@ -7,6 +7,8 @@
 use finetp_core::shard::{Axis, ShardSpec, WeightSource};
 use finetp_loader::gguf::{GgmlType, GgufWeights, dequantize};
 
+mod common;
+
 #[derive(serde::Deserialize)]
 struct Golden {
     generator: String,
@@ -51,40 +53,6 @@ fn blocks_decode_as_the_gguf_package_decodes_them() {
     }
 }
 
-/// A GGUF v3 file holding one llama model's `token_embd.weight` as `ty` blocks `data` (shape
-/// `[rows, cols]`), with the metadata a checkpoint needs to open.
-fn gguf_with(path: &std::path::Path, id: u32, rows: usize, cols: usize, data: &[u8]) {
-    let mut b = Vec::new();
-    let s = |b: &mut Vec<u8>, x: &str| {
-        b.extend((x.len() as u64).to_le_bytes());
-        b.extend(x.as_bytes());
-    };
-    b.extend(b"GGUF");
-    b.extend(3u32.to_le_bytes());
-    b.extend(1u64.to_le_bytes());
-    let kv: [(&str, u32); 6] = [("block_count", 1), ("embedding_length", cols as u32), ("feed_forward_length", 64), ("attention.head_count", 2), ("attention.head_count_kv", 1), ("vocab_size", rows as u32)];
-    b.extend((kv.len() as u64 + 1).to_le_bytes());
-    s(&mut b, "general.architecture");
-    b.extend(8u32.to_le_bytes());
-    s(&mut b, "llama");
-    for (k, v) in kv {
-        s(&mut b, &format!("llama.{k}"));
-        b.extend(4u32.to_le_bytes());
-        b.extend(v.to_le_bytes());
-    }
-    s(&mut b, "token_embd.weight");
-    b.extend(2u32.to_le_bytes());
-    b.extend((cols as u64).to_le_bytes());
-    b.extend((rows as u64).to_le_bytes());
-    b.extend(id.to_le_bytes());
-    b.extend(0u64.to_le_bytes());
-    while b.len() % 32 != 0 {
-        b.push(0);
-    }
-    b.extend(data);
-    std::fs::write(path, b).unwrap();
-}
-
 #[test]
 fn tensors_of_each_format_load_whole_and_sliced_as_decoded() {
     let g = golden();
@@ -96,7 +64,7 @@ fn tensors_of_each_format_load_whole_and_sliced_as_decoded() {
         let n: usize = f.shape.iter().product();
         let (rows, cols) = (2, n / 2);
         let path = dir.path().join(format!("{name}.gguf"));
-        gguf_with(&path, id, rows, cols, &bytes);
+        common::write_gguf(&path, &[("token_embd.weight", vec![cols as u64, rows as u64], id, bytes)]);
         let (w, _) = GgufWeights::open(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
         let name_hf = "model.embed_tokens.weight";
         let want: Vec<f32> = f.values.iter().map(|v| *v as f32).collect();
