@@ -196,7 +196,9 @@ fn run_rank<B: Device>(
         let t0 = Instant::now();
         let local = LocalStep::build(&mut seqs, &table, layout.max_blocks, cfg.max_num_batched_tokens);
         let world = exchange_meta(be, groups, &local).map_err(comm_err)?;
-        if world.rows == 0 {
+        // No rows anywhere: every sequence is done. (A step may run rows and sample none,
+        // when each of them is a prompt chunk that does not end its prompt.)
+        if world.tokens.iter().all(|&n| n == 0) {
             break;
         }
         let dp = world.tokens.len();
@@ -280,9 +282,6 @@ impl LocalStep {
 struct WorldStep {
     tokens: Vec<usize>,
     logits: Vec<usize>,
-    /// Token rows of the whole world this step (0: every sequence is done). A step may run rows
-    /// and sample none, when every row is a prompt chunk that does not end its prompt.
-    rows: usize,
     any_prefill: bool,
 }
 
@@ -298,7 +297,6 @@ fn exchange_meta<B: Device>(be: &B, groups: &GroupSet<B>, local: &LocalStep) -> 
     };
     let tokens: Vec<usize> = v.chunks(3).map(|c| c[0] as usize).collect();
     Ok(WorldStep {
-        rows: v.chunks(3).map(|c| c[0] as usize).sum(),
         logits: v.chunks(3).map(|c| c[1] as usize).collect(),
         any_prefill: v.chunks(3).any(|c| c[2] != 0),
         tokens,

@@ -179,15 +179,22 @@ pub(super) fn kv_cache_attention(
     let span = |p: u32| window.map_or(p as usize + 1, |w| (p as usize + 1).min(w as usize));
     let keys: usize = r.slots.iter().zip(r.positions).filter(|(s, _)| **s != PAD_SLOT).map(|(_, p)| span(*p)).sum();
     let macs = nh * keys * (dk + dv);
-    let work = tasks(&r, nkv);
-    let outs: Vec<Vec<f32>> = if macs <= SERIAL_MACS || be.threads() == 1 {
-        work.iter().map(|&t| run_task(&d, t)).collect()
-    } else {
-        be.pool().install(|| work.par_iter().map(|&t| run_task(&d, t)).collect())
+    let pool = (macs > SERIAL_MACS && be.threads() > 1).then(|| be.pool());
+    attend_step(&d, pool, ys);
+    Ok(())
+}
+
+/// Every task of the step, on `pool` (or the calling thread), scattered into `ys
+/// [rows, nh, dv]`; padding rows are zero.
+fn attend_step(d: &Call<'_>, pool: Option<&rayon::ThreadPool>, ys: &mut [f32]) {
+    let work = tasks(&d.rows, d.nkv);
+    let outs: Vec<Vec<f32>> = match pool {
+        None => work.iter().map(|&t| run_task(d, t)).collect(),
+        Some(pool) => pool.install(|| work.par_iter().map(|&t| run_task(d, t)).collect()),
     };
-    // Padding rows stay zero; every other row is in exactly one task per KV head.
+    // Every row but padding is in exactly one task per KV head.
     ys.fill(0.0);
-    let group = nh / nkv;
+    let (nh, dv, group) = (d.nh, d.dv, d.nh / d.nkv);
     for (&(t0, t1, g), out) in work.iter().zip(&outs) {
         for (i, o) in out.chunks_exact(dv.max(1)).enumerate() {
             let (t, h) = (t0 + i / group, g * group + i % group);
@@ -195,7 +202,6 @@ pub(super) fn kv_cache_attention(
             ys[(t * nh + h) * dv..][..dv].copy_from_slice(o);
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -235,18 +241,12 @@ mod tests {
         }
     }
 
-    /// Every task of a step, scattered into `[rows, nh, dv]` as `kv_cache_attention` does.
+    /// The step's attention as `kv_cache_attention` computes it, on the calling thread.
     fn attention(c: &Case, slots: &[u32], positions: &[u32], nh: usize, nkv: usize, (dk, dv): (usize, usize), window: Option<u32>) -> Vec<f32> {
         let rows = Rows { table: &c.table, slots, positions, dims: c.dims };
         let d = Call { qs: &c.qs[..slots.len() * nh * dk], ks: &c.ks, vs: &c.vs, rows, scale: 0.3, window, nh, nkv, dk, dv };
         let mut y = vec![0f32; slots.len() * nh * dv];
-        let group = nh / nkv;
-        for t in tasks(&rows, nkv) {
-            for (i, o) in run_task(&d, t).chunks_exact(dv).enumerate() {
-                let (row, h) = (t.0 + i / group, t.2 * group + i % group);
-                y[(row * nh + h) * dv..][..dv].copy_from_slice(o);
-            }
-        }
+        attend_step(&d, None, &mut y);
         y
     }
 

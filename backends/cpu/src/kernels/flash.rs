@@ -31,9 +31,8 @@ pub(super) struct Task<'a> {
     pub dv: usize,
 }
 
-/// Gathers key block `block` into `kt [dk, KEY_BLOCK]` (transposed) and `v [KEY_BLOCK, dv]`;
-/// `key(p)` is the start of position `p`'s key in the caller's cache (`None`: beyond the
-/// sequence, zero-filled). The values are what [`attend`] multiplies.
+/// One block of [`KEY_BLOCK`] positions gathered from the cache: keys transposed,
+/// `kt [dk, KEY_BLOCK]`, and values `v [KEY_BLOCK, dv]`; what [`attend`] multiplies.
 pub(super) struct Block {
     pub kt: Vec<f32>,
     pub v: Vec<f32>,

@@ -147,18 +147,6 @@ impl<'a> Reader<'a> {
     }
 }
 
-impl GgufFile {
-    /// Maps and parses the header, metadata and tensor table (no tensor data is read).
-    pub fn open(path: &Path) -> Result<Self, LoaderError> {
-        let io = |e: std::io::Error| LoaderError::Io { path: path.display().to_string(), message: e.to_string() };
-        let file = File::open(path).map_err(io)?;
-        // SAFETY: the map is read-only; finetp never writes to checkpoint files while they are open.
-        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
-        let (metadata, tensors) = parse_tables(&map, path)?;
-        Ok(Self { path: path.to_path_buf(), map, metadata, tensors })
-    }
-}
-
 /// A GGUF file's metadata and tensor table.
 pub type Tables = (BTreeMap<String, MetaValue>, BTreeMap<String, TensorInfo>);
 
@@ -219,6 +207,16 @@ pub fn parse_tables(buf: &[u8], path: &Path) -> Result<Tables, LoaderError> {
 }
 
 impl GgufFile {
+    /// Maps and parses the header, metadata and tensor table (no tensor data is read).
+    pub fn open(path: &Path) -> Result<Self, LoaderError> {
+        let io = |e: std::io::Error| LoaderError::Io { path: path.display().to_string(), message: e.to_string() };
+        let file = File::open(path).map_err(io)?;
+        // SAFETY: the map is read-only; finetp never writes to checkpoint files while they are open.
+        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        let (metadata, tensors) = parse_tables(&map, path)?;
+        Ok(Self { path: path.to_path_buf(), map, metadata, tensors })
+    }
+
     /// The raw bytes of a tensor (bounds were checked at open).
     pub fn data(&self, t: &TensorInfo) -> &[u8] {
         &self.map[t.offset..t.offset + t.bytes]

@@ -189,29 +189,34 @@ impl WeightSource for GgufWeights {
 }
 
 impl GgufWeights {
-    /// [`WeightSource::load`] before its finiteness check: `spec`'s slice decoded to f32.
+    /// [`WeightSource::load`] before its finiteness check: `spec`'s slice, F16 and BF16 in
+    /// their 16 bits (the backends multiply by them), every other type decoded to f32.
     fn decoded(&self, name: &str, spec: &ShardSpec) -> Result<HostTensor, LoadError> {
         let (_, t) = self.info(name)?;
         let shape = self.shape(name)?;
-        let sliced = spec.sliced_shape(&shape);
-        // 16-bit floats stay 16-bit (the backends multiply by them); the rest decode to f32.
+        let cols = shape.last().copied().unwrap_or(1);
         let data = match t.ty {
-            GgmlType::F16 => HostData::F16(self.slice(name, spec, &shape, |r, c| self.raw16(t, r, c))?.into_iter().map(f16::from_bits).collect()),
-            GgmlType::BF16 => HostData::BF16(self.slice(name, spec, &shape, |r, c| self.raw16(t, r, c))?.into_iter().map(bf16::from_bits).collect()),
-            _ => HostData::F32(self.slice(name, spec, &shape, |(r0, r1), (c0, c1)| self.dequant_range(name, t, *shape.last().unwrap_or(&1), (r0, r1), (c0, c1)))?),
+            GgmlType::F16 | GgmlType::BF16 => {
+                let bits = self.slice(name, spec, &shape, |r, c| Ok(self.raw16(t, cols, r, c)))?;
+                match t.ty {
+                    GgmlType::F16 => HostData::F16(bits.into_iter().map(f16::from_bits).collect()),
+                    _ => HostData::BF16(bits.into_iter().map(bf16::from_bits).collect()),
+                }
+            }
+            _ => HostData::F32(self.slice(name, spec, &shape, |r, c| self.dequant_range(name, t, cols, r, c))?),
         };
-        Ok(HostTensor::new(data, &sliced)?)
+        Ok(HostTensor::new(data, &spec.sliced_shape(&shape))?)
     }
 
-    /// The raw 16-bit elements of columns `c0..c1` of rows `r0..r1` of an F16 / BF16 tensor.
-    fn raw16(&self, t: &TensorInfo, (r0, r1): (usize, usize), (c0, c1): (usize, usize)) -> Result<Vec<u16>, LoadError> {
-        let cols = t.dims.first().copied().unwrap_or(1);
+    /// The raw 16-bit elements of columns `c0..c1` of rows `r0..r1` of an F16 / BF16 tensor
+    /// with rows of `cols`.
+    fn raw16(&self, t: &TensorInfo, cols: usize, (r0, r1): (usize, usize), (c0, c1): (usize, usize)) -> Vec<u16> {
         let data = self.file.data(t);
         let mut out = Vec::with_capacity((r1 - r0) * (c1 - c0));
         for r in r0..r1 {
             out.extend(data[2 * (r * cols + c0)..2 * (r * cols + c1)].chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])));
         }
-        Ok(out)
+        out
     }
 
     /// `spec`'s slice of tensor `name` of `shape` in HF order, zero-padded as the spec says:
@@ -252,9 +257,9 @@ impl GgufWeights {
                 v.resize(spec.padded_len * cols, T::default());
                 Ok(v)
             }
-            (&[rows, _], Axis::Cols) => {
-                if end > shape[1] {
-                    return Err(out_of_range(shape[1]));
+            (&[rows, cols], Axis::Cols) => {
+                if end > cols {
+                    return Err(out_of_range(cols));
                 }
                 let mut v = read((0, rows), (spec.start, end))?;
                 if let Some(heads) = self.permuted_heads(name) {
