@@ -53,7 +53,7 @@ impl WithBackend for &Generation<'_> {
             .prompts
             .iter()
             .enumerate()
-            .map(|(id, p)| Request { id, prompt: p.clone(), max_tokens: self.max_tokens, sampling: Sampling::default(), stop_ids: self.stop_ids.to_vec() })
+            .map(|(id, p)| Request { id, prompt: p.clone(), max_tokens: self.max_tokens, sampling: Sampling::default(), stop_ids: self.stop_ids.to_vec(), ..Request::default() })
             .collect();
         let max_seq_len = self.prompts.iter().map(Vec::len).max().unwrap_or(0) + self.max_tokens;
         let cfg = EngineConfig::new(self.mode, max_seq_len);

@@ -149,6 +149,7 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
                 max_tokens: args.max_tokens,
                 sampling: Sampling { temperature: args.temperature, top_p: args.top_p, top_k: args.top_k, seed: args.seed },
                 stop_ids: if args.ignore_eos { Vec::new() } else { ckpt.eos_token_ids.clone() },
+                ..Request::default()
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()

@@ -26,6 +26,56 @@ pub struct GraphReport {
     pub replays: usize,
     /// Why decode steps ran eagerly (with the same static shapes) instead.
     pub eager_reason: Option<String>,
+    /// The batch sizes (decode rows per rank) captured, one graph each.
+    #[serde(default)]
+    pub buckets: Vec<usize>,
+}
+
+/// Graph mode's decode graphs, one per batch-size bucket: a decode step of `n` rows on the
+/// busiest rank runs the graph of the smallest bucket that holds `n`, every rank padded to it
+/// (vLLM's cudagraph capture sizes). Buckets are captured the first time a step needs them.
+pub(crate) struct DecodeGraphs<B: Device> {
+    enabled: bool,
+    buckets: Vec<usize>,
+    graphs: std::collections::BTreeMap<usize, DecodeGraph<B>>,
+}
+
+impl<B: Device> DecodeGraphs<B> {
+    /// Buckets 1, 2, 4, … up to `max_rows`, and `max_rows` itself.
+    pub(crate) fn new(enabled: bool, max_rows: usize) -> Self {
+        let max_rows = max_rows.max(1);
+        let mut buckets: Vec<usize> = std::iter::successors(Some(1usize), |b| b.checked_mul(2)).take_while(|&b| b < max_rows).collect();
+        buckets.push(max_rows);
+        Self { enabled, buckets, graphs: std::collections::BTreeMap::new() }
+    }
+
+    /// The bucket a decode step whose busiest rank runs `rows` rows pads to.
+    pub(crate) fn bucket(&self, rows: usize) -> usize {
+        self.buckets.iter().copied().find(|&b| b >= rows).unwrap_or(rows)
+    }
+
+    /// The graph of `bucket`.
+    pub(crate) fn of(&mut self, bucket: usize) -> &mut DecodeGraph<B> {
+        let enabled = self.enabled;
+        self.graphs.entry(bucket).or_insert_with(|| DecodeGraph::new(enabled))
+    }
+
+    pub(crate) fn report(&self) -> Option<GraphReport> {
+        if !self.enabled {
+            return None;
+        }
+        let mut r = GraphReport { captured_ops: 0, replays: 0, eager_reason: None, buckets: vec![] };
+        for (&bucket, g) in &self.graphs {
+            let Some(one) = g.report() else { continue };
+            if one.captured_ops > 0 {
+                r.buckets.push(bucket);
+            }
+            r.captured_ops += one.captured_ops;
+            r.replays += one.replays;
+            r.eager_reason = r.eager_reason.or(one.eager_reason);
+        }
+        Some(r)
+    }
 }
 
 enum State<B: Device> {
@@ -52,9 +102,9 @@ impl<B: Device> DecodeGraph<B> {
 
     pub(crate) fn report(&self) -> Option<GraphReport> {
         self.enabled.then(|| match &self.state {
-            State::Empty => GraphReport { captured_ops: 0, replays: 0, eager_reason: None },
-            State::Ready { graph, .. } => GraphReport { captured_ops: graph.ops(), replays: self.replays, eager_reason: None },
-            State::Eager { reason } => GraphReport { captured_ops: 0, replays: 0, eager_reason: Some(reason.clone()) },
+            State::Empty => GraphReport { captured_ops: 0, replays: 0, eager_reason: None, buckets: vec![] },
+            State::Ready { graph, .. } => GraphReport { captured_ops: graph.ops(), replays: self.replays, eager_reason: None, buckets: vec![] },
+            State::Eager { reason } => GraphReport { captured_ops: 0, replays: 0, eager_reason: Some(reason.clone()), buckets: vec![] },
         })
     }
 

@@ -21,8 +21,8 @@ impl Default for Sampling {
     }
 }
 
-/// A per-request generator: SplitMix64, seeded by (seed, request id), so results do not depend
-/// on which rank serves the request or on batch composition.
+/// A per-request generator: SplitMix64, seeded by (seed, stream) — the stream is the request's
+/// id unless it names one — so results depend neither on the rank nor on batch composition.
 #[derive(Debug, Clone)]
 pub struct Sampler {
     params: Sampling,
@@ -30,8 +30,8 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    pub fn new(params: Sampling, request_id: usize) -> Self {
-        Self { params, state: params.seed ^ (request_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) }
+    pub fn new(params: Sampling, stream: u64) -> Self {
+        Self { params, state: params.seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15) }
     }
 
     /// A uniform draw in `[0, 1)` with 24 bits (exactly representable as f32).

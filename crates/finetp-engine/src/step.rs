@@ -39,3 +39,43 @@ pub(crate) fn read_ids<B: Device>(be: &B, ids: &Tensor<B>) -> Result<Vec<u32>, B
         other => Err(BackendError::DType { op: "sample (ids)", expected: "u32", got: other.dtype() }),
     }
 }
+
+/// As [`eager_step`], with the logits brought to the host: `adjust[i]` is subtracted from
+/// logit row `i` (repetition penalties) before the device samples it, and the raw logits (as
+/// the model gave them) are returned beside the sampled ids, for log-probabilities.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn eager_step_with_logits<B: Device>(
+    rank: usize,
+    be: &B,
+    model: &dyn CausalLm<B>,
+    kv: &mut KvCache<B>,
+    inputs: &StepInputs,
+    token_counts: StepCounts,
+    logit_counts: StepCounts,
+    adjust: &[Vec<(u32, f32)>],
+) -> Result<(Vec<u32>, crate::logits::HostLogits), EngineError> {
+    let be_err = |source| EngineError::Backend { rank, source };
+    let batch = StepBatch::upload(be, inputs, token_counts, logit_counts).map_err(be_err)?;
+    let logits = model.forward(be, &batch, kv).map_err(|source| EngineError::Model { rank, source })?;
+    let vocab = logits.shape().get(1).copied().unwrap_or(0);
+    let host = be.download(&logits).map_err(be_err)?;
+    let raw = host.to_f32_vec().ok_or_else(|| be_err(BackendError::DType { op: "logits", expected: "a float type", got: host.dtype() }))?;
+    let mut to_sample = &logits;
+    let adjusted;
+    if adjust.iter().any(|a| !a.is_empty()) {
+        let mut v = raw.clone();
+        for (row, a) in adjust.iter().enumerate() {
+            for &(token, by) in a {
+                if let Some(x) = v.get_mut(row * vocab + token as usize) {
+                    *x -= by;
+                }
+            }
+        }
+        let t = finetp_core::backend::HostTensor::f32(v, &[logits.rows(), vocab]).and_then(|t| t.into_dtype(logits.dtype())).map_err(be_err)?;
+        adjusted = be.upload(&t).map_err(be_err)?;
+        to_sample = &adjusted;
+    }
+    let mut ids = be.zeros(&[logits.rows()], DType::U32).map_err(be_err)?;
+    be.sample(to_sample, &batch.sample_params, &mut ids).map_err(be_err)?;
+    Ok((read_ids(be, &ids).map_err(be_err)?, crate::logits::HostLogits { vocab, data: raw }))
+}

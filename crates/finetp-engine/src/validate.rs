@@ -74,7 +74,7 @@ mod tests {
     const LIMITS: RequestLimits = RequestLimits { max_model_len: 16, max_model_len_from: "max_position_embeddings", vocab_size: 100 };
 
     fn req(prompt: Vec<u32>, max_tokens: usize, sampling: Sampling) -> Request {
-        Request { id: 3, prompt, max_tokens, sampling, stop_ids: vec![] }
+        Request { id: 3, prompt, max_tokens, sampling, ..Request::default() }
     }
 
     #[test]

@@ -43,6 +43,7 @@ fn run_model(cfg: &ModelConfig, dp: usize, fg: FinegrainedTpConfig, mode: ExecMo
             max_tokens: 6 + id,
             sampling: Sampling::default(),
             stop_ids: vec![],
+            ..Request::default()
         })
         .collect();
     let engine = EngineConfig::new(mode, 32);

@@ -37,6 +37,7 @@ fn requests(n: usize, max_tokens: usize) -> Vec<Request> {
             max_tokens: max_tokens + id % 3, // uneven lengths: ranks go idle at different steps
             sampling: Sampling::default(),
             stop_ids: vec![],
+            ..Request::default()
         })
         .collect()
 }

@@ -43,6 +43,18 @@ impl StepInputs {
         }
     }
 
+    /// As [`push_sequence`](Self::push_sequence), asking for the logits of every row (a
+    /// prompt's log-probabilities): rows before the last are sampled greedily (their samples
+    /// are not used), the last with `sampling` when given, else greedily too.
+    pub fn push_sequence_all_logits(&mut self, slot: usize, tokens: &[u32], past: usize, sampling: Option<SampleParams>) {
+        let start = self.ids.len();
+        self.push_sequence(slot, tokens, past, None);
+        for r in 0..tokens.len() {
+            self.logit_rows.push((start + r) as u32);
+            self.sampling.push(if r + 1 == tokens.len() { sampling.unwrap_or(SampleParams::GREEDY) } else { SampleParams::GREEDY });
+        }
+    }
+
     /// Pads to `rows` token rows and `logit_rows` logit rows (graph mode's static shapes):
     /// padding rows touch no cache; padded logit rows repeat row 0 and are sampled greedily,
     /// and their tokens are dropped by the caller.

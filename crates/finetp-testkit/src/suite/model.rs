@@ -83,7 +83,7 @@ fn generate<D: Device>(s: &Subject, mode: ExecMode) -> Result<Vec<Vec<u32>>, Str
         .prompts
         .iter()
         .enumerate()
-        .map(|(id, p)| Request { id, prompt: p.clone(), max_tokens: s.new_tokens, sampling: Sampling::default(), stop_ids: vec![] })
+        .map(|(id, p)| Request { id, prompt: p.clone(), max_tokens: s.new_tokens, sampling: Sampling::default(), stop_ids: vec![], ..Request::default() })
         .collect();
     let max_seq_len = s.prompts.iter().map(Vec::len).max().unwrap_or(0) + s.new_tokens;
     let cfg = EngineConfig::new(mode, max_seq_len);
