@@ -8,6 +8,7 @@ mod host_memory;
 mod launch;
 mod plan_cmd;
 mod run_cmd;
+mod serve_cmd;
 
 use std::process::ExitCode;
 
@@ -28,6 +29,8 @@ enum Command {
     Run(run_cmd::RunArgs),
     /// Time each component's decode step sharded vs replicated, and the collectives alone.
     Bench(bench_cmd::BenchArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API (run's flags, plus --host/--port).
+    Serve(serve_cmd::ServeArgs),
 }
 
 /// An error with the exit code it maps to.
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
         Command::Plan(a) => plan_cmd::run(&a),
         Command::Run(a) => run_cmd::run(&a),
         Command::Bench(a) => bench_cmd::run(&a),
+        Command::Serve(a) => serve_cmd::serve(&a),
     };
     let code = match result {
         Ok(()) => return ExitCode::SUCCESS,

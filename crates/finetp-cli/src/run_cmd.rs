@@ -89,7 +89,20 @@ pub enum Mode {
     Graph,
 }
 
-pub fn run(args: &RunArgs) -> Result<(), Failure> {
+/// What `run` and `serve` share: the layout checked, the launcher chosen, the model opened and
+/// checked against the layout, and the request limits.
+pub(crate) struct Opened {
+    pub parallel: finetp_core::config::ParallelConfig,
+    pub backend: BackendKind,
+    pub launcher: Launcher,
+    /// Ranks this process runs.
+    pub here: usize,
+    pub path: PathBuf,
+    pub ckpt: Checkpoint,
+    pub limits: RequestLimits,
+}
+
+pub(crate) fn open(args: &RunArgs) -> Result<Opened, Failure> {
     let parallel = args.parallel.to_config()?;
     if !(args.collective_timeout.is_finite() && args.collective_timeout > 0.0 && args.collective_timeout <= 86_400.0) {
         return Err(Failure::Input(anyhow!("--collective-timeout must be a number of seconds in (0, 86400], got {}", args.collective_timeout)));
@@ -122,8 +135,24 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
             path.display()
         )));
     }
-    let tokenizer = ckpt.tokenizer.as_ref().ok_or_else(|| Failure::Input(anyhow!("{} has no tokenizer", path.display())))?;
+    if ckpt.tokenizer.is_none() {
+        return Err(Failure::Input(anyhow!("{} has no tokenizer", path.display())));
+    }
+    let positions = ckpt.config.max_position_embeddings;
+    let (max_model_len, max_model_len_from) = match args.max_model_len {
+        Some(n) if n > positions => {
+            return Err(Failure::Input(anyhow!("--max-model-len {n} exceeds the model's max_position_embeddings ({positions})")));
+        }
+        Some(n) => (n, "--max-model-len"),
+        None => (positions, "the model's max_position_embeddings"),
+    };
+    let limits = RequestLimits { max_model_len, max_model_len_from, vocab_size: ckpt.config.vocab_size };
+    Ok(Opened { parallel, backend, launcher, here, path, ckpt, limits })
+}
 
+pub fn run(args: &RunArgs) -> Result<(), Failure> {
+    let Opened { parallel, backend, launcher, here, path, ckpt, limits } = open(args)?;
+    let tokenizer = ckpt.tokenizer.as_ref().ok_or_else(|| Failure::Input(anyhow!("{} has no tokenizer", path.display())))?;
     let dp = parallel.data_parallel_size;
     let prompts: Vec<String> = if args.prompts.is_empty() {
         (0..dp).map(|i| DEFAULT_PROMPTS[i % DEFAULT_PROMPTS.len()].to_string()).collect()
@@ -154,15 +183,6 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
         })
         .collect::<anyhow::Result<Vec<_>>>()
         .map_err(Failure::Input)?;
-    let positions = ckpt.config.max_position_embeddings;
-    let (max_model_len, max_model_len_from) = match args.max_model_len {
-        Some(n) if n > positions => {
-            return Err(Failure::Input(anyhow!("--max-model-len {n} exceeds the model's max_position_embeddings ({positions})")));
-        }
-        Some(n) => (n, "--max-model-len"),
-        None => (positions, "the model's max_position_embeddings"),
-    };
-    let limits = RequestLimits { max_model_len, max_model_len_from, vocab_size: ckpt.config.vocab_size };
     finetp_engine::validate(&requests, &limits).map_err(|e| Failure::Input(e.into()))?;
     let max_prompt = requests.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
     if args.max_num_batched_tokens == 0 {
@@ -175,6 +195,8 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
         },
         max_seq_len: max_prompt + args.max_tokens,
         max_num_batched_tokens: args.max_num_batched_tokens,
+        max_num_seqs: None,
+        kv_blocks: None,
     };
     let plan = Plan::new(&parallel);
     // What the memory model says each rank holds, in the format the weights are held in:
@@ -234,7 +256,7 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
 /// them (the CPU), else in the dtype the source decodes them to. Read off the embedding and
 /// one linear weight (`finetp_core::memory::Quantization::Blocks` assumes the file's linears
 /// share one format, as llama.cpp's uniform quantisations write them).
-fn held_format(weights: &dyn finetp_core::shard::WeightSource, backend: BackendKind) -> WeightFormat {
+pub(crate) fn held_format(weights: &dyn finetp_core::shard::WeightSource, backend: BackendKind) -> WeightFormat {
     let dtype = weights.loaded_dtype("model.embed_tokens.weight").unwrap_or(DType::F32);
     let blocks = |name: &str| weights.stored_block_dtype(name).filter(|_| backend == BackendKind::Cpu);
     let quantization = match (blocks("model.embed_tokens.weight"), blocks("model.layers.0.mlp.down_proj.weight")) {
@@ -262,13 +284,16 @@ impl WithBackend for Generate<'_> {
 
     fn run<B: Device>(self, _kind: BackendKind) -> Self::Output {
         let ckpt = self.ckpt;
-        finetp_engine::generate(&self.launcher, self.plan, self.cfg, self.requests, |r: &Rank<B>| {
-            if r.rank == 0 {
-                eprintln!("finetp: rank 0 device: {}", r.be.describe());
-            }
-            finetp_models::load(&r.be, &ckpt.config, &*ckpt.weights, &r.groups).map_err(|source| EngineError::Model { rank: r.rank, source })
-        })
+        finetp_engine::generate(&self.launcher, self.plan, self.cfg, self.requests, |r: &Rank<B>| load_rank(ckpt, r))
     }
+}
+
+/// Loads the model `ckpt` names (the model registry) on rank `r`'s device and groups.
+pub(crate) fn load_rank<B: Device>(ckpt: &Checkpoint, r: &Rank<B>) -> Result<Box<dyn finetp_core::decoder::CausalLm<B>>, EngineError> {
+    if r.rank == 0 {
+        eprintln!("finetp: rank 0 device: {}", r.be.describe());
+    }
+    finetp_models::load(&r.be, &ckpt.config, &*ckpt.weights, &r.groups).map_err(|source| EngineError::Model { rank: r.rank, source })
 }
 
 fn print_report(r: &GenerationReport, planned_bytes: u64) {

@@ -1,0 +1,108 @@
+//! Drives a request's choices to the end, as one JSON response or as a stream of
+//! server-sent events; the endpoint supplies the shapes (`Shape`).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use finetp_engine::TokenLogprob;
+use tokio::sync::mpsc;
+
+use crate::AppState;
+use crate::generation::{Choice, Submitted};
+
+/// How an endpoint writes its chunks and its whole response.
+pub trait Shape: Send + Sync + 'static {
+    /// A streamed chunk of choice `index`: its new text and the log-probabilities of the tokens
+    /// that brought it; `first` on the choice's first chunk.
+    fn chunk(&self, index: usize, choice: &Choice, delta: &str, logprobs: &[TokenLogprob], first: bool) -> serde_json::Value;
+    /// The last chunk, with usage (`stream_options.include_usage`).
+    fn usage_chunk(&self, usage: serde_json::Value) -> serde_json::Value;
+    /// The whole response.
+    fn whole(&self, choices: &[Choice], usage: serde_json::Value) -> serde_json::Value;
+}
+
+pub fn usage(choices: &[Choice]) -> serde_json::Value {
+    let prompt = choices.first().map_or(0, |c| c.prompt_tokens);
+    let completion: usize = choices.iter().map(|c| c.tokens.len()).sum();
+    serde_json::json!({ "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion })
+}
+
+/// Reads events until every choice has finished; a choice that hits a stop string has its
+/// engine request cancelled. `false` if the engine went away first.
+async fn next(state: &AppState, sub: &mut Submitted, choices: &mut [Choice], stop: &[String]) -> Option<usize> {
+    let (index, event) = sub.events.recv().await?;
+    if choices[index].on_event(event, &state.model.tokenizer, stop) {
+        state.hub.cancel(sub.ids[index]);
+    }
+    Some(index)
+}
+
+fn record(state: &AppState, sub: &Submitted, choices: &[Choice]) {
+    for c in choices {
+        state.metrics.finished(sub.submitted_at, c.first_token_at, c.tokens.len(), c.finish.unwrap_or("error"));
+    }
+}
+
+/// The whole response once every choice is done.
+pub async fn whole(state: Arc<AppState>, mut sub: Submitted, n: usize, stop: Vec<String>, shape: impl Shape) -> Response {
+    let mut choices: Vec<Choice> = (0..n).map(|_| Choice::new()).collect();
+    while choices.iter().any(|c| c.finish.is_none()) {
+        if next(&state, &mut sub, &mut choices, &stop).await.is_none() {
+            return crate::generation::failure(&state).into_response();
+        }
+    }
+    record(&state, &sub, &choices);
+    if choices.iter().any(|c| c.finish == Some("error")) {
+        return crate::generation::failure(&state).into_response();
+    }
+    let u = usage(&choices);
+    axum::Json(shape.whole(&choices, u)).into_response()
+}
+
+/// A stream of chunks, `data: [DONE]` last. The client going away ends the stream: its
+/// engine requests are cancelled at once (the task below notices the closed channel).
+pub fn stream(state: Arc<AppState>, mut sub: Submitted, n: usize, stop: Vec<String>, include_usage: bool, shape: impl Shape) -> Response {
+    let (tx, rx) = mpsc::channel::<Result<SseEvent, Infallible>>(64);
+    tokio::spawn(async move {
+        let mut choices: Vec<Choice> = (0..n).map(|_| Choice::new()).collect();
+        let mut sent_logprobs = vec![0usize; n];
+        let mut started = vec![false; n];
+        let send = |v: serde_json::Value| SseEvent::default().data(v.to_string());
+        while choices.iter().any(|c| c.finish.is_none()) {
+            let got = tokio::select! {
+                got = next(&state, &mut sub, &mut choices, &stop) => got,
+                () = tx.closed() => return, // the client left: `sub` drops and cancels
+            };
+            let Some(i) = got else {
+                let _ = tx.send(Ok(send(crate::generation::failure(&state).body()))).await;
+                return;
+            };
+            let c = &mut choices[i];
+            let delta = c.take_delta(&stop);
+            let lps = c.logprobs[sent_logprobs[i]..].to_vec();
+            if delta.is_empty() && lps.is_empty() && c.finish.is_none() && started[i] {
+                continue;
+            }
+            sent_logprobs[i] = c.logprobs.len();
+            let chunk = shape.chunk(i, c, &delta, &lps, !started[i]);
+            started[i] = true;
+            if tx.send(Ok(send(chunk))).await.is_err() {
+                return;
+            }
+        }
+        record(&state, &sub, &choices);
+        if include_usage {
+            let _ = tx.send(Ok(send(shape.usage_chunk(usage(&choices))))).await;
+        }
+        let _ = tx.send(Ok(SseEvent::default().data("[DONE]"))).await;
+    });
+    Sse::new(tokio_stream::wrappers::ReceiverStream::new(rx)).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// Seconds since the Unix epoch (`created`).
+pub fn created() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
