@@ -9,13 +9,16 @@
 //! (fewest requests submitted and not finished), ties to the lowest — vLLM's DP load balancing,
 //! and round-robin for a batch submitted at once. A rank with nothing to do still runs every
 //! step its peers run (a dummy step of zero rows); when no rank has work the ranks wait here
-//! for the next submission instead of spinning collectives.
+//! (at most [`IDLE_WAIT`] before they meet again) instead of spinning collectives.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::request::{Event, Request, Sink};
+
+/// How long an idle rank waits in the hub before its next (empty) step's exchange.
+pub(crate) const IDLE_WAIT: Duration = Duration::from_millis(50);
 
 /// Why a submission is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -239,11 +242,22 @@ impl Hub {
         (reqs, cancels)
     }
 
-    /// Waits until anything changes after `generation` (or the engine failed); `false` if it failed.
-    pub(crate) fn wait_change(&self, generation: u64) -> bool {
+    /// Waits until anything changes after `generation`, or `at_most` has passed, or the engine
+    /// failed; `false` if it failed.
+    ///
+    /// Bounded on purpose: the ranks of an idle world each wait here and then meet in the next
+    /// step's exchange, and a rank whose snapshot was taken before a change (while a peer's was
+    /// taken after it) would otherwise return at once while that peer waited for a change that
+    /// has already happened: every rank is back in the exchange within `at_most`.
+    pub(crate) fn wait_change(&self, generation: u64, at_most: Duration) -> bool {
+        let deadline = std::time::Instant::now() + at_most;
         let mut s = self.lock();
         while s.generation == generation && s.failed.is_none() {
-            s = self.changed.wait_timeout(s, Duration::from_secs(1)).unwrap_or_else(std::sync::PoisonError::into_inner).0;
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            s = self.changed.wait_timeout(s, left).unwrap_or_else(std::sync::PoisonError::into_inner).0;
         }
         s.failed.is_none()
     }

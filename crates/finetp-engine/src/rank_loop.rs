@@ -7,8 +7,9 @@
 //! Every step the ranks exchange their row counts and a few flags on the DP group (one small
 //! all-gather, as vLLM does); every rank, busy or idle, then runs the same forward — an idle
 //! rank's is a dummy step of zero rows — so each component's collectives stay in lock-step.
-//! When no rank has rows, the ranks end (the hub closed and nothing waiting) or wait in the
-//! hub for the next submission.
+//! When no rank has rows, the ranks end (the hub closed on every rank's view and nothing
+//! waiting) or wait in the hub for the next submission, each for at most `IDLE_WAIT`, so no
+//! rank waits outside a collective for a change its peers have already seen.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -121,7 +122,7 @@ pub(crate) fn run_rank<B: Device>(
             if world.all_closed && !world.any_waiting {
                 break;
             }
-            if !hub.wait_change(snap.generation) {
+            if !hub.wait_change(snap.generation, crate::hub::IDLE_WAIT) {
                 return Err(EngineError::Run { rank, detail: format!("stopped: {}", hub.failure().unwrap_or_default()) });
             }
             continue;
