@@ -21,7 +21,7 @@ impl HostLogits {
 /// in f64. NaN logits weigh nothing, as in the sampler.
 pub(crate) fn logprob(row: &[f32], token: u32, top: usize) -> TokenLogprob {
     let max = row.iter().copied().filter(|x| !x.is_nan()).fold(f32::NEG_INFINITY, f32::max);
-    let lse = if max == f32::INFINITY || max == f32::NEG_INFINITY {
+    let lse = if max.is_infinite() {
         f64::from(max)
     } else {
         let m = f64::from(max);
