@@ -293,7 +293,16 @@ pub(crate) fn load_rank<B: Device>(ckpt: &Checkpoint, r: &Rank<B>) -> Result<Box
     if r.rank == 0 {
         eprintln!("finetp: rank 0 device: {}", r.be.describe());
     }
-    finetp_models::load(&r.be, &ckpt.config, &*ckpt.weights, &r.groups).map_err(|source| EngineError::Model { rank: r.rank, source })
+    let model_err = |source| EngineError::Model { rank: r.rank, source };
+    if r.rank != 0 {
+        return finetp_models::load(&r.be, &ckpt.config, &*ckpt.weights, &r.groups).map_err(model_err);
+    }
+    // Rank 0 shows its load on a terminal (a bar of the tensors it reads; nothing elsewhere).
+    let tensors = finetp_models::tensor_shapes(&ckpt.config).len() as u64;
+    let progress = finetp_loader::ProgressWeights::new(&*ckpt.weights, tensors, "rank 0 loading");
+    let model = finetp_models::load(&r.be, &ckpt.config, &progress, &r.groups).map_err(model_err);
+    progress.finish();
+    model
 }
 
 fn print_report(r: &GenerationReport, planned_bytes: u64) {

@@ -1,6 +1,6 @@
 //! Requests checked against the model before anything runs: each failure a typed error naming
 //! the value, the limit and where the limit came from. `finetp run` maps them to exit code 2;
-//! `finetp serve` will answer them with HTTP 400.
+//! `finetp serve` answers them with HTTP 400 and an OpenAI error body.
 
 use crate::Request;
 

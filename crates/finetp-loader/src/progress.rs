@@ -38,6 +38,22 @@ impl WeightSource for ProgressWeights<'_> {
         t
     }
 
+    /// Forwarded, with the bar advanced: a source that keeps blocks as stored keeps them
+    /// behind the bar too.
+    fn load_stored(&self, name: &str, spec: &ShardSpec) -> Result<HostTensor, LoadError> {
+        let t = self.inner.load_stored(name, spec);
+        self.bar.inc(1);
+        t
+    }
+
+    fn stored_block_dtype(&self, name: &str) -> Option<finetp_core::backend::DType> {
+        self.inner.stored_block_dtype(name)
+    }
+
+    fn loaded_dtype(&self, name: &str) -> Option<finetp_core::backend::DType> {
+        self.inner.loaded_dtype(name)
+    }
+
     fn describe(&self) -> String {
         self.inner.describe()
     }
