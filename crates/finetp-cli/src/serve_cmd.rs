@@ -122,7 +122,7 @@ pub fn serve(args: &ServeArgs) -> Result<(), Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let state = Arc::new(finetp_server::AppState::new(hub.clone(), model));
     let (engine_done_tx, engine_done) = tokio::sync::oneshot::channel::<()>();
-    let work = Serve { plan: &plan, cfg: &cfg, hub: &hub, ckpt: &ckpt, launcher: Launcher::threads(launcher.timeout()) };
+    let work = Serve { plan: &plan, cfg: &cfg, hub: &hub, ckpt: &ckpt, timeout: launcher.timeout() };
     let outcome = std::thread::scope(|s| {
         let engine = s.spawn(move || {
             let out = finetp_engine::dispatch(backend, work);
@@ -178,7 +178,8 @@ struct Serve<'a> {
     cfg: &'a EngineConfig,
     hub: &'a Hub,
     ckpt: &'a Checkpoint,
-    launcher: Launcher,
+    /// The collective timeout; the launcher (threads) is made on the engine's thread.
+    timeout: std::time::Duration,
 }
 
 impl WithBackend for Serve<'_> {
@@ -186,6 +187,6 @@ impl WithBackend for Serve<'_> {
 
     fn run<B: Device>(self, _kind: BackendKind) -> Self::Output {
         let ckpt = self.ckpt;
-        finetp_engine::serve(&self.launcher, self.plan, self.cfg, self.hub, |r: &Rank<B>| crate::run_cmd::load_rank(ckpt, r))
+        finetp_engine::serve(&Launcher::threads(self.timeout), self.plan, self.cfg, self.hub, |r: &Rank<B>| crate::run_cmd::load_rank(ckpt, r))
     }
 }

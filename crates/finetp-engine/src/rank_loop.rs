@@ -25,7 +25,7 @@ use crate::kv_pool::BlockPool;
 use crate::logits::{HostLogits, logprob, penalty_adjustments};
 use crate::request::{Event, FinishReason, Request, RequestOutput, TokenLogprob};
 use crate::sampling::Sampler;
-use crate::step::{eager_step, eager_step_with_logits};
+use crate::step::eager_step_with;
 use crate::{EngineConfig, EngineError, ExecMode, RankReport};
 
 /// Where a rank sits: its global rank, its DP replica, its rank inside the replica, and how
@@ -128,23 +128,17 @@ pub(crate) fn run_rank<B: Device>(
             continue;
         }
         let dp = world.tokens.len();
-        let mut host = None;
-        let ids = if world.any_host || world.any_prefill || cfg.mode == ExecMode::Eager {
+        let (ids, host) = if world.any_host || world.any_prefill || cfg.mode == ExecMode::Eager {
             let (tokens, logits) = (StepCounts::new(world.tokens.clone(), rpr), StepCounts::new(world.logits.clone(), rpr));
-            if world.any_host {
-                // Every rank takes the same path: the logits come back to the host on all of them.
-                let (ids, h) = eager_step_with_logits(rank, be, model, &mut kv, &local.inputs, tokens, logits, &local.adjust)?;
-                host = Some(h);
-                ids
-            } else {
-                eager_step(rank, be, model, &mut kv, &local.inputs, tokens, logits)?
-            }
+            // Eager on every rank when any rank wants logits on the host (a graph keeps them on the
+            // device); only the ranks that want them bring them back.
+            eager_step_with(rank, be, model, &mut kv, &local.inputs, tokens, logits, local.host.then_some(&local.adjust[..]))?
         } else {
             // Static shapes: every rank runs the bucket's rows and logit rows.
             let bucket = graphs.bucket(world.tokens.iter().copied().max().unwrap_or(1));
             let mut inputs = local.inputs;
             inputs.pad_to(bucket, bucket);
-            graphs.of(bucket).step(rank, be, model, &mut kv, &inputs, StepCounts::uniform(dp, bucket, rpr))?
+            (graphs.of(bucket).step(rank, be, model, &mut kv, &inputs, StepCounts::uniform(dp, bucket, rpr))?, None)
         };
         for &(i, rows) in &local.chunks {
             seqs[i].past += rows;

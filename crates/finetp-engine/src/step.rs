@@ -17,10 +17,7 @@ pub(crate) fn eager_step<B: Device>(
     token_counts: StepCounts,
     logit_counts: StepCounts,
 ) -> Result<Vec<u32>, EngineError> {
-    let be_err = |source| EngineError::Backend { rank, source };
-    let batch = StepBatch::upload(be, inputs, token_counts, logit_counts).map_err(be_err)?;
-    let ids = forward_and_sample(be, model, &batch, kv).map_err(|source| EngineError::Model { rank, source })?;
-    read_ids(be, &ids).map_err(be_err)
+    eager_step_with(rank, be, model, kv, inputs, token_counts, logit_counts, None).map(|(ids, _)| ids)
 }
 
 /// The model's forward on `batch`, then [`sample`](finetp_core::backend::Kernels::sample) of
@@ -40,11 +37,12 @@ pub(crate) fn read_ids<B: Device>(be: &B, ids: &Tensor<B>) -> Result<Vec<u32>, B
     }
 }
 
-/// As [`eager_step`], with the logits brought to the host: `adjust[i]` is subtracted from
-/// logit row `i` (repetition penalties) before the device samples it, and the raw logits (as
-/// the model gave them) are returned beside the sampled ids, for log-probabilities.
+/// As [`eager_step`]; with `host`, the logits are brought to the host: `host[i]` is
+/// subtracted from logit row `i` (repetition penalties) before the device samples it, and the
+/// raw logits (as the model gave them) are returned beside the sampled ids, for
+/// log-probabilities.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn eager_step_with_logits<B: Device>(
+pub(crate) fn eager_step_with<B: Device>(
     rank: usize,
     be: &B,
     model: &dyn CausalLm<B>,
@@ -52,10 +50,14 @@ pub(crate) fn eager_step_with_logits<B: Device>(
     inputs: &StepInputs,
     token_counts: StepCounts,
     logit_counts: StepCounts,
-    adjust: &[Vec<(u32, f32)>],
-) -> Result<(Vec<u32>, crate::logits::HostLogits), EngineError> {
+    host: Option<&[Vec<(u32, f32)>]>,
+) -> Result<(Vec<u32>, Option<crate::logits::HostLogits>), EngineError> {
     let be_err = |source| EngineError::Backend { rank, source };
     let batch = StepBatch::upload(be, inputs, token_counts, logit_counts).map_err(be_err)?;
+    let Some(adjust) = host else {
+        let ids = forward_and_sample(be, model, &batch, kv).map_err(|source| EngineError::Model { rank, source })?;
+        return Ok((read_ids(be, &ids).map_err(be_err)?, None));
+    };
     let logits = model.forward(be, &batch, kv).map_err(|source| EngineError::Model { rank, source })?;
     let vocab = logits.shape().get(1).copied().unwrap_or(0);
     let host = be.download(&logits).map_err(be_err)?;
@@ -77,5 +79,5 @@ pub(crate) fn eager_step_with_logits<B: Device>(
     }
     let mut ids = be.zeros(&[logits.rows()], DType::U32).map_err(be_err)?;
     be.sample(to_sample, &batch.sample_params, &mut ids).map_err(be_err)?;
-    Ok((read_ids(be, &ids).map_err(be_err)?, crate::logits::HostLogits { vocab, data: raw }))
+    Ok((read_ids(be, &ids).map_err(be_err)?, Some(crate::logits::HostLogits { vocab, data: raw })))
 }
