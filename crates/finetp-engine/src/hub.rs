@@ -212,6 +212,10 @@ impl Hub {
         if s.failed.is_none() {
             s.failed = Some(why.to_string());
         }
+        // Nothing waits or runs any more.
+        s.waiting = 0;
+        s.running.iter_mut().for_each(|r| *r = 0);
+        s.outstanding.iter_mut().for_each(|r| *r = 0);
         for (_, live) in s.live.drain() {
             live.sink.send(Event::Finished { reason: crate::FinishReason::Failed(why.to_string()), replica: live.replica, prompt_tokens: 0, completion_tokens: 0 });
         }

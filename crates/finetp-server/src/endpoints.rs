@@ -55,9 +55,9 @@ async fn run(state: Arc<AppState>, common: &Common, job: Job, shape: impl Shape)
     let sub = submit(&state, c.n, make)?;
     Ok(if common.stream.unwrap_or(false) {
         let usage = common.stream_options.is_some_and(|o| o.include_usage);
-        respond::stream(state, sub, c.n, c.stop, usage, shape)
+        respond::stream(state, sub, c.n, job.prompt.len(), c.stop, usage, shape)
     } else {
-        respond::whole(state, sub, c.n, c.stop, shape).await
+        respond::whole(state, sub, c.n, job.prompt.len(), c.stop, shape).await
     })
 }
 

@@ -69,8 +69,9 @@ pub struct Choice {
 }
 
 impl Choice {
-    pub fn new() -> Self {
-        Self { tokens: vec![], logprobs: vec![], prompt_logprobs: None, text: String::new(), sent: 0, finish: None, prompt_tokens: 0, first_token_at: None }
+    /// A choice of a request whose prompt has `prompt_tokens` tokens.
+    pub fn new(prompt_tokens: usize) -> Self {
+        Self { tokens: vec![], logprobs: vec![], prompt_logprobs: None, text: String::new(), sent: 0, finish: None, prompt_tokens, first_token_at: None }
     }
 
     pub fn text(&self) -> &str {
@@ -96,8 +97,7 @@ impl Choice {
                     return true;
                 }
             }
-            Event::Finished { reason, prompt_tokens, .. } => {
-                self.prompt_tokens = prompt_tokens;
+            Event::Finished { reason, .. } => {
                 self.finish = Some(match reason {
                     FinishReason::Length => "length",
                     FinishReason::Stop | FinishReason::Cancelled => "stop",
@@ -122,18 +122,14 @@ impl Choice {
                 end -= 1;
             }
         }
-        if end <= self.sent {
+        // Re-decoding can rewrite the text before `sent` (a merge across tokens): what was
+        // handed out stays handed out, and nothing is sliced off a character boundary.
+        if end <= self.sent || !self.text.is_char_boundary(self.sent) {
             return String::new();
         }
         let d = self.text[self.sent..end].to_string();
         self.sent = end;
         d
-    }
-}
-
-impl Default for Choice {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

@@ -46,8 +46,8 @@ fn record(state: &AppState, sub: &Submitted, choices: &[Choice]) {
 }
 
 /// The whole response once every choice is done.
-pub async fn whole(state: Arc<AppState>, mut sub: Submitted, n: usize, stop: Vec<String>, shape: impl Shape) -> Response {
-    let mut choices: Vec<Choice> = (0..n).map(|_| Choice::new()).collect();
+pub async fn whole(state: Arc<AppState>, mut sub: Submitted, n: usize, prompt_tokens: usize, stop: Vec<String>, shape: impl Shape) -> Response {
+    let mut choices: Vec<Choice> = (0..n).map(|_| Choice::new(prompt_tokens)).collect();
     while choices.iter().any(|c| c.finish.is_none()) {
         if next(&state, &mut sub, &mut choices, &stop).await.is_none() {
             return crate::generation::failure(&state).into_response();
@@ -63,12 +63,15 @@ pub async fn whole(state: Arc<AppState>, mut sub: Submitted, n: usize, stop: Vec
 
 /// A stream of chunks, `data: [DONE]` last. The client going away ends the stream: its
 /// engine requests are cancelled at once (the task below notices the closed channel).
-pub fn stream(state: Arc<AppState>, mut sub: Submitted, n: usize, stop: Vec<String>, include_usage: bool, shape: impl Shape) -> Response {
+pub fn stream(state: Arc<AppState>, mut sub: Submitted, n: usize, prompt_tokens: usize, stop: Vec<String>, include_usage: bool, shape: impl Shape) -> Response {
     let (tx, rx) = mpsc::channel::<Result<SseEvent, Infallible>>(64);
     tokio::spawn(async move {
-        let mut choices: Vec<Choice> = (0..n).map(|_| Choice::new()).collect();
+        let mut choices: Vec<Choice> = (0..n).map(|_| Choice::new(prompt_tokens)).collect();
         let mut sent_logprobs = vec![0usize; n];
         let mut started = vec![false; n];
+        // A choice's last chunk (the one with its finish_reason) is sent once; events still in
+        // flight for it after a stop string are dropped.
+        let mut ended = vec![false; n];
         let send = |v: serde_json::Value| SseEvent::default().data(v.to_string());
         while choices.iter().any(|c| c.finish.is_none()) {
             let got = tokio::select! {
@@ -79,7 +82,15 @@ pub fn stream(state: Arc<AppState>, mut sub: Submitted, n: usize, stop: Vec<Stri
                 let _ = tx.send(Ok(send(crate::generation::failure(&state).body()))).await;
                 return;
             };
+            if ended[i] {
+                continue;
+            }
             let c = &mut choices[i];
+            if c.finish == Some("error") {
+                let _ = tx.send(Ok(send(crate::generation::failure(&state).body()))).await;
+                return;
+            }
+            ended[i] = c.finish.is_some();
             let delta = c.take_delta(&stop);
             let lps = c.logprobs[sent_logprobs[i]..].to_vec();
             if delta.is_empty() && lps.is_empty() && c.finish.is_none() && started[i] {
