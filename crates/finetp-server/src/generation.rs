@@ -142,3 +142,29 @@ pub fn token_text(tok: &tokenizers::Tokenizer, id: u32) -> String {
 pub fn failure(state: &AppState) -> ApiError {
     ApiError::internal(format!("generation failed: {}", state.hub.failure().unwrap_or_else(|| "the engine stopped".into())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Choice;
+
+    #[test]
+    fn text_that_could_start_a_stop_string_or_half_a_character_is_held_back() {
+        let stop = vec!["STOP".to_string()];
+        let mut c = Choice::new(3);
+        c.text = "hello wor".into();
+        assert_eq!(c.take_delta(&stop), "hello ", "the last 3 bytes could begin \"STOP\"");
+        c.text = "hello world\u{FFFD}".into();
+        assert_eq!(c.take_delta(&stop), "wo", "an unfinished character and the stop window wait");
+        c.text = "hello world, é".into();
+        assert_eq!(c.take_delta(&stop), "rld,", "never cut inside a character");
+        c.finish = Some("stop");
+        assert_eq!(c.take_delta(&stop), " é", "all of it once finished");
+        assert_eq!(c.take_delta(&stop), "");
+        // Text rewritten before what was handed out gives nothing, and no panic.
+        c.finish = None;
+        c.text = "é".repeat(10);
+        c.sent = 3;
+        assert_eq!(c.take_delta(&[]), "");
+        assert_eq!(c.prompt_tokens, 3);
+    }
+}
