@@ -139,7 +139,7 @@ impl<B: Device> DecodeGraph<B> {
                 self.replays += 1;
                 crate::step::read_ids(be, ids).map_err(be_err)
             }
-            _ => crate::step::eager_step(rank, be, model, kv, inputs, counts.clone(), counts),
+            _ => crate::step::eager_step(rank, be, model, kv, inputs, counts.clone(), counts, None).map(|(ids, _)| ids),
         }
     }
 

@@ -25,7 +25,7 @@ use crate::kv_pool::BlockPool;
 use crate::logits::{HostLogits, logprob, penalty_adjustments};
 use crate::request::{Event, FinishReason, Request, RequestOutput, TokenLogprob};
 use crate::sampling::Sampler;
-use crate::step::eager_step_with;
+use crate::step::eager_step;
 use crate::{EngineConfig, EngineError, ExecMode, RankReport};
 
 /// Where a rank sits: its global rank, its DP replica, its rank inside the replica, and how
@@ -132,7 +132,7 @@ pub(crate) fn run_rank<B: Device>(
             let (tokens, logits) = (StepCounts::new(world.tokens.clone(), rpr), StepCounts::new(world.logits.clone(), rpr));
             // Eager on every rank when any rank wants logits on the host (a graph keeps them on the
             // device); only the ranks that want them bring them back.
-            eager_step_with(rank, be, model, &mut kv, &local.inputs, tokens, logits, local.host.then_some(&local.adjust[..]))?
+            eager_step(rank, be, model, &mut kv, &local.inputs, tokens, logits, local.host.then_some(&local.adjust[..]))?
         } else {
             // Static shapes: every rank runs the bucket's rows and logit rows.
             let bucket = graphs.bucket(world.tokens.iter().copied().max().unwrap_or(1));

@@ -6,20 +6,6 @@ use finetp_core::parallel::StepCounts;
 
 use crate::EngineError;
 
-/// One step run as issued: upload `inputs`, forward, sample on the device, read back one token
-/// per logit row.
-pub(crate) fn eager_step<B: Device>(
-    rank: usize,
-    be: &B,
-    model: &dyn CausalLm<B>,
-    kv: &mut KvCache<B>,
-    inputs: &StepInputs,
-    token_counts: StepCounts,
-    logit_counts: StepCounts,
-) -> Result<Vec<u32>, EngineError> {
-    eager_step_with(rank, be, model, kv, inputs, token_counts, logit_counts, None).map(|(ids, _)| ids)
-}
-
 /// The model's forward on `batch`, then [`sample`](finetp_core::backend::Kernels::sample) of
 /// its logits: u32 `[M]` on the device. Graph mode captures exactly this.
 pub(crate) fn forward_and_sample<B: Device>(be: &B, model: &dyn CausalLm<B>, batch: &StepBatch<B>, kv: &mut KvCache<B>) -> Result<Tensor<B>, finetp_core::decoder::ModelError> {
@@ -37,12 +23,13 @@ pub(crate) fn read_ids<B: Device>(be: &B, ids: &Tensor<B>) -> Result<Vec<u32>, B
     }
 }
 
-/// As [`eager_step`]; with `host`, the logits are brought to the host: `host[i]` is
+/// One step run as issued: upload `inputs`, forward, sample on the device, read back one token
+/// per logit row. With `host`, the logits are brought to the host too: `host[i]` is
 /// subtracted from logit row `i` (repetition penalties) before the device samples it, and the
 /// raw logits (as the model gave them) are returned beside the sampled ids, for
 /// log-probabilities.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn eager_step_with<B: Device>(
+pub(crate) fn eager_step<B: Device>(
     rank: usize,
     be: &B,
     model: &dyn CausalLm<B>,
