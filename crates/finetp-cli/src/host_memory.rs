@@ -32,11 +32,17 @@ pub fn check_fits(ranks: usize, weights: u64, kv: Option<u64>, available: u64) -
     }
 }
 
-/// Refuses a rank of `weights` + `kv` bytes beyond `--memory-budget-gib` `budget`.
-pub fn check_budget(budget: f64, weights: u64, kv: Option<u64>) -> anyhow::Result<()> {
+/// `--memory-budget-gib` `budget` in bytes, or why it is not a budget.
+pub fn budget_bytes(budget: f64) -> anyhow::Result<u64> {
     if !(budget.is_finite() && budget > 0.0) {
         return Err(anyhow!("--memory-budget-gib must be a positive number of GiB, got {budget}"));
     }
+    Ok((budget * GIB) as u64)
+}
+
+/// Refuses a rank of `weights` + `kv` bytes beyond `--memory-budget-gib` `budget`.
+pub fn check_budget(budget: f64, weights: u64, kv: Option<u64>) -> anyhow::Result<()> {
+    budget_bytes(budget)?;
     let per_rank = kv.and_then(|k| k.checked_add(weights));
     match per_rank {
         Some(n) if n as f64 <= budget * GIB => Ok(()),

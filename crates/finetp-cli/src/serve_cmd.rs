@@ -69,8 +69,7 @@ pub fn serve(args: &ServeArgs) -> Result<(), Failure> {
     let block_bytes = reserved_kv_bytes(&ckpt.config, parallel.tensor_parallel_size, DType::F32, 1, KV_BLOCK_SIZE).unwrap_or(u64::MAX).max(1);
     let max_blocks = limits.max_model_len.div_ceil(KV_BLOCK_SIZE);
     let per_rank_memory = match r.memory_budget_gib {
-        Some(gib) if gib.is_finite() && gib > 0.0 => Some((gib * (1u64 << 30) as f64) as u64),
-        Some(gib) => return Err(Failure::Input(anyhow!("--memory-budget-gib must be a positive number of GiB, got {gib}"))),
+        Some(gib) => Some(crate::host_memory::budget_bytes(gib).map_err(Failure::Input)?),
         None if backend == BackendKind::Cpu => crate::host_memory::available_bytes().map(|a| a / here.max(1) as u64),
         None => None,
     };

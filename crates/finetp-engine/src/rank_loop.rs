@@ -208,7 +208,6 @@ fn admit(waiting: &mut VecDeque<Arc<Request>>, seqs: &mut Vec<Seq>, pool: &mut B
                 FinishReason::Failed(format!("{} tokens do not fit this rank's KV cache of {} blocks of {KV_BLOCK_SIZE}", need, pool.layout().blocks))
             };
             if emits {
-                hub.admitted(req.id);
                 hub.emit(req.id, finished(reason, replica, &req, 0));
             }
             if let Some(o) = outputs.as_deref_mut() {

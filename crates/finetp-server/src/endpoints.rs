@@ -13,7 +13,7 @@ use crate::AppState;
 use crate::api::{self, ChatRequest, Common, CompletionRequest, Prompt};
 use crate::error::ApiError;
 use crate::generation::{Choice, submit, token_text};
-use crate::respond::{self, Shape, created};
+use crate::respond::{self, Head, Shape, created};
 
 /// What both endpoints do once the prompt is tokenised.
 struct Job {
@@ -61,6 +61,11 @@ async fn run(state: Arc<AppState>, common: &Common, job: Job, shape: impl Shape)
     })
 }
 
+/// A response's id (`cmpl-7`), the model's name and the time.
+fn head(state: &AppState, prefix: &str) -> Head {
+    Head { id: state.response_id(prefix), model: state.model.name.clone(), created: created() }
+}
+
 fn max_tokens(state: &AppState, v: Option<u64>, prompt: usize) -> usize {
     match v {
         Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
@@ -92,7 +97,7 @@ async fn completions_inner(state: Arc<AppState>, body: Bytes) -> Result<Response
         prompt,
     };
     let echo_text = if echo { model.tokenizer.decode(&job.prompt, true).unwrap_or_default() } else { String::new() };
-    let shape = Completion { id: state.response_id("cmpl"), model: model.name.clone(), created: created(), state: state.clone(), echo: echo.then_some(echo_text), prompt: job.prompt.clone(), logprobs };
+    let shape = Completion { head: head(&state, "cmpl"), state: state.clone(), echo: echo.then_some(echo_text), prompt: job.prompt.clone(), logprobs };
     run(state.clone(), &req.common, job, shape).await
 }
 
@@ -126,14 +131,12 @@ async fn chat_inner(state: Arc<AppState>, body: Bytes) -> Result<Response, ApiEr
         None
     };
     let job = Job { max_tokens: max_tokens(&state, req.max_completion_tokens.or(req.common.max_tokens), prompt.len()), logprobs, prompt_logprobs: None, prompt };
-    let shape = Chat { id: state.response_id("chatcmpl"), model: model.name.clone(), created: created(), state: state.clone(), logprobs: logprobs.is_some() };
+    let shape = Chat { head: head(&state, "chatcmpl"), state: state.clone(), logprobs: logprobs.is_some() };
     run(state.clone(), &req.common, job, shape).await
 }
 
 struct Completion {
-    id: String,
-    model: String,
-    created: u64,
+    head: Head,
     state: Arc<AppState>,
     echo: Option<String>,
     prompt: Vec<u32>,
@@ -142,10 +145,10 @@ struct Completion {
 
 impl Completion {
     /// OpenAI's completion log-probabilities of `entries` (prompt entries first when echoing).
-    fn logprobs_json(&self, entries: &[Option<&TokenLogprob>], ids: &[u32], offset0: usize) -> Value {
+    fn logprobs_json(&self, entries: &[Option<&TokenLogprob>], ids: &[u32]) -> Value {
         let tok = &self.state.model.tokenizer;
         let (mut tokens, mut lps, mut tops, mut offsets) = (vec![], vec![], vec![], vec![]);
-        let mut offset = offset0;
+        let mut offset = 0;
         for (e, &id) in entries.iter().zip(ids) {
             let text = token_text(tok, id);
             offsets.push(offset);
@@ -174,43 +177,34 @@ impl Completion {
             entries.push(Some(e));
             ids.push(e.token);
         }
-        self.logprobs_json(&entries, &ids, 0)
+        self.logprobs_json(&entries, &ids)
     }
 }
 
 impl Shape for Completion {
-    fn chunk(&self, index: usize, c: &Choice, delta: &str, logprobs: &[TokenLogprob], first: bool) -> Value {
+    const OBJECT: &'static str = "text_completion";
+    const CHUNK_OBJECT: &'static str = "text_completion";
+
+    fn head(&self) -> &Head {
+        &self.head
+    }
+
+    fn chunk_choice(&self, index: usize, c: &Choice, delta: &str, logprobs: &[TokenLogprob], first: bool) -> Value {
         let text = match (&self.echo, first) {
             (Some(p), true) => format!("{p}{delta}"),
             _ => delta.to_string(),
         };
-        json!({
-            "id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
-            "choices": [{ "index": index, "text": text, "logprobs": self.choice_logprobs(c, logprobs, first), "finish_reason": c.finish }]
-        })
+        json!({ "index": index, "text": text, "logprobs": self.choice_logprobs(c, logprobs, first), "finish_reason": c.finish })
     }
 
-    fn usage_chunk(&self, usage: Value) -> Value {
-        json!({ "id": self.id, "object": "text_completion", "created": self.created, "model": self.model, "choices": [], "usage": usage })
-    }
-
-    fn whole(&self, choices: &[Choice], usage: Value) -> Value {
-        let choices: Vec<Value> = choices
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let text = format!("{}{}", self.echo.as_deref().unwrap_or(""), c.text());
-                json!({ "index": i, "text": text, "logprobs": self.choice_logprobs(c, &c.logprobs, true), "finish_reason": c.finish })
-            })
-            .collect();
-        json!({ "id": self.id, "object": "text_completion", "created": self.created, "model": self.model, "choices": choices, "usage": usage })
+    fn whole_choice(&self, index: usize, c: &Choice) -> Value {
+        let text = format!("{}{}", self.echo.as_deref().unwrap_or(""), c.text());
+        json!({ "index": index, "text": text, "logprobs": self.choice_logprobs(c, &c.logprobs, true), "finish_reason": c.finish })
     }
 }
 
 struct Chat {
-    id: String,
-    model: String,
-    created: u64,
+    head: Head,
     state: Arc<AppState>,
     logprobs: bool,
 }
@@ -238,34 +232,27 @@ impl Chat {
 }
 
 impl Shape for Chat {
-    fn chunk(&self, index: usize, c: &Choice, delta: &str, logprobs: &[TokenLogprob], first: bool) -> Value {
+    const OBJECT: &'static str = "chat.completion";
+    const CHUNK_OBJECT: &'static str = "chat.completion.chunk";
+
+    fn head(&self) -> &Head {
+        &self.head
+    }
+
+    fn chunk_choice(&self, index: usize, c: &Choice, delta: &str, logprobs: &[TokenLogprob], first: bool) -> Value {
         let mut d = json!({ "content": delta });
         if first {
             d["role"] = json!("assistant");
         }
+        json!({ "index": index, "delta": d, "logprobs": self.logprobs_json(logprobs), "finish_reason": c.finish })
+    }
+
+    fn whole_choice(&self, index: usize, c: &Choice) -> Value {
         json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [{ "index": index, "delta": d, "logprobs": self.logprobs_json(logprobs), "finish_reason": c.finish }]
+            "index": index,
+            "message": { "role": "assistant", "content": c.text() },
+            "logprobs": self.logprobs_json(&c.logprobs),
+            "finish_reason": c.finish
         })
-    }
-
-    fn usage_chunk(&self, usage: Value) -> Value {
-        json!({ "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model, "choices": [], "usage": usage })
-    }
-
-    fn whole(&self, choices: &[Choice], usage: Value) -> Value {
-        let choices: Vec<Value> = choices
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                json!({
-                    "index": i,
-                    "message": { "role": "assistant", "content": c.text() },
-                    "logprobs": self.logprobs_json(&c.logprobs),
-                    "finish_reason": c.finish
-                })
-            })
-            .collect();
-        json!({ "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model, "choices": choices, "usage": usage })
     }
 }

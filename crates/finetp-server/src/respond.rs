@@ -12,15 +12,35 @@ use tokio::sync::mpsc;
 use crate::AppState;
 use crate::generation::{Choice, Submitted};
 
-/// How an endpoint writes its chunks and its whole response.
+/// What every response object and chunk of one request carries.
+pub struct Head {
+    pub id: String,
+    pub model: String,
+    pub created: u64,
+}
+
+impl Head {
+    /// A response object (`object`) holding `choices`, with `usage` when given.
+    fn wrap(&self, object: &str, choices: Vec<serde_json::Value>, usage: Option<serde_json::Value>) -> serde_json::Value {
+        let mut v = serde_json::json!({ "id": self.id, "object": object, "created": self.created, "model": self.model, "choices": choices });
+        if let Some(u) = usage {
+            v["usage"] = u;
+        }
+        v
+    }
+}
+
+/// How an endpoint writes its choices; the envelope around them is the same for all.
 pub trait Shape: Send + Sync + 'static {
-    /// A streamed chunk of choice `index`: its new text and the log-probabilities of the tokens
-    /// that brought it; `first` on the choice's first chunk.
-    fn chunk(&self, index: usize, choice: &Choice, delta: &str, logprobs: &[TokenLogprob], first: bool) -> serde_json::Value;
-    /// The last chunk, with usage (`stream_options.include_usage`).
-    fn usage_chunk(&self, usage: serde_json::Value) -> serde_json::Value;
-    /// The whole response.
-    fn whole(&self, choices: &[Choice], usage: serde_json::Value) -> serde_json::Value;
+    /// `object` of the whole response and of each streamed chunk.
+    const OBJECT: &'static str;
+    const CHUNK_OBJECT: &'static str;
+    fn head(&self) -> &Head;
+    /// Choice `index` of a streamed chunk: its new text and the log-probabilities of the
+    /// tokens that brought it; `first` on the choice's first chunk.
+    fn chunk_choice(&self, index: usize, choice: &Choice, delta: &str, logprobs: &[TokenLogprob], first: bool) -> serde_json::Value;
+    /// Choice `index` of the whole response.
+    fn whole_choice(&self, index: usize, choice: &Choice) -> serde_json::Value;
 }
 
 pub fn usage(choices: &[Choice]) -> serde_json::Value {
@@ -46,7 +66,7 @@ fn record(state: &AppState, sub: &Submitted, choices: &[Choice]) {
 }
 
 /// The whole response once every choice is done.
-pub async fn whole(state: Arc<AppState>, mut sub: Submitted, n: usize, prompt_tokens: usize, stop: Vec<String>, shape: impl Shape) -> Response {
+pub async fn whole<S: Shape>(state: Arc<AppState>, mut sub: Submitted, n: usize, prompt_tokens: usize, stop: Vec<String>, shape: S) -> Response {
     let mut choices: Vec<Choice> = (0..n).map(|_| Choice::new(prompt_tokens)).collect();
     while choices.iter().any(|c| c.finish.is_none()) {
         if next(&state, &mut sub, &mut choices, &stop).await.is_none() {
@@ -58,12 +78,13 @@ pub async fn whole(state: Arc<AppState>, mut sub: Submitted, n: usize, prompt_to
         return crate::generation::failure(&state).into_response();
     }
     let u = usage(&choices);
-    axum::Json(shape.whole(&choices, u)).into_response()
+    let all = choices.iter().enumerate().map(|(i, c)| shape.whole_choice(i, c)).collect();
+    axum::Json(shape.head().wrap(S::OBJECT, all, Some(u))).into_response()
 }
 
 /// A stream of chunks, `data: [DONE]` last. The client going away ends the stream: its
 /// engine requests are cancelled at once (the task below notices the closed channel).
-pub fn stream(state: Arc<AppState>, mut sub: Submitted, n: usize, prompt_tokens: usize, stop: Vec<String>, include_usage: bool, shape: impl Shape) -> Response {
+pub fn stream<S: Shape>(state: Arc<AppState>, mut sub: Submitted, n: usize, prompt_tokens: usize, stop: Vec<String>, include_usage: bool, shape: S) -> Response {
     let (tx, rx) = mpsc::channel::<Result<SseEvent, Infallible>>(64);
     tokio::spawn(async move {
         let mut choices: Vec<Choice> = (0..n).map(|_| Choice::new(prompt_tokens)).collect();
@@ -97,7 +118,7 @@ pub fn stream(state: Arc<AppState>, mut sub: Submitted, n: usize, prompt_tokens:
                 continue;
             }
             sent_logprobs[i] = c.logprobs.len();
-            let chunk = shape.chunk(i, c, &delta, &lps, !started[i]);
+            let chunk = shape.head().wrap(S::CHUNK_OBJECT, vec![shape.chunk_choice(i, c, &delta, &lps, !started[i])], None);
             started[i] = true;
             if tx.send(Ok(send(chunk))).await.is_err() {
                 return;
@@ -105,7 +126,7 @@ pub fn stream(state: Arc<AppState>, mut sub: Submitted, n: usize, prompt_tokens:
         }
         record(&state, &sub, &choices);
         if include_usage {
-            let _ = tx.send(Ok(send(shape.usage_chunk(usage(&choices))))).await;
+            let _ = tx.send(Ok(send(shape.head().wrap(S::CHUNK_OBJECT, vec![], Some(usage(&choices)))))).await;
         }
         let _ = tx.send(Ok(SseEvent::default().data("[DONE]"))).await;
     });
