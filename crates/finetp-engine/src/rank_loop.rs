@@ -180,9 +180,9 @@ pub(crate) fn run_rank<B: Device>(
             report.decode_step_s.push(t0.elapsed().as_secs_f64());
         }
         retire(&mut seqs, &mut pool, hub, emits, replica, collect.then_some(&mut outputs));
-        if emits {
-            hub.rank_memory(rank, mem(&pool));
-        }
+        // Every rank reports its own pool (TP ranks of a replica hold the same blocks, but each
+        // is its own row of `/metrics`).
+        hub.rank_memory(rank, mem(&pool));
     }
     report.graph = graphs.report();
     drop(graphs);
