@@ -36,7 +36,8 @@ impl BackendKind {
         match self {
             BackendKind::Cpu => true,
             BackendKind::Wgpu => cfg!(feature = "wgpu"),
-            BackendKind::Cuda | BackendKind::Ascend => false,
+            BackendKind::Ascend => cfg!(feature = "ascend"),
+            BackendKind::Cuda => false,
         }
     }
 
@@ -50,7 +51,8 @@ impl BackendKind {
         match self {
             BackendKind::Cpu => Some("cargo build --release --locked -p finetp-cli"),
             BackendKind::Wgpu => Some("cargo build --release --locked -p finetp-cli --features wgpu"),
-            BackendKind::Cuda | BackendKind::Ascend => None,
+            BackendKind::Ascend => Some("cargo build --release --locked -p finetp-cli --features ascend"),
+            BackendKind::Cuda => None,
         }
     }
 }
@@ -80,6 +82,18 @@ cfg_if::cfg_if! {
     }
 }
 
+cfg_if::cfg_if! {
+    if #[cfg(feature = "ascend")] {
+        fn on_ascend<W: WithBackend>(work: W) -> Result<W::Output, EngineError> {
+            Ok(work.run::<finetp_backend_ascend::AscendBackend>(BackendKind::Ascend))
+        }
+    } else {
+        fn on_ascend<W: WithBackend>(_work: W) -> Result<W::Output, EngineError> {
+            Err(EngineError::NotCompiled { backend: BackendKind::Ascend })
+        }
+    }
+}
+
 /// Runs `work` on backend `kind`.
 ///
 /// # Errors
@@ -88,6 +102,7 @@ pub fn dispatch<W: WithBackend>(kind: BackendKind, work: W) -> Result<W::Output,
     match kind {
         BackendKind::Cpu => Ok(work.run::<finetp_backend_cpu::CpuBackend>(kind)),
         BackendKind::Wgpu => on_wgpu(work),
-        BackendKind::Cuda | BackendKind::Ascend => Err(EngineError::NotCompiled { backend: kind }),
+        BackendKind::Ascend => on_ascend(work),
+        BackendKind::Cuda => Err(EngineError::NotCompiled { backend: kind }),
     }
 }
