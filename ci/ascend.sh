@@ -43,8 +43,11 @@ code=$?
 set -e
 echo "$err"
 [ "$code" -ne 0 ] && [ "$code" -ne 101 ] || { echo "FAIL: exit code $code"; exit 1; }
-[ "$(printf '%s\n' "$err" | grep -c .)" -eq 1 ] || { echo "FAIL: expected one line"; exit 1; }
-grep -q "cannot load libascendcl.so" <<<"$err" || { echo "FAIL: the line does not name libascendcl.so"; exit 1; }
+# stderr holds the run's plan header, then the error: one line that names the library.
+errors="$(printf '%s\n' "$err" | grep '^error:' || true)"
+[ "$(printf '%s\n' "$errors" | grep -c .)" -eq 1 ] || { echo "FAIL: expected one error line"; exit 1; }
+grep -q "cannot load libascendcl.so" <<<"$errors" || { echo "FAIL: the error line does not name libascendcl.so"; exit 1; }
+! grep -q "panicked" <<<"$err" || { echo "FAIL: a panic"; exit 1; }
 
 echo "== the logging-stub call sequence and the conformance suite (ignored without an NPU)"
 cargo test --locked -p finetp-backend-ascend --test stub_calls --test conformance 2>&1 | tee /tmp/ascend-tests.log | grep -E "ascend|test result" || true

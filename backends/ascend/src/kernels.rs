@@ -12,7 +12,9 @@ use finetp_core::backend::{AttentionParams, Backend, BackendError, DType, HostTe
 
 use crate::AscendBackend;
 use crate::aclnn::aclnn;
-use crate::host::{from_cpu, to_cpu, u32s};
+use finetp_backend_cpu::on_host;
+
+use crate::host::u32s;
 
 fn f32_act(t: &Tensor<AscendBackend>, op: &'static str) -> Result<(), BackendError> {
     if t.dtype() == DType::F32 { Ok(()) } else { Err(BackendError::DType { op, expected: "f32", got: t.dtype() }) }
@@ -66,11 +68,7 @@ impl Kernels for AscendBackend {
 
     fn rope(&self, x: &mut Tensor<Self>, positions: &Tensor<Self>, table: &RopeTable<Self>) -> Result<(), BackendError> {
         self.no_host_during_capture("rope (on the host)")?;
-        let cpu = self.cpu()?;
-        let mut cx = to_cpu(self, x)?;
-        let t = RopeTable { inv_freq: to_cpu(self, &table.inv_freq)?, style: table.style, attention_factor: table.attention_factor };
-        cpu.rope(&mut cx, &to_cpu(self, positions)?, &t)?;
-        from_cpu(self, cx, x)
+        on_host::rope(self, self.cpu()?, x, positions, table)
     }
 
     fn silu_mul(&self, gate_up: &Tensor<Self>, y: &mut Tensor<Self>) -> Result<(), BackendError> {
@@ -126,7 +124,7 @@ impl Kernels for AscendBackend {
             return Ok(());
         }
         self.no_host_during_capture("sample (reads its parameters on the host)")?;
-        let p = to_cpu(self, params)?;
+        let p = on_host::to_cpu(self, params)?;
         let greedy = p.buffer().as_f32("sample")?.chunks(4).all(|r| r[0] <= 0.0);
         if greedy && logits.dtype() == DType::F32 {
             // aclnnArgMax gives int64 (8 bytes a row, here in a u32 [m, 2] buffer); its cast to
@@ -137,21 +135,12 @@ impl Kernels for AscendBackend {
             let o = self.desc_as(ids, &[m])?;
             return aclnn!(self, aclnnCastGetWorkspaceSize, aclnnCast, (w.ptr, ascend_sys::sys::aclDataType::ACL_INT32, o.ptr));
         }
-        let cpu = self.cpu()?;
-        let mut out = to_cpu(self, ids)?;
-        cpu.sample(&to_cpu(self, logits)?, &p, &mut out)?;
-        from_cpu(self, out, ids)
+        on_host::sample(self, self.cpu()?, logits, params, ids)
     }
 
     fn moe_route(&self, router_logits: &Tensor<Self>, bias: Option<&Tensor<Self>>, rule: &MoeRouting, ids: &mut Tensor<Self>, weights: &mut Tensor<Self>) -> Result<(), BackendError> {
         checks::moe_route(router_logits, bias, rule, ids, weights)?;
         self.no_host_during_capture("moe_route (on the host)")?;
-        let cpu = self.cpu()?;
-        let bias = bias.map(|b| to_cpu(self, b)).transpose()?;
-        let (mut i, mut w) = (to_cpu(self, ids)?, to_cpu(self, weights)?);
-        cpu.moe_route(&to_cpu(self, router_logits)?, bias.as_ref(), rule, &mut i, &mut w)?;
-        from_cpu(self, i, ids)?;
-        from_cpu(self, w, weights)
+        on_host::moe_route(self, self.cpu()?, router_logits, bias, rule, ids, weights)
     }
 }
-

@@ -11,6 +11,7 @@ mod gemm;
 mod gemm_ops;
 mod graph;
 mod kernels;
+pub mod on_host;
 mod storage;
 
 pub use graph::CpuGraph;
