@@ -17,10 +17,23 @@ use crate::AscendBackend;
 use crate::aclnn::aclnn;
 use crate::host::u32s;
 
+/// A step's index tensors read back once: slots, positions, block table.
+pub(crate) struct HostIndex {
+    pub slots: Vec<u32>,
+    pub pos: Vec<u32>,
+    pub table: Vec<u32>,
+}
+
+impl HostIndex {
+    pub(crate) fn read(be: &AscendBackend, index: &KvIndex<'_, AscendBackend>) -> Result<Self, BackendError> {
+        Ok(Self { slots: u32s(be, index.slots)?, pos: u32s(be, index.positions)?, table: u32s(be, index.block_table)? })
+    }
+}
+
 /// Each row's `(block, row in block)` in the cache, `None` for padding; a slot, position or
 /// block outside the table or pool is an error.
-pub(crate) fn places(be: &AscendBackend, index: &KvIndex<'_, AscendBackend>, d: &CacheDims, t: usize) -> Result<Vec<Option<(usize, usize)>>, BackendError> {
-    let (slots, pos, table) = (u32s(be, index.slots)?, u32s(be, index.positions)?, u32s(be, index.block_table)?);
+pub(crate) fn places(ix: &HostIndex, d: &CacheDims, t: usize) -> Result<Vec<Option<(usize, usize)>>, BackendError> {
+    let (slots, pos, table) = (&ix.slots, &ix.pos, &ix.table);
     (0..t)
         .map(|r| {
             if slots[r] == PAD_SLOT {
@@ -66,9 +79,9 @@ pub(crate) fn attention(
     }
     be.no_host_during_capture("kv_cache_attention (reads the step's index on the host)")?;
     clear(be, y)?;
-    let places = places(be, index, &d.cache, d.t)?;
-    let (slots, pos) = (u32s(be, index.slots)?, u32s(be, index.positions)?);
-    let table = u32s(be, index.block_table)?;
+    let ix = HostIndex::read(be, index)?;
+    let places = places(&ix, &d.cache, d.t)?;
+    let (slots, pos, table) = (&ix.slots, &ix.pos, &ix.table);
     let mut seqs: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
     for (r, p) in places.iter().enumerate() {
         if p.is_some() {

@@ -104,7 +104,7 @@ impl Kernels for AscendBackend {
             return Ok(());
         }
         self.no_host_during_capture("kv_cache_write (places are worked out on the host)")?;
-        let places = crate::attention::places(self, index, &d, x.rows())?;
+        let places = crate::attention::places(&crate::attention::HostIndex::read(self, index)?, &d, x.rows())?;
         let row = d.heads * d.dim;
         for (t, place) in places.iter().enumerate() {
             if let Some((block, at)) = *place {
