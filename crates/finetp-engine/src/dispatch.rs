@@ -37,7 +37,7 @@ impl BackendKind {
             BackendKind::Cpu => true,
             BackendKind::Wgpu => cfg!(feature = "wgpu"),
             BackendKind::Ascend => cfg!(feature = "ascend"),
-            BackendKind::Cuda => false,
+            BackendKind::Cuda => cfg!(feature = "cuda"),
         }
     }
 
@@ -52,7 +52,7 @@ impl BackendKind {
             BackendKind::Cpu => Some("cargo build --release --locked -p finetp-cli"),
             BackendKind::Wgpu => Some("cargo build --release --locked -p finetp-cli --features wgpu"),
             BackendKind::Ascend => Some("cargo build --release --locked -p finetp-cli --features ascend"),
-            BackendKind::Cuda => None,
+            BackendKind::Cuda => Some("cargo build --release --locked -p finetp-cli --features cuda"),
         }
     }
 }
@@ -94,6 +94,18 @@ cfg_if::cfg_if! {
     }
 }
 
+cfg_if::cfg_if! {
+    if #[cfg(feature = "cuda")] {
+        fn on_cuda<W: WithBackend>(work: W) -> Result<W::Output, EngineError> {
+            Ok(work.run::<finetp_backend_cuda::CudaBackend>(BackendKind::Cuda))
+        }
+    } else {
+        fn on_cuda<W: WithBackend>(_work: W) -> Result<W::Output, EngineError> {
+            Err(EngineError::NotCompiled { backend: BackendKind::Cuda })
+        }
+    }
+}
+
 /// Runs `work` on backend `kind`.
 ///
 /// # Errors
@@ -103,6 +115,6 @@ pub fn dispatch<W: WithBackend>(kind: BackendKind, work: W) -> Result<W::Output,
         BackendKind::Cpu => Ok(work.run::<finetp_backend_cpu::CpuBackend>(kind)),
         BackendKind::Wgpu => on_wgpu(work),
         BackendKind::Ascend => on_ascend(work),
-        BackendKind::Cuda => Err(EngineError::NotCompiled { backend: kind }),
+        BackendKind::Cuda => on_cuda(work),
     }
 }

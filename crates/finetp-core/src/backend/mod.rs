@@ -93,6 +93,13 @@ pub trait Backend: Send + Sync + Sized + 'static {
         dtype.is_float()
     }
 
+    /// The float dtype a block-format weight is decoded to at load where the backend does not
+    /// keep its format ([`keeps_weight_dtype`](Self::keeps_weight_dtype)): f32 by default; a
+    /// GPU backend may choose bf16, half the bytes (the memory report measures what is held).
+    fn decoded_weight_dtype(&self) -> DType {
+        DType::F32
+    }
+
     /// A zero-filled tensor.
     fn zeros(&self, shape: &[usize], dtype: crate::backend::DType) -> Result<Tensor<Self>, BackendError>;
 

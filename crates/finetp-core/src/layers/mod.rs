@@ -76,7 +76,8 @@ fn load_vocab_shard<B: Device>(
 /// This rank's slice of a GEMM weight (or an embedding table) on the device, in the block format
 /// it is stored in where the backend keeps that format and the slice keeps whole blocks
 /// ([`WeightSource::load_stored`](crate::shard::WeightSource::load_stored)); otherwise decoded
-/// to f32, or in its stored float dtype.
+/// to the backend's [`decoded_weight_dtype`](crate::backend::Backend::decoded_weight_dtype)
+/// (f32 unless it says otherwise), or in its stored float dtype.
 pub fn upload_weight<B: Device>(be: &B, src: &dyn crate::shard::WeightSource, name: &str, spec: &crate::shard::ShardSpec) -> Result<Tensor<B>, LayerError> {
     Ok(be.upload(&host_weight(be, src, name, spec)?)?)
 }
@@ -90,7 +91,7 @@ pub fn host_weight<B: Device>(
 ) -> Result<crate::backend::HostTensor, LayerError> {
     let host = src.load_stored(name, spec)?;
     if host.dtype().is_quantized() && !be.keeps_weight_dtype(host.dtype()) {
-        return Ok(host.into_dtype(crate::backend::DType::F32)?);
+        return Ok(host.into_dtype(be.decoded_weight_dtype())?);
     }
     Ok(host)
 }

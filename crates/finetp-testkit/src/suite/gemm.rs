@@ -11,7 +11,7 @@ use crate::tolerance::{Op, close_scaled};
 pub(super) fn cases<B: Device>() -> Vec<Case<B>> {
     vec![
         Case::new("gemm_linear_equals_the_cpu_for_every_weight_dtype_and_shape", &["Gemm::linear"], linear::<B>),
-        Case::new("gemm_block_weights_are_multiplied_as_stored_or_refused", &["Backend::keeps_weight_dtype"], blocks::<B>),
+        Case::new("gemm_block_weights_are_multiplied_as_stored_or_refused", &["Backend::keeps_weight_dtype", "Backend::decoded_weight_dtype"], blocks::<B>),
     ]
 }
 
@@ -27,6 +27,29 @@ fn block_weights(r: &mut Rng, dt: DType, n: usize, k: usize) -> HostTensor {
         bytes.extend((0..if dt == DType::Q8_0 { 32 } else { 16 }).map(|_| r.next_u64() as u8));
     }
     HostTensor::new(HostData::Quantized { dtype: dt, bytes }, &[n, k]).expect("whole blocks")
+}
+
+/// A block format the backend does not keep is uploaded by the layers decoded to the backend's
+/// [`decoded_weight_dtype`](Backend::decoded_weight_dtype): a float it keeps, multiplied as the
+/// CPU multiplies the same decoded weights.
+fn decoded<B: Device>(p: &super::Pair<'_, B>, r: &mut Rng, w: &HostTensor, m: usize) -> Result<(), String> {
+    let d = p.be.decoded_weight_dtype();
+    let what = format!("linear of {} weights decoded to {d}", w.dtype());
+    if !d.is_float() || !p.be.keeps_weight_dtype(d) {
+        return Err(format!("{what}: the backend decodes to a dtype it does not keep"));
+    }
+    let dec = w.clone().into_dtype(d).map_err(fail(&what))?;
+    let [n, k] = *dec.shape.as_slice() else { return Err(format!("{what}: not 2-D")) };
+    let x = r.f32s(m * k);
+    let (wg, wc) = p.both(&dec)?;
+    let (xg, xc) = p.acts(&x, &[m, k])?;
+    let (mut yg, mut yc) = p.zeros(&[m, n])?;
+    p.be.linear(&xg, &wg, None, &mut yg).map_err(fail(&what))?;
+    p.cpu.linear(&xc, &wc, None, &mut yc).map_err(fail(&what))?;
+    let (got, want) = p.f32s(&yg, &yc)?;
+    let ws = dec.to_f32_vec().unwrap_or_default();
+    let mag = |o: usize| (0..k).map(|c| (x[o / n * k + c] * ws[o % n * k + c]).abs()).sum::<f32>().max(1e-30);
+    close_scaled(&got, &want, Op::Linear.tol(p.act()), mag, &what)
 }
 
 /// Block-format weights (GGUF Q8_0 / Q4_0 / Q4_1): a backend that keeps a format multiplies by
@@ -47,6 +70,7 @@ fn blocks<B: Device>(env: &Env<B>) -> Result<(), String> {
         let w = block_weights(&mut r, dt, n, k);
         if !p.be.keeps_weight_dtype(dt) {
             let _ = p.be.upload(&w); // either way: no panic
+            decoded(&p, &mut r, &w, m)?;
             continue;
         }
         let what = format!("linear m {m} n {n} k {k} {dt} weights");

@@ -22,7 +22,7 @@ mod graph;
 mod layers;
 mod memory;
 mod meta;
-mod model;
+pub mod model;
 mod rows;
 mod select;
 

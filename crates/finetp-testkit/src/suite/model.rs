@@ -38,17 +38,29 @@ pub(super) fn cases<B: Device>() -> Vec<Case<B>> {
     ]
 }
 
-/// What a model case runs: a config, weights, prompts, and how many tokens to generate.
-struct Subject {
-    cfg: ModelConfig,
-    weights: Arc<dyn WeightSource + Send + Sync>,
-    prompts: Vec<Vec<u32>>,
-    new_tokens: usize,
+/// What a model case runs: a config, weights, prompts, how many tokens to generate, and the
+/// layout (DP size and fine-grained sizes; the suite's own cases use DP 2, all four at 2).
+pub struct Subject {
+    pub cfg: ModelConfig,
+    pub weights: Arc<dyn WeightSource + Send + Sync>,
+    pub prompts: Vec<Vec<u32>>,
+    pub new_tokens: usize,
+    pub dp: usize,
+    pub sizes: FinegrainedTpConfig,
+    /// Graph mode must have captured the decode step and replayed it on every rank (not run
+    /// it eagerly because the backend refused the capture).
+    pub require_capture: bool,
 }
 
-fn plan() -> Result<Plan, String> {
-    let fg = FinegrainedTpConfig::uniform(2);
-    Ok(Plan::new(&ParallelConfig::new(2, 1, 1, false, fg).map_err(|e| e.to_string())?))
+impl Subject {
+    fn plan(&self) -> Result<Plan, String> {
+        Ok(Plan::new(&ParallelConfig::new(self.dp, 1, 1, false, self.sizes).map_err(|e| e.to_string())?))
+    }
+}
+
+/// The suite's layout: DP 2 with all four components at size 2.
+fn dp2() -> (usize, FinegrainedTpConfig) {
+    (2, FinegrainedTpConfig::uniform(2))
 }
 
 fn tiny<B: Device>(_env: &Env<B>, arch: Architecture) -> Result<(), String> {
@@ -56,7 +68,8 @@ fn tiny<B: Device>(_env: &Env<B>, arch: Architecture) -> Result<(), String> {
     let weights: Arc<dyn WeightSource + Send + Sync> = Arc::new(crate::tiny::weights(&cfg, 5));
     let vocab = cfg.vocab_size as u32;
     let prompts = (0..4u32).map(|r| (0..3 + 2 * r).map(|t| (t * 31 + r * 7 + 1) % vocab).collect()).collect();
-    compare::<B>(&Subject { cfg, weights, prompts, new_tokens: NEW_TOKENS }, &format!("tiny {arch}"))
+    let (dp, sizes) = dp2();
+    compare::<B>(&Subject { cfg, weights, prompts, new_tokens: NEW_TOKENS, dp, sizes, require_capture: false }, &format!("tiny {arch}"))
 }
 
 fn smollm2<B: Device>(_env: &Env<B>) -> Result<(), String> {
@@ -74,10 +87,11 @@ fn smollm2<B: Device>(_env: &Env<B>) -> Result<(), String> {
     // activations, which moves logits by far more than this case's tolerance (the block GEMM
     // has its own cases, `gemm_block_weights_…`, and `hf_goldens.rs` bounds the whole model).
     let weights: Arc<dyn WeightSource + Send + Sync> = Arc::new(finetp_core::shard::Dequantized(ckpt.weights.clone()));
-    compare::<B>(&Subject { cfg: ckpt.config.clone(), weights, prompts, new_tokens: 32 }, "SmolLM2")
+    let (dp, sizes) = dp2();
+    compare::<B>(&Subject { cfg: ckpt.config.clone(), weights, prompts, new_tokens: 32, dp, sizes, require_capture: false }, "SmolLM2")
 }
 
-/// Greedy generation of every prompt on backend `D` (request `i` on DP rank `i % 2`).
+/// Greedy generation of every prompt on backend `D` (request `i` on DP rank `i % dp`).
 fn generate<D: Device>(s: &Subject, mode: ExecMode) -> Result<Vec<Vec<u32>>, String> {
     let requests: Vec<Request> = s
         .prompts
@@ -87,23 +101,29 @@ fn generate<D: Device>(s: &Subject, mode: ExecMode) -> Result<Vec<Vec<u32>>, Str
         .collect();
     let max_seq_len = s.prompts.iter().map(Vec::len).max().unwrap_or(0) + s.new_tokens;
     let cfg = EngineConfig::new(mode, max_seq_len);
-    let report = finetp_engine::generate(&Launcher::default(), &plan()?, &cfg, &requests, |r: &Rank<D>| {
+    let report = finetp_engine::generate(&Launcher::default(), &s.plan()?, &cfg, &requests, |r: &Rank<D>| {
         finetp_models::load(&r.be, &s.cfg, &*s.weights, &r.groups).map_err(|source| EngineError::Model { rank: r.rank, source })
     })
     .map_err(|e| e.to_string())?;
+    if mode == ExecMode::Graph && s.require_capture {
+        for rank in &report.ranks {
+            let g = rank.graph.as_ref().ok_or_else(|| format!("rank {}: graph mode reported no graph", rank.rank))?;
+            ensure(g.eager_reason.is_none() && g.replays > 0, || format!("rank {}: the decode step was not captured and replayed ({g:?})", rank.rank))?;
+        }
+    }
     Ok(report.outputs.into_iter().map(|o| o.tokens).collect())
 }
 
 /// One teacher-forced prefill step on each DP rank of its requests' sequences (request `i`
-/// on rank `i % 2`, as the engine deals them), with the logits of every position:
+/// on rank `i % dp`, as the engine deals them), with the logits of every position:
 /// `[len, vocab]` per request.
 fn prefill_logits<D: Device>(s: &Subject, seqs: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, String> {
-    let dp = 2;
+    let dp = s.dp;
     let mine = |rank: usize| (rank..seqs.len()).step_by(dp).collect::<Vec<usize>>();
     let rows: Vec<usize> = (0..dp).map(|r| mine(r).iter().map(|&i| seqs[i].len()).sum()).collect();
     let vocab = s.cfg.vocab_size;
     let per_rank = Launcher::default()
-        .run(&plan()?, |r: Rank<D>| {
+        .run(&s.plan()?, |r: Rank<D>| {
             let run = || -> Result<Vec<(usize, Vec<f32>)>, String> {
                 let model = finetp_models::load(&r.be, &s.cfg, &*s.weights, &r.groups).map_err(|e| e.to_string())?;
                 let ids = mine(r.rank);
@@ -145,7 +165,14 @@ fn comparable(margins: &[bool], prompt_len: usize, new_tokens: usize) -> usize {
     (0..new_tokens).take_while(|&j| margins.get(prompt_len - 1 + j).copied().unwrap_or(false)).count()
 }
 
-fn compare<B: Device>(s: &Subject, label: &str) -> Result<(), String> {
+/// `s` on backend `B` against the CPU under the same plan, as the module docs say: logits of a
+/// teacher-forced prefill within [`Op::Logits`], greedy tokens eager and graph wherever the
+/// CPU's margin is decisive. For backends' own whole-model checks at other layouts (CUDA's
+/// DP 4 on one GPU).
+///
+/// # Errors
+/// The first difference, as text.
+pub fn compare<B: Device>(s: &Subject, label: &str) -> Result<(), String> {
     let vocab = s.cfg.vocab_size;
     let cpu_tokens = generate::<CpuBackend>(s, ExecMode::Eager)?;
     let forced: Vec<Vec<u32>> = s.prompts.iter().zip(&cpu_tokens).map(|(p, t)| [p.clone(), t.clone()].concat()).collect();

@@ -1,0 +1,186 @@
+//! `graph` mode as a real CUDA graph: the decode step's launches, copies and collectives
+//! captured once (`cuStreamBeginCapture` … `End`, relaxed mode so allocations may happen
+//! inside) and replayed with `cuGraphLaunch`.
+//!
+//! - **One GPU per rank (NCCL).** Each rank captures its own stream; NCCL's kernels are
+//!   captured like any other (NCCL ≥ 2.9).
+//! - **The single-GPU path.** The ranks' streams exchange data through events (`local.rs`), and
+//!   a stream waiting on an event of another capture would break both, so all ranks on the GPU
+//!   share one capture, driven by member 0 of the widest group (all of them): it begins the
+//!   capture and records a *fork* event every other rank's stream waits on (which puts that
+//!   stream into the capture); at the end each rank records a *join* event that member 0's
+//!   stream waits on, and member 0 ends the capture. Member 0's graph then holds every rank's
+//!   work. On replay every rank arrives (its inputs written), member 0 launches the graph and
+//!   records a *replayed* event, and every other rank's stream waits on it before reading its
+//!   outputs.
+
+use std::sync::{Arc, PoisonError};
+
+use cudarc::driver::sys::{self as cu};
+use finetp_core::backend::{BackendError, CapturedGraph, GroupSpec, ReplayError};
+
+use crate::CudaBackend;
+use crate::buffer::Alloc;
+use crate::device::Placement;
+use crate::local::{Event, Hub, Post, wait_for};
+use crate::runtime::driver_err;
+
+fn check(what: &str, r: cu::CUresult) -> Result<(), BackendError> {
+    r.result().map_err(|e| driver_err(what, e))
+}
+
+/// The hub every rank on this GPU belongs to, and this rank's place in it (`None`: the rank
+/// is alone on its GPU).
+fn world(be: &CudaBackend) -> Result<Option<(Arc<Hub>, GroupSpec)>, BackendError> {
+    let Placement::SingleGpu { ranks } = be.placement else { return Ok(None) };
+    let hubs = be.hubs.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some((hub, me)) = hubs.iter().max_by_key(|(h, _)| h.size()).cloned() else {
+        return Ok(None);
+    };
+    if hub.size() != ranks {
+        return Err(BackendError::Unsupported(format!("no group spans all {ranks} ranks on this GPU, so their streams cannot share one capture")));
+    }
+    let spec = GroupSpec::named("cuda.capture", (0..ranks).collect(), me, std::time::Duration::from_secs(60));
+    Ok(Some((hub, spec)))
+}
+
+fn sync_err(e: finetp_core::backend::CommError) -> BackendError {
+    BackendError::device("CUDA graph capture (single-GPU ranks)", e.to_string())
+}
+
+pub(crate) fn begin(be: &CudaBackend) -> Result<(), BackendError> {
+    if be.capturing() {
+        return Err(BackendError::Unsupported("a capture is already running on this stream".into()));
+    }
+    be.sync()?;
+    let world = world(be)?;
+    let mode = cu::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED;
+    match &world {
+        None => {
+            // SAFETY: this rank's idle stream.
+            check("cuStreamBeginCapture", unsafe { cu::cuStreamBeginCapture_v2(be.stream(), mode) })?;
+        }
+        Some((hub, spec)) => {
+            hub.exchange(spec, "begin_capture", Post::default()).map_err(sync_err)?;
+            let fork = Event::new(be)?;
+            if spec.rank == 0 {
+                // SAFETY: as above.
+                check("cuStreamBeginCapture", unsafe { cu::cuStreamBeginCapture_v2(be.stream(), mode) })?;
+                fork.record(be)?;
+            }
+            let posts = hub.exchange(spec, "begin_capture", Post { event: fork.addr(), ..Post::default() }).map_err(sync_err)?;
+            if spec.rank != 0 {
+                wait_for(be, posts[0].event)?;
+            }
+            // Member 0's fork event must outlive the waits: keep every member's until the end.
+            hub.exchange(spec, "begin_capture", Post::default()).map_err(sync_err)?;
+        }
+    }
+    be.shared.state().capture = Some((0, Vec::new()));
+    Ok(())
+}
+
+pub(crate) fn end(be: &CudaBackend) -> Result<Box<dyn CapturedGraph>, BackendError> {
+    be.bind()?;
+    let (ops, keep) = be.shared.state().capture.take().ok_or_else(|| BackendError::Unsupported("end_capture without begin_capture".into()))?;
+    let world = world(be).ok().flatten();
+    let leader = world.as_ref().is_none_or(|(_, s)| s.rank == 0);
+    // Lives to the end: member 0's stream waits on it after the exchange below.
+    let join = world.as_ref().map(|_| Event::new(be)).transpose()?;
+    if let (Some((hub, spec)), Some(join)) = (&world, &join) {
+        join.record(be)?;
+        let posts = hub.exchange(spec, "end_capture", Post { event: join.addr(), ..Post::default() }).map_err(sync_err)?;
+        if leader {
+            for p in &posts[1..] {
+                wait_for(be, p.event)?;
+            }
+        }
+    }
+    let mut made = None;
+    if leader {
+        let mut graph: cu::CUgraph = std::ptr::null_mut();
+        // SAFETY: ends the capture begun on this stream.
+        let r = check("cuStreamEndCapture", unsafe { cu::cuStreamEndCapture(be.stream(), &mut graph) });
+        let mut exec: cu::CUgraphExec = std::ptr::null_mut();
+        let r = r.and_then(|()| check("cuGraphInstantiate", unsafe { cu::cuGraphInstantiateWithFlags(&mut exec, graph, 0) }));
+        made = Some(r.map(|()| (graph, exec)));
+    }
+    let graph = match &world {
+        None => {
+            let (graph, exec) = made.unwrap_or_else(|| Err(BackendError::Unsupported("no capture".into())))?;
+            CudaGraph { be: be.clone(), graph, exec, ops, keep, world: None }
+        }
+        Some((hub, spec)) => {
+            let ok = made.as_ref().is_none_or(Result::is_ok);
+            let posts = hub.exchange(spec, "end_capture", Post { shape: vec![usize::from(ok)], ..Post::default() }).map_err(sync_err)?;
+            if posts[0].shape != [1] {
+                return Err(made.and_then(Result::err).unwrap_or_else(|| BackendError::device("CUDA graph capture", "member 0 could not end the shared capture")));
+            }
+            let (graph, exec) = match made {
+                Some(r) => r?,
+                None => (std::ptr::null_mut(), std::ptr::null_mut()),
+            };
+            CudaGraph { be: be.clone(), graph, exec, ops, keep, world: Some((hub.clone(), spec.clone(), Event::new(be)?)) }
+        }
+    };
+    Ok(Box::new(graph))
+}
+
+/// A captured step (on the single-GPU path, only member 0 holds the graph itself).
+struct CudaGraph {
+    be: CudaBackend,
+    graph: cu::CUgraph,
+    exec: cu::CUgraphExec,
+    ops: usize,
+    keep: Vec<Alloc>,
+    world: Option<(Arc<Hub>, GroupSpec, Event)>,
+}
+
+// SAFETY: graph handles are replayed on the owning rank's stream, from whichever thread owns it.
+unsafe impl Send for CudaGraph {}
+
+impl CapturedGraph for CudaGraph {
+    fn ops(&self) -> usize {
+        self.ops
+    }
+
+    unsafe fn replay(&mut self) -> Result<(), ReplayError> {
+        self.be.bind()?;
+        let launch = |be: &CudaBackend, exec| check("cuGraphLaunch", unsafe { cu::cuGraphLaunch(exec, be.stream()) });
+        let Some((hub, spec, replayed)) = &self.world else {
+            return Ok(launch(&self.be, self.exec)?);
+        };
+        let comm = |e: finetp_core::backend::CommError| ReplayError::Comm(e);
+        hub.exchange(spec, "replay", Post::default()).map_err(comm)?;
+        if spec.rank == 0 {
+            launch(&self.be, self.exec)?;
+            replayed.record(&self.be)?;
+        }
+        let posts = hub.exchange(spec, "replay", Post { event: replayed.addr(), ..Post::default() }).map_err(comm)?;
+        if spec.rank != 0 {
+            wait_for(&self.be, posts[0].event)?;
+        }
+        // Member 0 re-records `replayed` on the next replay only after this one's waits.
+        hub.exchange(spec, "replay", Post::default()).map_err(comm)?;
+        Ok(())
+    }
+}
+
+impl Drop for CudaGraph {
+    fn drop(&mut self) {
+        let _ = self.be.bind();
+        let _ = self.be.shared.stream.synchronize();
+        // SAFETY: made by `end`, destroyed once, after the stream is idle.
+        unsafe {
+            if !self.exec.is_null() {
+                cu::cuGraphExecDestroy(self.exec);
+            }
+            if !self.graph.is_null() {
+                cu::cuGraphDestroy(self.graph);
+            }
+        }
+        for a in self.keep.drain(..) {
+            self.be.shared.release(a);
+        }
+    }
+}
