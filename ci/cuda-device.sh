@@ -116,5 +116,9 @@ step "3. SmolLM2-shaped, DP 4, all four at size 2, one GPU, against the CPU" "$b
 step "4a. decode TPOT: graph vs eager, fine-grained vs replicated" "$bin/decode_tpot"
 step "4b. finetp bench (sharded vs replicated per component, GEMM probes) and the h200 profile" \
   "$bin/finetp" bench --backend cuda --model "$cfg" -d 4 --additional-config "$layout" --calibrate "$out/h200.toml"
+for batch in 1 16 64; do
+  step "4c. finetp bench at $batch tokens per rank (decode-shape GEMMs against the fitted bandwidth)" \
+    "$bin/finetp" bench --backend cuda --model "$cfg" -d 4 --additional-config "$layout" --batch-size "$batch" --repeats 10
+done
 step "plan" "$bin/finetp" plan --model "$cfg" -d 4 --additional-config "$layout" --dtype bf16
 echo "== ci/cuda-device.sh ($mode) took $(( $(date +%s) - start )) s; output in $out"
