@@ -81,6 +81,7 @@ impl NcclGroup {
                 e => return Err(BackendError::device(format!("CUDA stream after {op}"), format!("{e:?}")).into()),
             }
             if let Some(detail) = comm.async_error() {
+                comm.abort();
                 return Err(CommError::Transport { group: self.spec.name(), op, detail });
             }
             if start.elapsed() >= self.spec.timeout {

@@ -215,6 +215,16 @@ impl Backend for CudaBackend {
             p
         };
         let pools = ctx.has_async_alloc();
+        if pools {
+            // Keep freed pool memory for the next step's allocations (the default threshold, 0,
+            // hands it back to the driver at every sync, so every step would allocate afresh).
+            let mut keep_all = u64::MAX;
+            // SAFETY: the device's own default pool; the attribute is a u64.
+            unsafe {
+                let pool = cudarc::driver::result::device::get_default_mem_pool(ctx.cu_device()).map_err(dev("cuDeviceGetDefaultMemPool"))?;
+                cudarc::driver::result::mem_pool::set_attribute(pool, cu::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, (&raw mut keep_all).cast()).map_err(dev("cuMemPoolSetAttribute"))?;
+            }
+        }
         let shared = Arc::new(Shared { funcs, lt, stream, ctx, err_flag, pools, state: Mutex::new(State::default()) });
         Ok(Self { shared, placement, slot: *slot, hubs: Arc::default(), cpu: Arc::new(OnceLock::new()) })
     }

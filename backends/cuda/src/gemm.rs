@@ -2,11 +2,12 @@
 //!
 //! Row-major `y = x wᵀ` is column-major `yᵀ = w xᵀ`: A is the weight (`[k, n]` column-major,
 //! transposed), B the activations (`[k, m]`), D the output (`[n, m]`, f32). f32 weights multiply
-//! f32 activations (compute 32F, no TF32). cuBLASLt wants A and B of one type, so for bf16/f16
-//! weights the activations are split into three planes of the weight's dtype that sum to them
-//! exactly (`finetp_split_f32`), multiplied in one GEMM of `3m` rows (the weight read once, what
-//! decode is bound by) into f32, and the planes summed: the f32 product the CPU reference
-//! computes, not a 16-bit one.
+//! f32 activations (compute 32F, no TF32). cuBLASLt wants A and B of one type, so for bf16
+//! weights the activations are split into three bf16 planes that sum to them exactly
+//! (`finetp_split_bf16`), multiplied in one GEMM of `3m` rows (the weight read once, what decode
+//! is bound by) into f32, and the planes summed: the f32 product the CPU reference computes, not
+//! a 16-bit one. f16 weights (whose exponent range cannot hold the planes) are widened to f32
+//! per call: exact, and slower.
 //! The matmul descriptor, layouts and the heuristic's algorithm are made once per shape and
 //! kept; the 32 MiB workspace is the handle's own, so a captured GEMM needs no allocation.
 
@@ -24,7 +25,7 @@ use crate::kernels::{Arg, elementwise_grid};
 
 const WORKSPACE_BYTES: usize = 32 << 20;
 
-/// The 16-bit planes f32 activations are split into for a bf16/f16 weight (see `finetp_split_f32`).
+/// The bf16 planes f32 activations are split into for a bf16 weight (see `finetp_split_bf16`).
 const SPLIT: usize = 3;
 
 /// One shape's descriptors and algorithm.
@@ -78,10 +79,19 @@ impl Lt {
         let ws = WORKSPACE_BYTES as u64;
         // SAFETY: live descriptors; the preference is destroyed once, after the query.
         let heur = unsafe {
-            lt::set_matmul_pref_attribute(pref, lts::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, (&raw const ws).cast(), 8).map_err(|e| blas_err("MatmulPreferenceSetAttribute", e))?;
-            let h = lt::get_matmul_algo_heuristic(self.handle, desc, a, b, d, d, pref);
+            let set = lt::set_matmul_pref_attribute(pref, lts::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, (&raw const ws).cast(), 8);
+            let h = set.and_then(|()| lt::get_matmul_algo_heuristic(self.handle, desc, a, b, d, d, pref));
             let _ = lt::destroy_matmul_pref(pref);
-            h.map_err(|e| blas_err(&format!("no algorithm for m={m} n={n} k={k} {wdt}"), e))?
+            match h {
+                Ok(h) => h,
+                Err(e) => {
+                    for l in [a, b, d] {
+                        let _ = lt::destroy_matrix_layout(l);
+                    }
+                    let _ = lt::destroy_matmul_desc(desc);
+                    return Err(blas_err(&format!("no algorithm for m={m} n={n} k={k} {wdt}"), e));
+                }
+            }
         };
         plans.insert((m, n, k, wdt), Plan { desc, a, b, d, algo: heur.algo });
         Ok(heur.algo)
@@ -168,22 +178,31 @@ impl Gemm for CudaBackend {
         } else {
             let (w_ptr, y_ptr, stream) = (w.buffer().device_ptr(), y.buffer().device_ptr(), self.stream());
             match w.dtype() {
-                DType::F32 => {
-                    self.enqueued();
-                    // SAFETY: shapes checked above; every buffer is alive while enqueued.
-                    unsafe { self.shared.lt.matmul((m, n, k, DType::F32), w_ptr, x.buffer().device_ptr(), y_ptr, stream)? };
-                }
-                dt => {
-                    let code = if dt == DType::F16 { 2 } else { 1 };
-                    let planes = self.empty(&[SPLIT * m, k], dt)?;
-                    let args = [Arg::Ptr(x.buffer().device_ptr()), Arg::Ptr(planes.buffer().device_ptr()), Arg::U64((m * k) as u64), Arg::U32(SPLIT as u32), Arg::I32(code)];
-                    self.launch("finetp_split_f32", elementwise_grid(m * k), 256, &args)?;
+                DType::BF16 => {
+                    let planes = self.empty(&[SPLIT * m, k], DType::BF16)?;
+                    let args = [Arg::Ptr(x.buffer().device_ptr()), Arg::Ptr(planes.buffer().device_ptr()), Arg::U64((m * k) as u64), Arg::U32(SPLIT as u32)];
+                    self.launch("finetp_split_bf16", elementwise_grid(m * k), 256, &args)?;
                     let parts = self.empty(&[SPLIT * m, n], DType::F32)?;
                     self.enqueued();
-                    // SAFETY: as above; `planes` and `parts` are freed stream-ordered, after use.
-                    unsafe { self.shared.lt.matmul((SPLIT * m, n, k, dt), w_ptr, planes.buffer().device_ptr(), parts.buffer().device_ptr(), stream)? };
+                    // SAFETY: shapes checked above; `planes` and `parts` are freed
+                    // stream-ordered, after the GEMM and the sum.
+                    unsafe { self.shared.lt.matmul((SPLIT * m, n, k, DType::BF16), w_ptr, planes.buffer().device_ptr(), parts.buffer().device_ptr(), stream)? };
                     let args = [Arg::Ptr(y_ptr), Arg::Ptr(parts.buffer().device_ptr()), Arg::U32(SPLIT as u32), Arg::U64((m * n) as u64)];
                     self.launch("finetp_sum_parts_f32", elementwise_grid(m * n), 256, &args)?;
+                }
+                dt => {
+                    // f32 weights as they are; f16 ones widened (exactly) first.
+                    let wide = if dt == DType::F16 {
+                        let t = self.empty(&[n, k], DType::F32)?;
+                        self.launch("finetp_widen_f16", elementwise_grid(n * k), 256, &[Arg::Ptr(w_ptr), Arg::Ptr(t.buffer().device_ptr()), Arg::U64((n * k) as u64)])?;
+                        Some(t)
+                    } else {
+                        None
+                    };
+                    let wp = wide.as_ref().map_or(w_ptr, |t| t.buffer().device_ptr());
+                    self.enqueued();
+                    // SAFETY: shapes checked above; every buffer is alive while enqueued.
+                    unsafe { self.shared.lt.matmul((m, n, k, DType::F32), wp, x.buffer().device_ptr(), y_ptr, stream)? };
                 }
             }
         }

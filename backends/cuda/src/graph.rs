@@ -12,7 +12,8 @@
 //!   stream waits on, and member 0 ends the capture. Member 0's graph then holds every rank's
 //!   work. On replay every rank arrives (its inputs written), member 0 launches the graph and
 //!   records a *replayed* event, and every other rank's stream waits on it before reading its
-//!   outputs.
+//!   outputs. Each rank arrives with an event after its own queued work, which member 0's
+//!   stream waits on before the launch.
 
 use std::sync::{Arc, PoisonError};
 
@@ -55,47 +56,84 @@ pub(crate) fn begin(be: &CudaBackend) -> Result<(), BackendError> {
     be.sync()?;
     let world = world(be)?;
     let mode = cu::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED;
-    match &world {
-        None => {
-            // SAFETY: this rank's idle stream.
+    let Some((hub, spec)) = &world else {
+        // SAFETY: this rank's idle stream.
+        check("cuStreamBeginCapture", unsafe { cu::cuStreamBeginCapture_v2(be.stream(), mode) })?;
+        be.shared.state().capture = Some((0, Vec::new()));
+        return Ok(());
+    };
+    hub.exchange(spec, "begin_capture", Post::default()).map_err(sync_err)?;
+    let fork = Event::new(be)?;
+    let leader = spec.rank == 0;
+    let joined = (|| {
+        if leader {
+            // SAFETY: as above.
             check("cuStreamBeginCapture", unsafe { cu::cuStreamBeginCapture_v2(be.stream(), mode) })?;
+            if let Err(e) = fork.record(be) {
+                abandon(be);
+                return Err(e);
+            }
         }
-        Some((hub, spec)) => {
-            hub.exchange(spec, "begin_capture", Post::default()).map_err(sync_err)?;
-            let fork = Event::new(be)?;
-            if spec.rank == 0 {
-                // SAFETY: as above.
-                check("cuStreamBeginCapture", unsafe { cu::cuStreamBeginCapture_v2(be.stream(), mode) })?;
-                fork.record(be)?;
-            }
-            let posts = hub.exchange(spec, "begin_capture", Post { event: fork.addr(), ..Post::default() }).map_err(sync_err)?;
-            if spec.rank != 0 {
-                wait_for(be, posts[0].event)?;
-            }
-            // Member 0's fork event must outlive the waits: keep every member's until the end.
-            hub.exchange(spec, "begin_capture", Post::default()).map_err(sync_err)?;
+        let posts = hub.exchange(spec, "begin_capture", Post { event: fork.addr(), ..Post::default() }).map_err(sync_err)?;
+        if !leader {
+            wait_for(be, posts[0].event)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = joined {
+        if leader {
+            abandon(be);
+        }
+        return Err(e);
+    }
+    // Member 0's fork event must outlive the waits: every member keeps its own until here.
+    be.shared.state().capture = Some((0, Vec::new()));
+    hub.exchange(spec, "begin_capture", Post::default()).map_err(sync_err)?;
+    Ok(())
+}
+
+/// Ends and drops a capture that failed on the way (so the stream is usable again).
+fn abandon(be: &CudaBackend) {
+    let mut graph: cu::CUgraph = std::ptr::null_mut();
+    // SAFETY: this rank's stream, capturing; the partial graph is destroyed at once.
+    unsafe {
+        cu::cuStreamEndCapture(be.stream(), &mut graph);
+        if !graph.is_null() {
+            cu::cuGraphDestroy(graph);
         }
     }
-    be.shared.state().capture = Some((0, Vec::new()));
-    Ok(())
 }
 
 pub(crate) fn end(be: &CudaBackend) -> Result<Box<dyn CapturedGraph>, BackendError> {
     be.bind()?;
     let (ops, keep) = be.shared.state().capture.take().ok_or_else(|| BackendError::Unsupported("end_capture without begin_capture".into()))?;
+    let r = finish(be, ops, keep.clone());
+    if r.is_err() {
+        // Nothing will replay: what the capture kept goes back at the next sync point.
+        be.shared.state().deferred.extend(keep);
+    }
+    r
+}
+
+fn finish(be: &CudaBackend, ops: usize, keep: Vec<Alloc>) -> Result<Box<dyn CapturedGraph>, BackendError> {
     let world = world(be).ok().flatten();
     let leader = world.as_ref().is_none_or(|(_, s)| s.rank == 0);
     // Lives to the end: member 0's stream waits on it after the exchange below.
     let join = world.as_ref().map(|_| Event::new(be)).transpose()?;
+    let mut joined: Result<(), BackendError> = Ok(());
     if let (Some((hub, spec)), Some(join)) = (&world, &join) {
-        join.record(be)?;
-        let posts = hub.exchange(spec, "end_capture", Post { event: join.addr(), ..Post::default() }).map_err(sync_err)?;
-        if leader {
-            for p in &posts[1..] {
-                wait_for(be, p.event)?;
+        joined = (|| {
+            join.record(be)?;
+            let posts = hub.exchange(spec, "end_capture", Post { event: join.addr(), ..Post::default() }).map_err(sync_err)?;
+            if leader {
+                for p in &posts[1..] {
+                    wait_for(be, p.event)?;
+                }
             }
-        }
+            Ok(())
+        })();
     }
+    // Member 0 ends its capture whatever happened above, so its stream is usable again.
     let mut made = None;
     if leader {
         let mut graph: cu::CUgraph = std::ptr::null_mut();
@@ -103,8 +141,13 @@ pub(crate) fn end(be: &CudaBackend) -> Result<Box<dyn CapturedGraph>, BackendErr
         let r = check("cuStreamEndCapture", unsafe { cu::cuStreamEndCapture(be.stream(), &mut graph) });
         let mut exec: cu::CUgraphExec = std::ptr::null_mut();
         let r = r.and_then(|()| check("cuGraphInstantiate", unsafe { cu::cuGraphInstantiateWithFlags(&mut exec, graph, 0) }));
+        if r.is_err() && !graph.is_null() {
+            // SAFETY: the graph just made, not instantiated.
+            unsafe { cu::cuGraphDestroy(graph) };
+        }
         made = Some(r.map(|()| (graph, exec)));
     }
+    joined?;
     let graph = match &world {
         None => {
             let (graph, exec) = made.unwrap_or_else(|| Err(BackendError::Unsupported("no capture".into())))?;
@@ -151,8 +194,16 @@ impl CapturedGraph for CudaGraph {
             return Ok(launch(&self.be, self.exec)?);
         };
         let comm = |e: finetp_core::backend::CommError| ReplayError::Comm(e);
-        hub.exchange(spec, "replay", Post::default()).map_err(comm)?;
+        // Every rank arrives with an event after the work it queued (its inputs written), which
+        // member 0's stream waits on before launching; member 0's own event is unused here.
+        if spec.rank != 0 {
+            replayed.record(&self.be)?;
+        }
+        let arrived = hub.exchange(spec, "replay", Post { event: replayed.addr(), ..Post::default() }).map_err(comm)?;
         if spec.rank == 0 {
+            for p in &arrived[1..] {
+                wait_for(&self.be, p.event)?;
+            }
             launch(&self.be, self.exec)?;
             replayed.record(&self.be)?;
         }

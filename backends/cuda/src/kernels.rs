@@ -258,7 +258,9 @@ impl Kernels for CudaBackend {
         if m == 0 {
             return Ok(());
         }
-        let args = [ptr(logits), ptr(params), ptr(ids), Arg::U32(u32_of(m, "rows")?), Arg::U32(u32_of(v, "vocabulary")?)];
+        // Each row's weights, computed once by the kernel (f64, as the contract says).
+        let scratch = self.alloc(m * v * 8)?;
+        let args = [ptr(logits), ptr(params), ptr(ids), Arg::U32(u32_of(m, "rows")?), Arg::U32(u32_of(v, "vocabulary")?), Arg::Ptr(scratch.device_ptr())];
         self.launch("finetp_sample", (m as u32, 1), 1024, &args)
     }
 

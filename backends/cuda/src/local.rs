@@ -31,6 +31,9 @@ use crate::runtime::driver_err;
 /// What a member posts for one collective.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Post {
+    /// The call this post belongs to (set by [`Hub::exchange`]; members at different calls
+    /// are a mismatch, not a silent pairing).
+    pub op: &'static str,
     pub src: CUdeviceptr,
     pub event: usize,
     /// The member's view of the call (counts, row bytes), compared across members.
@@ -72,7 +75,16 @@ impl Hub {
     }
 
     /// Posts `post` as member `spec.rank` and returns every member's post once all have posted.
-    pub(crate) fn exchange(&self, spec: &GroupSpec, op: &'static str, post: Post) -> Result<Arc<Vec<Post>>, CommError> {
+    pub(crate) fn exchange(&self, spec: &GroupSpec, op: &'static str, mut post: Post) -> Result<Arc<Vec<Post>>, CommError> {
+        post.op = op;
+        let posts = self.meet(spec, op, post)?;
+        if let Some((m, p)) = posts.iter().enumerate().find(|(_, p)| p.op != op) {
+            return Err(CommError::Mismatch { group: spec.name(), op, detail: format!("member {} called {op} while member {m} called {}", spec.rank, p.op) });
+        }
+        Ok(posts)
+    }
+
+    fn meet(&self, spec: &GroupSpec, op: &'static str, post: Post) -> Result<Arc<Vec<Post>>, CommError> {
         let mut g = self.round.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(e) = &g.broken {
             return Err(clone_err(e));

@@ -13,6 +13,7 @@
 //!   this rank side by side into a staging buffer, which the caller sums.
 
 use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
 use finetp_core::backend::{CommError, GroupSpec, Rendezvous, broadcast_bytes};
 
 use crate::nccl::{DataType, Nccl, NcclError, RawComm, RawStream, SUM, UNIQUE_ID_BYTES, UniqueId};
@@ -22,6 +23,9 @@ pub struct NcclComm {
     pub(crate) lib: &'static Nccl,
     pub(crate) raw: RawComm,
     pub(crate) spec: GroupSpec,
+    /// Set by [`NcclComm::abort`]: `ncclCommAbort` frees the communicator, so it is neither
+    /// used nor destroyed again.
+    aborted: AtomicBool,
 }
 
 // SAFETY: an NCCL communicator may be used from any thread as long as calls on it are not
@@ -32,8 +36,10 @@ unsafe impl Sync for NcclComm {}
 
 impl Drop for NcclComm {
     fn drop(&mut self) {
-        // SAFETY: made by ncclCommInitRank, destroyed once.
-        unsafe { (self.lib.api.comm_destroy)(self.raw) };
+        if !self.aborted.load(Ordering::Acquire) {
+            // SAFETY: made by ncclCommInitRank, not aborted, destroyed once.
+            unsafe { (self.lib.api.comm_destroy)(self.raw) };
+        }
     }
 }
 
@@ -86,7 +92,7 @@ impl NcclComm {
         let (n, me) = (spec.size() as i32, spec.rank as i32);
         // SAFETY: every member passes the same id and its own rank; blocks until all have joined.
         lib.check("ncclCommInitRank", unsafe { (lib.api.comm_init_rank)(&mut raw, n, id, me) }).map_err(|e| nccl_err(spec, "connect", e))?;
-        Ok(Self { lib, raw, spec: spec.clone() })
+        Ok(Self { lib, raw, spec: spec.clone(), aborted: AtomicBool::new(false) })
     }
 
     /// The group this communicator was made for.
@@ -98,8 +104,17 @@ impl NcclComm {
         self.lib.check(op, r).map_err(|e| nccl_err(&self.spec, op, e))
     }
 
+    /// Refuses calls on a communicator aborted after an earlier failure.
+    fn live(&self, op: &'static str) -> Result<(), CommError> {
+        if self.aborted.load(Ordering::Acquire) {
+            return Err(CommError::Transport { group: self.spec.name(), op, detail: "the NCCL communicator was aborted after an earlier timeout or error".into() });
+        }
+        Ok(())
+    }
+
     /// Runs `body` between `ncclGroupStart` and `ncclGroupEnd` (the end runs on error too).
     fn grouped(&self, op: &'static str, body: impl FnOnce() -> Result<(), CommError>) -> Result<(), CommError> {
+        self.live(op)?;
         // SAFETY: NCCL's group calls take no arguments.
         self.check(op, unsafe { (self.lib.api.group_start)() })?;
         let r = body();
@@ -109,16 +124,22 @@ impl NcclComm {
 
     /// The error NCCL recorded for this communicator in the background (`None`: none).
     pub fn async_error(&self) -> Option<String> {
+        if self.aborted.load(Ordering::Acquire) {
+            return Some("the communicator was aborted".into());
+        }
         let mut r = 0;
         // SAFETY: writes one result code.
         let ok = unsafe { (self.lib.api.comm_get_async_error)(self.raw, &mut r) };
         (ok == 0 && r != 0 && r != 7).then(|| self.lib.check("ncclCommGetAsyncError", r).err().map_or_else(String::new, |e| e.to_string()))
     }
 
-    /// Aborts every operation in flight on the communicator (after a timeout); later calls fail.
+    /// Aborts every operation in flight on the communicator (after a timeout or an error) and
+    /// frees it; later calls fail with [`CommError::Transport`].
     pub fn abort(&self) {
-        // SAFETY: the communicator stays allocated until drop; abort makes it unusable.
-        unsafe { (self.lib.api.comm_abort)(self.raw) };
+        if !self.aborted.swap(true, Ordering::AcqRel) {
+            // SAFETY: a live communicator, aborted (and so freed) once.
+            unsafe { (self.lib.api.comm_abort)(self.raw) };
+        }
     }
 
     /// In-place sum of `count` elements over the group.
@@ -126,6 +147,7 @@ impl NcclComm {
     /// # Safety
     /// `buf` is `count` elements of `dt` on this rank's device; `stream` is its stream.
     pub unsafe fn all_reduce_sum(&self, buf: *mut c_void, count: usize, dt: DataType, stream: RawStream) -> Result<(), CommError> {
+        self.live("ncclAllReduce")?;
         // SAFETY: as the caller promises.
         self.check("ncclAllReduce", unsafe { (self.lib.api.all_reduce)(buf, buf, count, dt, SUM, self.raw, stream) })
     }
@@ -135,6 +157,7 @@ impl NcclComm {
     /// # Safety
     /// As [`Self::all_reduce_sum`].
     pub unsafe fn broadcast(&self, buf: *mut c_void, count: usize, dt: DataType, root: usize, stream: RawStream) -> Result<(), CommError> {
+        self.live("ncclBroadcast")?;
         // SAFETY: as the caller promises.
         self.check("ncclBroadcast", unsafe { (self.lib.api.broadcast)(buf, buf, count, dt, root as i32, self.raw, stream) })
     }
@@ -147,6 +170,7 @@ impl NcclComm {
     pub unsafe fn all_gather_v(&self, send: *const c_void, recv: *mut c_void, counts: &[usize], e: Elem, stream: RawStream) -> Result<(), CommError> {
         let me = self.spec.rank;
         if counts.iter().all(|&c| c == counts[0]) {
+            self.live("ncclAllGather")?;
             // SAFETY: as the caller promises.
             return self.check("ncclAllGather", unsafe { (self.lib.api.all_gather)(send, recv, counts[0], e.dt, self.raw, stream) });
         }
@@ -176,6 +200,7 @@ impl NcclComm {
     pub unsafe fn reduce_scatter_v(&self, all: *const c_void, out: *mut c_void, staging: *mut c_void, counts: &[usize], stream: RawStream) -> Result<bool, CommError> {
         let me = self.spec.rank;
         if counts.iter().all(|&c| c == counts[0]) {
+            self.live("ncclReduceScatter")?;
             // SAFETY: as the caller promises.
             self.check("ncclReduceScatter", unsafe { (self.lib.api.reduce_scatter)(all, out, counts[0], DataType::Float32, SUM, self.raw, stream) })?;
             return Ok(true);

@@ -21,14 +21,15 @@ pub const SOURCES: [(&str, &str); 4] = [
 ];
 
 /// Every `extern "C"` kernel the backend launches (each must be in the compiled PTX).
-pub const KERNELS: [&str; 12] = [
+pub const KERNELS: [&str; 13] = [
     "finetp_rms_norm",
     "finetp_silu_mul",
     "finetp_add_f32",
     "finetp_add_u32",
     "finetp_sum_parts_f32",
     "finetp_add_bias",
-    "finetp_split_f32",
+    "finetp_split_bf16",
+    "finetp_widen_f16",
     "finetp_embedding",
     "finetp_rope",
     "finetp_kv_write",
@@ -61,7 +62,9 @@ pub fn arch((major, minor): (i32, i32)) -> Option<&'static str> {
 
 /// The options every compile uses (the CI check passes the same).
 pub fn options(arch: Option<&'static str>) -> CompileOptions {
-    CompileOptions { arch, options: vec!["--std=c++17".into()], name: Some("finetp.cu".into()), ..Default::default() }
+    // No fused multiply-adds: the CPU reference rounds every product and sum, and RoPE's and
+    // attention's tolerances are the CPU's rounding, not FMA's.
+    CompileOptions { arch, fmad: Some(false), options: vec!["--std=c++17".into()], name: Some("finetp.cu".into()), ..Default::default() }
 }
 
 /// Compiles the kernels for `arch` (NVRTC must be loadable: the caller checks).

@@ -175,6 +175,7 @@ fn one_gpu(log: &Path) -> Result<(), String> {
     ensure(eager.outputs.iter().all(|o| o.tokens.len() == 4), || format!("eager outputs {:?}", eager.outputs))?;
     ensure(lines(&text, "cuStreamBeginCapture").is_empty(), || "eager mode captured".into())?;
     decoder_kernels(&text)?;
+    ensure(text.contains("cuMemPoolSetAttribute attr=4 value=18446744073709551615"), || "the memory pool's release threshold was not raised (every step would allocate afresh)".into())?;
     let (graph, text) = generate(log, ExecMode::Graph)?;
     let n = replays(&graph)?;
     // Two ranks, one GPU: streams 1 and 2 (made in rank order or not: the leader is whichever
@@ -193,6 +194,18 @@ fn one_gpu(log: &Path) -> Result<(), String> {
     // After each launch the other stream waits on an event the leader recorded after it.
     let after: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("cuGraphLaunch")).filter(|l| l.starts_with("cuStreamWaitEvent") && field(l, "recorded_on") == Some(leader) && field(l, "capture") == Some("0")).collect();
     ensure(after.len() >= n, || format!("{n} replays but the other stream waited on the leader {} times after them", after.len()))?;
+    // Before each launch the leader waits on the other rank's arrival event.
+    let mut waited = 0;
+    let mut prev: Option<&str> = None;
+    for l in text.lines() {
+        if l.starts_with("cuGraphLaunch") && prev.is_some_and(|p| p.starts_with("cuStreamWaitEvent") && field(p, "stream") == Some(leader) && field(p, "recorded_on") != Some(leader)) {
+            waited += 1;
+        }
+        if l.starts_with("cuStreamWaitEvent") && field(l, "stream") == Some(leader) || l.starts_with("cuGraphLaunch") {
+            prev = Some(l);
+        }
+    }
+    ensure(waited == n, || format!("{n} replays, {waited} launched after waiting on the other rank's arrival"))?;
     decoder_kernels(&text)
 }
 

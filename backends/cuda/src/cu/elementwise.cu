@@ -50,20 +50,26 @@ extern "C" __global__ void finetp_add_bias(float* y, const float* bias, u32 m, u
     for (u64 k = blockIdx.x * (u64)blockDim.x + threadIdx.x; k < total; k += (u64)gridDim.x * blockDim.x) y[k] += bias[k % n];
 }
 
-// GEMM inputs for 16-bit weights: x split into `parts` planes of the weight's dtype (dt 1:
-// bf16, 2: f16), plane p holding what planes 0..p left of x, rounded to nearest: x = hi + mid
-// + lo exactly for three bf16 planes (3 x 8 bits of mantissa), so one GEMM over the [parts m,
-// k] planes, accumulated in f32 and its planes summed, multiplies the f32 activations by the
-// 16-bit weights as exactly as an f32 GEMM would. x: f32 [n]; y: u16 [parts, n].
-extern "C" __global__ void finetp_split_f32(const float* x, u16* y, u64 n, u32 parts, int dt) {
+// GEMM inputs for bf16 weights: x split into `parts` bf16 planes, plane p holding what planes
+// 0..p left of x, rounded to nearest: x = hi + mid + lo exactly for three planes (3 x 8 bits
+// of mantissa, bf16 having f32's exponent range), so one GEMM over the [parts m, k] planes,
+// accumulated in f32 and its planes summed, multiplies the f32 activations by the bf16 weights
+// as an f32 GEMM would. x: f32 [n]; y: bf16 [parts, n].
+extern "C" __global__ void finetp_split_bf16(const float* x, u16* y, u64 n, u32 parts) {
     for (u64 k = blockIdx.x * (u64)blockDim.x + threadIdx.x; k < n; k += (u64)gridDim.x * blockDim.x) {
         float r = x[k];
         for (u32 p = 0; p < parts; p++) {
-            u16 h = dt == DT_F16 ? f32_to_f16(r) : f32_to_bf16(r);
+            u16 h = f32_to_bf16(r);
             y[(u64)p * n + k] = h;
-            r -= dt == DT_F16 ? f16_to_f32(h) : bf16_to_f32(h);
+            r -= bf16_to_f32(h);
         }
     }
+}
+
+// f16 weights widened to f32 (exact) for an f32 GEMM: f16's exponent range cannot hold the
+// activations' residual planes, so f16 weights take this slower, exact path.
+extern "C" __global__ void finetp_widen_f16(const u16* w, float* y, u64 n) {
+    for (u64 k = blockIdx.x * (u64)blockDim.x + threadIdx.x; k < n; k += (u64)gridDim.x * blockDim.x) y[k] = f16_to_f32(w[k]);
 }
 
 // Vocab-parallel lookup: y[t] = table[ids[t] - row_start] when the id is in this shard's

@@ -26,57 +26,66 @@ __device__ __forceinline__ double sample_weight(float l, float m, double t) {
     return exp(((double)l - (double)m) / t);
 }
 
-// Sum over candidates with key >= k of their weight (counting: of 1).
-__device__ double sample_prefix(const float* row, u32 v, u64 k, float m, double t, bool counting) {
+// Sum over candidates with key >= k of their weight (counting: of 1). `w`: the row's weights.
+__device__ double sample_prefix(const float* row, const double* w, u32 v, u64 k, bool counting) {
     double s = 0.0;
-    for (u32 i = threadIdx.x; i < v; i += blockDim.x) {
-        float l = row[i];
-        if (sample_key(l, i) >= k) s += counting ? 1.0 : sample_weight(l, m, t);
-    }
+    for (u32 i = threadIdx.x; i < v; i += blockDim.x)
+        if (sample_key(row[i], i) >= k) s += counting ? 1.0 : w[i];
     return block_sum_f64(s);
 }
 
-// The largest key K >= lo whose prefix holds at least `goal`.
-__device__ u64 sample_search(const float* row, u32 v, u64 lo, double goal, float m, double t, bool counting) {
-    u64 hi = ~0ull;
+// The largest key K in [lo, hi] (both real candidates' keys, hi the best) whose prefix holds
+// at least `goal`; `hi` when the goal is not positive (the empty cut: the best candidate), `lo`
+// when no prefix reaches it (rounding, or NaN weights).
+__device__ u64 sample_search(const float* row, const double* w, u32 v, u64 lo, u64 hi, double goal, bool counting) {
+    if (!(goal > 0.0)) return hi;
+    u64 top = hi;
     while (lo < hi) {
         u64 d = hi - lo;
         u64 mid = lo + d / 2 + (d & 1ull);
-        if (sample_prefix(row, v, mid, m, t, counting) >= goal) lo = mid;
+        if (sample_prefix(row, w, v, mid, counting) >= goal) lo = mid;
         else hi = mid - 1;
     }
-    return lo;
+    return lo > top ? top : lo;
 }
 
-// logits: f32 [m, v]; params: f32 [m, 4] (temperature, top_p, top_k, uniform); ids: u32 [m].
-extern "C" __global__ void finetp_sample(const float* logits, const float* params, u32* ids, u32 rows, u32 v) {
+__device__ __forceinline__ u32 sample_id(u64 key) { return 0xffffffffu - (u32)(key & 0xffffffffull); }
+
+// logits: f32 [m, v]; params: f32 [m, 4] (temperature, top_p, top_k, uniform); ids: u32 [m];
+// scratch: f64 [m, v] (each row's weights, computed once).
+extern "C" __global__ void finetp_sample(const float* logits, const float* params, u32* ids, u32 rows, u32 v, double* scratch) {
     u32 r = blockIdx.x;
     if (r >= rows) return;
     const float* row = logits + (u64)r * v;
     const float* p = params + (u64)r * 4;
-    u64 best = 0;
+    u64 best = 0, worst_inv = 0;
     for (u32 i = threadIdx.x; i < v; i += blockDim.x) {
         u64 k = sample_key(row[i], i);
         best = k > best ? k : best;
+        worst_inv = ~k > worst_inv ? ~k : worst_inv;
     }
     best = block_max_u64(best);
+    u64 worst = ~block_max_u64(worst_inv);
     float temperature = p[0];
     if (!(temperature > 0.0f)) { // greedy, NaN included: the first largest logit
-        if (threadIdx.x == 0) ids[r] = 0xffffffffu - (u32)(best & 0xffffffffull);
+        if (threadIdx.x == 0) ids[r] = sample_id(best);
         return;
     }
     u32 hi = (u32)(best >> 32);
     float m = hi == 0u ? -INFINITY : __uint_as_float((hi & 0x80000000u) ? (hi & 0x7fffffffu) : ~hi);
     double t = (double)temperature;
+    double* w = scratch + (u64)r * v;
+    for (u32 i = threadIdx.x; i < v; i += blockDim.x) w[i] = sample_weight(row[i], m, t);
+    __syncthreads();
     u32 top_k = (u32)p[2];
-    u64 floor = 0;
-    if (top_k > 0 && top_k < v) floor = sample_search(row, v, 0, (double)top_k, m, t, true);
-    double kept = sample_prefix(row, v, floor, m, t, false);
+    u64 floor = worst;
+    if (top_k > 0 && top_k < v) floor = sample_search(row, w, v, worst, best, (double)top_k, true);
+    double kept = sample_prefix(row, w, v, floor, false);
     float tp = p[1];
     double top_p = tp != tp ? 1.0 : (double)fminf(fmaxf(tp, 0.0f), 1.0f);
-    u64 end = sample_search(row, v, floor, top_p * kept, m, t, false);
-    double mass = sample_prefix(row, v, end, m, t, false);
+    u64 end = sample_search(row, w, v, floor, best, top_p * kept, false);
+    double mass = sample_prefix(row, w, v, end, false);
     double u = (double)fminf(fmaxf(p[3], 0.0f), 1.0f) * mass;
-    u64 pick = sample_search(row, v, end, u, m, t, false);
-    if (threadIdx.x == 0) ids[r] = 0xffffffffu - (u32)(pick & 0xffffffffull);
+    u64 pick = sample_search(row, w, v, end, best, u, false);
+    if (threadIdx.x == 0) ids[r] = sample_id(pick);
 }

@@ -54,10 +54,40 @@ fn sample<B: Device>(env: &Env<B>) -> Result<(), String> {
         let (g, c) = (u32s(p.be, &ig)?, u32s(p.cpu, &ic)?);
         ensure(g == c, || format!("{what}: ids {g:?}, the CPU picked {c:?}"))?;
     }
+    edges(&p)?;
     let bad = p.be.upload(&host(&[], &[2, 0], p.act())).map_err(fail("upload"))?;
     let params = p.be.upload(&SampleParams::tensor(&[SampleParams::GREEDY; 2])).map_err(fail("upload"))?;
     let mut ids = p.be.zeros(&[2], DType::U32).map_err(fail("zeros"))?;
     ensure(p.be.sample(&bad, &params, &mut ids).is_err(), || "rows of zero logits were accepted".into())
+}
+
+/// The rule's edges, one row each: a zero draw, `top_p` 0, `top_k` 1, a draw just under 1, a
+/// row of -inf (every weight NaN), two +inf logits (they share the weight), a temperature so
+/// small every weight but the top one underflows.
+fn edges<B: Device>(p: &super::Pair<'_, B>) -> Result<(), String> {
+    let v = 300;
+    let base: Vec<f32> = (0..v).map(|i| ((i * 7919) % v) as f32 / 16.0 - 5.0).collect();
+    let t = |temperature, top_p, top_k, uniform| SampleParams { temperature, top_p, top_k, uniform };
+    let rows = [
+        (base.clone(), t(1.0, 1.0, 0, 0.0)),
+        (base.clone(), t(1.0, 0.0, 0, 0.5)),
+        (base.clone(), t(0.7, 1.0, 1, 0.99)),
+        (base.clone(), t(1.0, 1.0, 0, 0.999_999)),
+        (vec![f32::NEG_INFINITY; v], t(1.0, 1.0, 0, 0.3)),
+        ({ let mut x = base.clone(); x[7] = f32::INFINITY; x[200] = f32::INFINITY; x }, t(1.0, 1.0, 0, 0.7)),
+        (base.clone(), t(1e-3, 0.95, 40, 0.5)),
+    ];
+    let x: Vec<f32> = rows.iter().flat_map(|r| r.0.iter().copied()).collect();
+    let params: Vec<SampleParams> = rows.iter().map(|r| r.1).collect();
+    let m = rows.len();
+    let what = format!("sample edges [{m},{v}]");
+    let (lg, lc) = p.acts(&x, &[m, v])?;
+    let (pg, pc) = p.both(&SampleParams::tensor(&params))?;
+    let (mut ig, mut ic) = p.zeros_of(&[m], DType::U32)?;
+    p.be.sample(&lg, &pg, &mut ig).map_err(fail(&what))?;
+    p.cpu.sample(&lc, &pc, &mut ic).map_err(fail(&what))?;
+    let (g, c) = (u32s(p.be, &ig)?, u32s(p.cpu, &ic)?);
+    ensure(g == c, || format!("{what}: ids {g:?}, the CPU picked {c:?} (rows: {params:?})"))
 }
 
 fn route<B: Device>(env: &Env<B>) -> Result<(), String> {
