@@ -207,6 +207,9 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
         for cut in MemoryReport::cut_blocks(&ckpt.config, &parallel, &format) {
             eprintln!("finetp: note: {cut}");
         }
+        if backend != BackendKind::Cpu && format.quantization == Quantization::None && format.dtype != ckpt.weights.loaded_dtype("model.embed_tokens.weight").unwrap_or(format.dtype) {
+            eprintln!("finetp: note: the {backend} backend keeps no GGUF block formats yet: they are decoded to {} at load (the memory report counts those bytes)", format.dtype);
+        }
     }
     let seqs = requests.len().div_ceil(dp);
     // f32: the widest activation dtype a KV cache is kept in.
@@ -266,6 +269,9 @@ pub(crate) fn held_format(weights: &dyn finetp_core::shard::WeightSource, backen
         (Some(vocab), None) => Quantization::Blocks { vocab, linear: DType::F32 },
         _ => Quantization::None,
     };
+    // Blocks a backend does not keep are decoded to its choice of float (bf16 on CUDA).
+    let stored_blocks = ["model.embed_tokens.weight", "model.layers.0.mlp.down_proj.weight"].iter().any(|n| weights.stored_block_dtype(n).is_some());
+    let dtype = if stored_blocks && backend != BackendKind::Cpu { backend.decoded_weight_dtype() } else { dtype };
     WeightFormat { dtype, quantization }
 }
 

@@ -41,6 +41,16 @@ impl BackendKind {
         }
     }
 
+    /// The float a block-format weight is decoded to on this backend where it keeps no block
+    /// formats (its `Backend::decoded_weight_dtype`, known before any device is opened, for the
+    /// memory model): bf16 on CUDA, f32 elsewhere.
+    pub const fn decoded_weight_dtype(self) -> finetp_core::backend::DType {
+        match self {
+            BackendKind::Cuda => finetp_core::backend::DType::BF16,
+            _ => finetp_core::backend::DType::F32,
+        }
+    }
+
     /// Whether this version of finetp has the backend at all (as a feature to build with).
     pub const fn exists(self) -> bool {
         self.build_command().is_some()
