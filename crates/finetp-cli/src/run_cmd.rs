@@ -129,10 +129,10 @@ pub(crate) fn open(args: &RunArgs) -> Result<Opened, Failure> {
         .validate_parallel(&parallel)
         .with_context(|| format!("the parallel layout does not fit the model {}", path.display()))
         .map_err(Failure::Input)?;
-    if parallel.enable_expert_parallel && ckpt.config.moe.is_some() {
+    if parallel.enable_expert_parallel && ckpt.config.moe.is_some() && parallel.tensor_parallel_size > 1 {
         return Err(Failure::Input(anyhow!(
-            "--enable-expert-parallel: expert parallelism is not implemented yet; {} would run with every expert on every rank (split by --tensor-parallel-size), so omit the flag",
-            path.display()
+            "--enable-expert-parallel with --tensor-parallel-size {}: expert parallelism over DP x TP ranks is not implemented yet (it runs over the DP world at TP 1); use -t 1, or omit the flag",
+            parallel.tensor_parallel_size
         )));
     }
     if ckpt.tokenizer.is_none() {

@@ -33,8 +33,12 @@ fn run(dp: usize, fg: FinegrainedTpConfig, mode: ExecMode) -> Result<GenerationR
 }
 
 fn run_model(cfg: &ModelConfig, dp: usize, fg: FinegrainedTpConfig, mode: ExecMode) -> Result<GenerationReport, EngineError> {
+    run_ep(cfg, dp, false, fg, mode)
+}
+
+fn run_ep(cfg: &ModelConfig, dp: usize, ep: bool, fg: FinegrainedTpConfig, mode: ExecMode) -> Result<GenerationReport, EngineError> {
     let cfg = cfg.clone();
-    let plan = Plan::new(&ParallelConfig::new(dp, 1, 1, false, fg).unwrap());
+    let plan = Plan::new(&ParallelConfig::new(dp, 1, 1, ep, fg).unwrap());
     let w = Arc::new(InMemoryWeights::random(&finetp_models::tensor_shapes(&cfg), 4242, 0.3));
     let reqs: Vec<Request> = (0..3)
         .map(|id| Request {
@@ -95,5 +99,36 @@ fn dense_deepseek_decode_is_captured_and_replayed() {
     for r in &graph.ranks {
         let g = r.graph.as_ref().expect("graph mode reports its graph");
         assert!(g.eager_reason.is_none() && g.captured_ops > 0 && g.replays > 0, "rank {}: {g:?}", r.rank);
+    }
+}
+
+/// The seed's deployment in miniature (#20): a DeepSeek-V3-shaped model with 16 routed experts,
+/// 2 per token, `n_group` 4, `topk_group` 2, at DP 8 + EP 8 (two experts per rank) with all four
+/// components at size 4, eager and graph, gives the single-rank tokens; three requests leave
+/// five ranks with no tokens, which still take part in every dispatch and combine. Each rank
+/// holds an eighth of the routed experts.
+#[test]
+fn expert_parallel_dp8_ep8_with_all_four_at_size_4_generates_the_single_rank_tokens() {
+    let cfg = ModelConfig::from_json_str(
+        r#"{"model_type":"deepseek_v3","vocab_size":89,"hidden_size":32,"intermediate_size":64,"moe_intermediate_size":8,
+            "num_hidden_layers":3,"num_attention_heads":4,"num_key_value_heads":4,"q_lora_rank":24,"kv_lora_rank":16,
+            "qk_nope_head_dim":8,"qk_rope_head_dim":4,"v_head_dim":8,"n_routed_experts":16,"n_shared_experts":1,
+            "num_experts_per_tok":2,"first_k_dense_replace":1,"moe_layer_freq":1,"rms_norm_eps":1e-6,"rope_theta":10000,
+            "n_group":4,"topk_group":2,"routed_scaling_factor":2.5,"norm_topk_prob":true,"scoring_func":"sigmoid","topk_method":"noaux_tc"}"#,
+    )
+    .unwrap();
+    let tokens = |r: &GenerationReport| r.outputs.iter().map(|o| o.tokens.clone()).collect::<Vec<_>>();
+    let moe = |r: &GenerationReport, rank: usize| r.ranks.iter().find(|x| x.rank == rank).unwrap().weight_bytes.iter().find(|m| m.module == "moe experts").unwrap().bytes;
+    let single = run_ep(&cfg, 1, false, FinegrainedTpConfig::default(), ExecMode::Eager).unwrap();
+    let replicated = run_ep(&cfg, 8, false, FinegrainedTpConfig::uniform(4), ExecMode::Eager).unwrap();
+    for mode in [ExecMode::Eager, ExecMode::Graph] {
+        let ep = run_ep(&cfg, 8, true, FinegrainedTpConfig::uniform(4), mode).unwrap();
+        assert_eq!(tokens(&ep), tokens(&single), "DP 8 + EP 8, {mode:?}");
+        // Routed experts: 2 layers x 16 experts x 3 matrices of 8 x 32 f32 = 98304 bytes
+        // replicated; a rank holds 2 of the 16. Router, bias and shared experts stay whole.
+        let routed = 2 * 16 * 3 * 8 * 32 * 4;
+        for rank in 0..8 {
+            assert_eq!(moe(&replicated, rank) - moe(&ep, rank), routed - routed / 8, "rank {rank}");
+        }
     }
 }

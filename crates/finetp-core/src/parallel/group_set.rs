@@ -18,6 +18,10 @@ pub struct GroupSet<B: Backend> {
     pub dp: Arc<dyn Collective<B>>,
     /// This replica's TP ranks (this pipeline stage): standard tensor parallelism.
     pub tp: Arc<dyn Collective<B>>,
+    /// The expert-parallel group (`--enable-expert-parallel`): routed experts are sharded over
+    /// it and tokens dispatched to their experts' ranks; `None`: every rank holds every expert.
+    /// Today the DP world at TP 1 (EP = DP × TP = DP), see [`GroupSet::with_expert_parallel`].
+    pub ep: Option<Arc<dyn Collective<B>>>,
 }
 
 impl<B: Backend> GroupSet<B> {
@@ -44,7 +48,16 @@ impl<B: Backend> GroupSet<B> {
         }
         let mut it = comms.into_iter();
         let mut next = || it.next().expect("six planned groups");
-        Ok(Self { embedding: next(), lm_head: next(), o_proj: next(), mlp: next(), dp: next(), tp: next() })
+        Ok(Self { embedding: next(), lm_head: next(), o_proj: next(), mlp: next(), dp: next(), tp: next(), ep: None })
+    }
+
+    /// Turns expert parallelism on as `plan` asks: with `--enable-expert-parallel` the EP world
+    /// is DP × TP, which at TP 1 is this rank's DP group (the plan's validation refuses TP > 1
+    /// with EP until a DP × TP group exists).
+    pub fn with_expert_parallel(mut self, plan: &crate::plan::Plan) -> Self {
+        let p = &plan.parallel;
+        self.ep = (p.enable_expert_parallel && p.tensor_parallel_size == 1 && p.data_parallel_size > 1).then(|| self.dp.clone());
+        self
     }
 
     /// The groups component `c`'s layer spans: its fine-grained group and this replica's TP
@@ -72,6 +85,7 @@ impl<B: Backend> Clone for GroupSet<B> {
             mlp: self.mlp.clone(),
             dp: self.dp.clone(),
             tp: self.tp.clone(),
+            ep: self.ep.clone(),
         }
     }
 }

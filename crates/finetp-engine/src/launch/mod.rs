@@ -252,7 +252,7 @@ impl Launcher {
                         let slot = DeviceSlot { rank, local_rank: rank - first, local_ranks: count };
                         let be = B::open(&slot).map_err(|source| EngineError::Open { rank, source })?;
                         let specs = plan.group_specs(rank, timeout).expect("every rank below the world size has its groups");
-                        let groups = GroupSet::connect(&be, &specs, rv).map_err(|source| EngineError::Connect { rank, source })?;
+                        let groups = GroupSet::connect(&be, &specs, rv).map_err(|source| EngineError::Connect { rank, source })?.with_expert_parallel(plan);
                         body(Rank { rank, be, groups })
                     });
                     spawned.map_err(|source| {

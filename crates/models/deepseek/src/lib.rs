@@ -4,12 +4,14 @@
 //! decoupled RoPE), dense MLPs in the first `first_k_dense_replace` layers — the only layers MLP
 //! fine-grained TP applies to — and mixture-of-experts layers after them.
 //!
-//! MoE layers here are a straightforward reference (every rank holds every expert, its
-//! intermediate split by standard TP; no expert parallelism yet),
-//! routed as the checkpoint's config says (V2: softmax scores, greedy or group-limited greedy
-//! top-k; V3: sigmoid scores, bias-corrected group-limited top-k), enough to run either end to
-//! end; expert parallelism is not part of fine-grained TP.
+//! MoE layers are a straightforward reference, routed as the checkpoint's config says (V2:
+//! softmax scores, greedy or group-limited greedy top-k; V3: sigmoid scores, bias-corrected
+//! group-limited top-k): without expert parallelism every rank holds every expert, its
+//! intermediate split by standard TP; with `--enable-expert-parallel` (TP 1) the routed experts
+//! are sharded over the DP world and tokens dispatched to them by all-to-all (`dispatch.rs`).
+//! Routing and dispatch read the chosen experts on the host, so MoE steps run eagerly.
 
+mod dispatch;
 mod mla;
 mod model;
 mod moe;

@@ -48,7 +48,7 @@ impl<B: Device> Deepseek<B> {
             .map(|i| {
                 let p = format!("model.layers.{i}");
                 let ffn = if cfg.is_moe_layer(i) {
-                    Ffn::Moe(Moe::load(be, cfg, src, &format!("{p}.mlp"), groups.tp.clone())?)
+                    Ffn::Moe(Moe::load(be, cfg, src, &format!("{p}.mlp"), groups.tp.clone(), groups.ep.clone())?)
                 } else {
                     Ffn::Dense(ParallelMlp::load(be, src, &format!("{p}.mlp"), h, cfg.intermediate_size, groups.layer(Component::Mlp))?)
                 };

@@ -1,6 +1,8 @@
-//! A mixture-of-experts layer with DeepSeek-V3 routing (reference implementation): every
-//! expert on every rank, each expert's intermediate split by standard TP (no expert
-//! parallelism yet).
+//! A mixture-of-experts layer with DeepSeek-V3 routing (reference implementation). Without
+//! expert parallelism every rank holds every routed expert, each expert's intermediate split
+//! by standard TP; with it (`--enable-expert-parallel`, the group in `GroupSet::ep`) rank `r`
+//! of `P` holds routed experts `r·E/P .. (r+1)·E/P` whole, and tokens travel to their experts'
+//! ranks and back (`dispatch.rs`). Shared experts are replicated either way.
 
 use std::sync::Arc;
 
@@ -13,7 +15,7 @@ use finetp_core::shard::{Axis, ShardSpec, WeightSource};
 use crate::mla::full;
 
 /// One SwiGLU expert (this TP rank's block of it).
-struct Expert<B: Device> {
+pub(crate) struct Expert<B: Device> {
     gate: Tensor<B>,
     up: Tensor<B>,
     down: Tensor<B>,
@@ -34,7 +36,7 @@ impl<B: Device> Expert<B> {
         })
     }
 
-    fn forward(&self, be: &B, x: &Tensor<B>) -> Result<Tensor<B>, ModelError> {
+    pub(crate) fn forward(&self, be: &B, x: &Tensor<B>) -> Result<Tensor<B>, ModelError> {
         let (g, u) = (linear(be, x, &self.gate, None)?, linear(be, x, &self.up, None)?);
         let i = g.row_len();
         let mut gu = be.zeros(&[x.rows(), 2 * i], g.dtype())?;
@@ -54,7 +56,12 @@ pub struct Moe<B: Device> {
     router: Tensor<B>,
     /// f32 `[E]`: `noaux_tc`'s correction bias (absent: no bias).
     bias: Option<Tensor<B>>,
-    experts: Vec<Expert<B>>,
+    /// The routed experts this rank holds: all `E`, or under expert parallelism its `E/P`
+    /// (global ids `first..first + experts.len()`).
+    pub(crate) experts: Vec<Expert<B>>,
+    pub(crate) first: usize,
+    /// The expert-parallel group (`None`: experts replicated).
+    ep: Option<Arc<dyn Collective<B>>>,
     shared: Option<Expert<B>>,
     rule: MoeRouting,
     /// The replica's TP group (`None` for TP 1): sums the experts' partial outputs.
@@ -62,12 +69,28 @@ pub struct Moe<B: Device> {
 }
 
 impl<B: Device> Moe<B> {
-    /// Loads the router (replicated) and this TP rank's block of every expert.
-    pub fn load(be: &B, cfg: &ModelConfig, src: &dyn WeightSource, prefix: &str, tp: Arc<dyn Collective<B>>) -> Result<Self, ModelError> {
+    /// Loads the router (replicated), the shared experts, and the routed experts this rank
+    /// holds: this TP rank's block of every expert, or (expert parallelism over `ep`) its
+    /// `E/P` experts whole. A rank reads only the experts it holds.
+    ///
+    /// # Errors
+    /// [`ModelError::Config`] for `E` not divisible by the EP size, or EP with TP > 1.
+    pub fn load(be: &B, cfg: &ModelConfig, src: &dyn WeightSource, prefix: &str, tp: Arc<dyn Collective<B>>, ep: Option<Arc<dyn Collective<B>>>) -> Result<Self, ModelError> {
         let m = cfg.moe.ok_or_else(|| ModelError::Config("MoE layer without MoE config".into()))?;
         let split = (tp.info().rank, tp.info().size());
         let tp = (split.1 > 1).then_some(tp);
         let (h, e) = (cfg.hidden_size, m.n_routed_experts);
+        let ep = ep.filter(|g| g.info().size() > 1);
+        let (first, held) = match &ep {
+            None => (0, e),
+            Some(g) => {
+                let p = g.info().size();
+                if !e.is_multiple_of(p) || tp.is_some() {
+                    return Err(ModelError::Config(format!("expert parallelism over {p} ranks needs the {e} routed experts to divide by {p} and TP 1 (TP is {})", split.1)));
+                }
+                (g.info().rank * e / p, e / p)
+            }
+        };
         let bias_name = format!("{prefix}.gate.e_score_correction_bias");
         let bias = match src.shape(&bias_name) {
             Ok(_) => {
@@ -76,7 +99,7 @@ impl<B: Device> Moe<B> {
             }
             Err(_) => None,
         };
-        let experts = (0..e)
+        let experts = (first..first + held)
             .map(|j| Expert::load(be, src, &format!("{prefix}.experts.{j}"), h, m.moe_intermediate_size, split))
             .collect::<Result<Vec<_>, _>>()?;
         let shared = (m.n_shared_experts > 0)
@@ -86,6 +109,8 @@ impl<B: Device> Moe<B> {
             router: full(be, src, &format!("{prefix}.gate.weight"), &[e, h])?,
             bias,
             experts,
+            first,
+            ep,
             shared,
             rule: MoeRouting::from(&m),
             tp,
@@ -107,6 +132,13 @@ impl<B: Device> Moe<B> {
         let (Some(weights), finetp_core::backend::HostData::U32(ids)) = (be.download(&weights)?.to_f32_vec(), ids.data) else {
             return Err(ModelError::Batch("moe_route gave no u32 ids and f32 weights".into()));
         };
+        if let Some(ep) = &self.ep {
+            let mut out = crate::dispatch::routed(self, be, ep.as_ref(), x, &ids, &weights, k)?;
+            if let Some(s) = &self.shared {
+                be.add_assign(&mut out, &s.forward(be, x)?)?;
+            }
+            return Ok(out);
+        }
         let e = self.experts.len();
         let mut out = vec![0f32; rows * h];
         let mut per_expert: Vec<Vec<(usize, f32)>> = vec![vec![]; e];
