@@ -94,13 +94,11 @@ impl AscendBackend {
 }
 
 fn host_bytes(d: &HostData) -> Result<(*const c_void, usize), BackendError> {
-    Ok(match d {
-        HostData::F32(v) => (v.as_ptr().cast(), v.len() * 4),
-        HostData::F16(v) => (v.as_ptr().cast(), v.len() * 2),
-        HostData::BF16(v) => (v.as_ptr().cast(), v.len() * 2),
-        HostData::U32(v) => (v.as_ptr().cast(), v.len() * 4),
-        HostData::Quantized { dtype, .. } => return Err(BackendError::Unsupported(format!("the ascend backend keeps no {dtype} blocks (the layers upload them decoded)"))),
-    })
+    if let HostData::Quantized { dtype, .. } = d {
+        return Err(BackendError::Unsupported(format!("the ascend backend keeps no {dtype} blocks (the layers upload them decoded)")));
+    }
+    let b = d.as_bytes();
+    Ok((b.as_ptr().cast(), b.len()))
 }
 
 impl Backend for AscendBackend {
@@ -164,16 +162,12 @@ impl Backend for AscendBackend {
     fn download(&self, t: &Tensor<Self>) -> Result<HostTensor, BackendError> {
         self.no_host_during_capture("download")?;
         let n = t.numel();
-        let data = match t.dtype() {
-            DType::F32 => HostData::F32(vec![0.0; n]),
-            DType::F16 => HostData::F16(vec![half::f16::ZERO; n]),
-            DType::BF16 => HostData::BF16(vec![half::bf16::ZERO; n]),
-            DType::U32 => HostData::U32(vec![0; n]),
-            other => return Err(BackendError::Unsupported(format!("download of {other}"))),
-        };
-        let (dst, bytes) = host_bytes(&data)?;
-        // SAFETY: `data` is alive until the sync below, which waits for the copy.
-        unsafe { self.copy(dst.cast_mut(), t.buffer().as_ptr(), bytes, aclrtMemcpyKind::ACL_MEMCPY_DEVICE_TO_HOST)? };
+        let mut data = HostData::zeroed(t.dtype(), n).ok_or_else(|| BackendError::Unsupported(format!("download of {}", t.dtype())))?;
+        let dst = data.as_bytes_mut();
+        let (dst, bytes) = (dst.as_mut_ptr().cast::<c_void>(), dst.len());
+        // SAFETY: `data` is alive, and not otherwise touched, until the sync below, which waits
+        // for the copy.
+        unsafe { self.copy(dst, t.buffer().as_ptr(), bytes, aclrtMemcpyKind::ACL_MEMCPY_DEVICE_TO_HOST)? };
         self.sync()?;
         HostTensor::new(data, t.shape())
     }
@@ -186,22 +180,19 @@ impl Backend for AscendBackend {
     }
 
     fn copy_block(&self, src: &Tensor<Self>, dst: &mut Tensor<Self>, b: Block) -> Result<(), BackendError> {
-        checks::copy_block(src, dst, &b)?;
-        if b.rows == 0 || b.cols == 0 {
+        let c = checks::copy_block(src, dst, &b)?;
+        if c.is_empty() {
             return Ok(());
         }
-        let es = src.dtype().size_in_bytes();
-        let (sw, dw) = (src.row_len() * es, dst.row_len() * es);
-        let s = src.buffer().as_ptr().wrapping_byte_add(b.src_row * sw + b.src_col * es);
-        let d = dst.buffer().as_ptr().wrapping_byte_add(b.dst_row * dw + b.dst_col * es);
-        let width = b.cols * es;
-        if b.rows == 1 || (width == sw && width == dw) {
+        let s = src.buffer().as_ptr().wrapping_byte_add(c.src_offset);
+        let d = dst.buffer().as_ptr().wrapping_byte_add(c.dst_offset);
+        if c.is_contiguous() {
             // SAFETY: checked in bounds of both tensors.
-            return unsafe { self.copy(d, s, width * b.rows, aclrtMemcpyKind::ACL_MEMCPY_DEVICE_TO_DEVICE) };
+            return unsafe { self.copy(d, s, c.width * c.rows, aclrtMemcpyKind::ACL_MEMCPY_DEVICE_TO_DEVICE) };
         }
         self.enqueued();
-        // SAFETY: `rows` rows of `width` bytes at pitches `sw`/`dw`, checked in bounds.
-        let r = unsafe { self.shared.acl.rt.aclrtMemcpy2dAsync(d, dw, s, sw, width, b.rows, aclrtMemcpyKind::ACL_MEMCPY_DEVICE_TO_DEVICE, self.stream()) };
+        // SAFETY: `rows` rows of `width` bytes at the two pitches, checked in bounds.
+        let r = unsafe { self.shared.acl.rt.aclrtMemcpy2dAsync(d, c.dst_pitch, s, c.src_pitch, c.width, c.rows, aclrtMemcpyKind::ACL_MEMCPY_DEVICE_TO_DEVICE, self.stream()) };
         self.shared.acl.check("aclrtMemcpy2dAsync", r).map_err(device_err)
     }
 

@@ -3,7 +3,7 @@
 //! f32; HF32 would be 1). bf16/f16 weights are widened to a temporary f32 copy per call until
 //! activations can be 16-bit (noted in docs/backends.md).
 
-use finetp_core::backend::{Backend, BackendError, DType, Gemm, Tensor};
+use finetp_core::backend::{Backend, BackendError, DType, Gemm, Tensor, checks};
 
 use crate::AscendBackend;
 use crate::aclnn::aclnn;
@@ -30,21 +30,9 @@ impl AscendBackend {
     }
 }
 
-fn shape2(t: &Tensor<AscendBackend>, what: &str) -> Result<[usize; 2], BackendError> {
-    t.shape().try_into().map_err(|_| BackendError::Shape(format!("linear: {what} must be 2-D, got {:?}", t.shape())))
-}
-
 impl Gemm for AscendBackend {
     fn linear(&self, x: &Tensor<Self>, w: &Tensor<Self>, bias: Option<&Tensor<Self>>, y: &mut Tensor<Self>) -> Result<(), BackendError> {
-        let ([m, k], [n, kw], [my, ny]) = (shape2(x, "x")?, shape2(w, "w")?, shape2(y, "y")?);
-        if k != kw || m != my || n != ny || bias.is_some_and(|b| b.numel() != n) {
-            return Err(BackendError::Shape(format!("linear: x {:?} · w {:?}ᵀ into y {:?}", x.shape(), w.shape(), y.shape())));
-        }
-        for (t, op) in [(x, "linear x"), (&*y, "linear y")] {
-            if t.dtype() != DType::F32 {
-                return Err(BackendError::DType { op, expected: "f32", got: t.dtype() });
-            }
-        }
+        let (m, n, k) = checks::linear(x, w, bias, y)?;
         if m == 0 || n == 0 {
             return Ok(());
         }

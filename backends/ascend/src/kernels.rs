@@ -16,17 +16,10 @@ use finetp_backend_cpu::on_host;
 
 use crate::host::u32s;
 
-fn f32_act(t: &Tensor<AscendBackend>, op: &'static str) -> Result<(), BackendError> {
-    if t.dtype() == DType::F32 { Ok(()) } else { Err(BackendError::DType { op, expected: "f32", got: t.dtype() }) }
-}
 
 impl Kernels for AscendBackend {
     fn embedding(&self, ids: &Tensor<Self>, table: &Tensor<Self>, row_start: usize, y: &mut Tensor<Self>) -> Result<(), BackendError> {
-        let ([vs, h], t) = (<[usize; 2]>::try_from(table.shape()).map_err(|_| BackendError::Shape(format!("embedding: table must be 2-D, got {:?}", table.shape())))?, ids.numel());
-        if ids.dtype() != DType::U32 || y.shape() != [t, h] {
-            return Err(BackendError::Shape(format!("embedding: ids {:?} {} into y {:?} from a table {:?}", ids.shape(), ids.dtype(), y.shape(), table.shape())));
-        }
-        f32_act(y, "embedding y")?;
+        let (vs, h, t) = checks::embedding(ids, table, y)?;
         if t == 0 || h == 0 {
             return Ok(());
         }
@@ -54,7 +47,7 @@ impl Kernels for AscendBackend {
         if h == 0 || !x.numel().is_multiple_of(h) || x.shape() != y.shape() {
             return Err(BackendError::Shape(format!("rms_norm: x {:?}, w {:?}, y {:?}", x.shape(), w.shape(), y.shape())));
         }
-        f32_act(x, "rms_norm x")?;
+        checks::f32_activation(x, "rms_norm x")?;
         let rows = x.numel() / h;
         if rows == 0 {
             return Ok(());
@@ -78,7 +71,7 @@ impl Kernels for AscendBackend {
         if !two_i.is_multiple_of(2) || y.shape() != [t, two_i / 2] {
             return Err(BackendError::Shape(format!("silu_mul: gate_up {:?} into y {:?}", gate_up.shape(), y.shape())));
         }
-        f32_act(gate_up, "silu_mul")?;
+        checks::f32_activation(gate_up, "silu_mul")?;
         if t == 0 || two_i == 0 {
             return Ok(());
         }
@@ -90,7 +83,7 @@ impl Kernels for AscendBackend {
         if a.shape() != b.shape() {
             return Err(BackendError::Shape(format!("add_assign: {:?} += {:?}", a.shape(), b.shape())));
         }
-        f32_act(a, "add_assign")?;
+        checks::f32_activation(a, "add_assign")?;
         if a.numel() == 0 {
             return Ok(());
         }

@@ -19,9 +19,8 @@ use finetp_core::plan::Plan;
 use finetp_core::shard::InMemoryWeights;
 use finetp_engine::{EngineConfig, EngineError, ExecMode, Launcher, Rank, Request, Sampling};
 
-const CONFIG: &str = r#"{"architectures":["LlamaForCausalLM"],"model_type":"llama","vocab_size":49152,"hidden_size":576,
-  "intermediate_size":1536,"num_hidden_layers":30,"num_attention_heads":9,"num_key_value_heads":3,"rms_norm_eps":1e-5,
-  "rope_theta":100000.0,"max_position_embeddings":8192,"tie_word_embeddings":true}"#;
+/// SmolLM2-135M's shapes (random weights are made from them on the spot).
+const CONFIG: &str = finetp_testkit::tiny::SMOLLM2_135M_CONFIG;
 
 fn main() {
     // SAFETY: set before any thread starts.

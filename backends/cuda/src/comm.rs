@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use finetp_core::backend::{Backend, BackendError, Collective, CommError, DType, GroupSpec, Rendezvous, Tensor};
 
 use crate::CudaBackend;
-use crate::device::Placement;
+use crate::placement::Placement;
 use crate::kernels::{Arg, elementwise_grid};
-use crate::local::Hub;
+use crate::local::LocalHub;
 use crate::nccl::DataType;
 use crate::nccl_comm::{Elem, NcclComm, nccl};
 
@@ -24,8 +24,8 @@ pub(crate) fn connect(be: &CudaBackend, spec: &GroupSpec, rv: &dyn Rendezvous) -
     }
     if let Placement::SingleGpu { .. } = be.placement {
         let n = spec.size();
-        let shared = rv.local_shared(spec, "cuda.single_gpu", &move || Arc::new(Hub::new(n)))?;
-        let hub = shared.and_then(|s| s.downcast::<Hub>().ok()).ok_or_else(|| CommError::InvalidArgument {
+        let shared = rv.local_shared(spec, "cuda.single_gpu", &move || Arc::new(LocalHub::new(n)))?;
+        let hub = shared.and_then(|s| s.downcast::<LocalHub>().ok()).ok_or_else(|| CommError::InvalidArgument {
             group: spec.name(),
             op: "connect",
             detail: "the single-GPU path needs every member of the group in this process".into(),

@@ -9,20 +9,9 @@ use finetp_backend_cpu::CpuBackend;
 use finetp_core::backend::{Backend, BackendError, Block, CapturedGraph, Collective, CommError, DType, DeviceSlot, GroupSpec, HostData, HostTensor, Rendezvous, Tensor, checks};
 
 use crate::buffer::{Alloc, CudaBuffer, Shared, State};
-use crate::local::Hub;
+use crate::local::LocalHub;
+use crate::placement::{Placement, placement};
 use crate::runtime::{check_libraries, device_count, driver_err};
-
-/// How this process's ranks share its GPUs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Placement {
-    /// One GPU per rank; groups of more than one member are NCCL communicators.
-    PerGpu,
-    /// The single-GPU path: `ranks` ranks on one GPU, each with its own stream and buffers,
-    /// collectives as device-to-device copies ordered by events (NCCL refuses two ranks on one
-    /// GPU). Chosen when the process has more ranks than GPUs and one GPU, or when
-    /// `FINETP_CUDA_SINGLE_DEVICE=1`.
-    SingleGpu { ranks: usize },
-}
 
 /// One rank's GPU: its context, stream, kernels and cuBLASLt handle. Every call is enqueued on
 /// the stream; `download` and `synchronize` are the sync points. Cheap to clone.
@@ -37,30 +26,7 @@ pub struct CudaBackend {
 }
 
 /// The single-GPU groups a rank has joined: each hub and the rank's place in it.
-pub(crate) type Hubs = Mutex<Vec<(Arc<Hub>, usize)>>;
-
-/// `FINETP_CUDA_SINGLE_DEVICE=1`: every rank of the process on GPU 0.
-fn forced_single() -> bool {
-    std::env::var("FINETP_CUDA_SINGLE_DEVICE").is_ok_and(|v| v == "1")
-}
-
-/// Which GPU `slot` gets, and how ranks share them, given `gpus` visible GPUs.
-///
-/// # Errors
-/// [`BackendError::Unavailable`] for more ranks than GPUs on a machine with several.
-pub fn placement(slot: &DeviceSlot, gpus: usize) -> Result<(usize, Placement), BackendError> {
-    if slot.local_ranks > 1 && (forced_single() || gpus == 1) {
-        return Ok((0, Placement::SingleGpu { ranks: slot.local_ranks }));
-    }
-    if slot.local_ranks > gpus {
-        return Err(BackendError::Unavailable {
-            backend: "cuda",
-            missing: format!("{} GPUs for the {} ranks of this process (NCCL needs one GPU per rank)", gpus, slot.local_ranks),
-            hint: "run fewer ranks per process, or set FINETP_CUDA_SINGLE_DEVICE=1 to put them all on GPU 0 (the single-GPU path)".into(),
-        });
-    }
-    Ok((slot.local_rank, Placement::PerGpu))
-}
+pub(crate) type Hubs = Mutex<Vec<(Arc<LocalHub>, usize)>>;
 
 fn dev(what: &str) -> impl FnOnce(DriverError) -> BackendError + '_ {
     move |e| driver_err(what, e)
@@ -181,13 +147,11 @@ impl CudaBackend {
 
 /// A host tensor's bytes.
 fn host_bytes(d: &HostData) -> Result<(*const c_void, usize), BackendError> {
-    Ok(match d {
-        HostData::F32(v) => (v.as_ptr().cast(), v.len() * 4),
-        HostData::F16(v) => (v.as_ptr().cast(), v.len() * 2),
-        HostData::BF16(v) => (v.as_ptr().cast(), v.len() * 2),
-        HostData::U32(v) => (v.as_ptr().cast(), v.len() * 4),
-        HostData::Quantized { dtype, .. } => return Err(BackendError::Unsupported(format!("the cuda backend keeps no {dtype} blocks yet (the layers upload them decoded to bf16)"))),
-    })
+    if let HostData::Quantized { dtype, .. } = d {
+        return Err(BackendError::Unsupported(format!("the cuda backend keeps no {dtype} blocks yet (the layers upload them decoded to bf16)")));
+    }
+    let b = d.as_bytes();
+    Ok((b.as_ptr().cast(), b.len()))
 }
 
 impl Backend for CudaBackend {
@@ -274,18 +238,14 @@ impl Backend for CudaBackend {
     fn download(&self, t: &Tensor<Self>) -> Result<HostTensor, BackendError> {
         self.no_host_during_capture("download")?;
         let n = t.numel();
-        let data = match t.dtype() {
-            DType::F32 => HostData::F32(vec![0.0; n]),
-            DType::F16 => HostData::F16(vec![half::f16::ZERO; n]),
-            DType::BF16 => HostData::BF16(vec![half::bf16::ZERO; n]),
-            DType::U32 => HostData::U32(vec![0; n]),
-            other => return Err(BackendError::Unsupported(format!("download of {other}"))),
-        };
-        let (dst, bytes) = host_bytes(&data)?;
+        let mut data = HostData::zeroed(t.dtype(), n).ok_or_else(|| BackendError::Unsupported(format!("download of {}", t.dtype())))?;
+        let dst = data.as_bytes_mut();
+        let (dst, bytes) = (dst.as_mut_ptr().cast::<c_void>(), dst.len());
         self.bind()?;
         if bytes > 0 {
-            // SAFETY: `data` is alive until the sync below, which waits for the copy.
-            unsafe { cu::cuMemcpyDtoHAsync_v2(dst.cast_mut(), t.buffer().device_ptr(), bytes, self.stream()) }.result().map_err(dev("cuMemcpyDtoHAsync"))?;
+            // SAFETY: `data` is alive, and not otherwise touched, until the sync below, which
+            // waits for the copy.
+            unsafe { cu::cuMemcpyDtoHAsync_v2(dst, t.buffer().device_ptr(), bytes, self.stream()) }.result().map_err(dev("cuMemcpyDtoHAsync"))?;
         }
         self.sync()?;
         HostTensor::new(data, t.shape())
@@ -299,18 +259,14 @@ impl Backend for CudaBackend {
     }
 
     fn copy_block(&self, src: &Tensor<Self>, dst: &mut Tensor<Self>, b: Block) -> Result<(), BackendError> {
-        checks::copy_block(src, dst, &b)?;
-        if b.rows == 0 || b.cols == 0 {
+        let c = checks::copy_block(src, dst, &b)?;
+        if c.is_empty() {
             return Ok(());
         }
-        let es = src.dtype().size_in_bytes();
-        let (sw, dw) = (src.row_len() * es, dst.row_len() * es);
-        let s = src.buffer().at(b.src_row * sw + b.src_col * es);
-        let d = dst.buffer().at(b.dst_row * dw + b.dst_col * es);
-        let width = b.cols * es;
+        let (s, d) = (src.buffer().at(c.src_offset), dst.buffer().at(c.dst_offset));
         self.bind()?;
-        if b.rows == 1 || (width == sw && width == dw) {
-            return self.copy_d2d(d, s, width * b.rows);
+        if c.is_contiguous() {
+            return self.copy_d2d(d, s, c.width * c.rows);
         }
         let device = cu::CUmemorytype::CU_MEMORYTYPE_DEVICE;
         let p = cu::CUDA_MEMCPY2D {
@@ -320,19 +276,19 @@ impl Backend for CudaBackend {
             srcHost: std::ptr::null(),
             srcDevice: s,
             srcArray: std::ptr::null_mut(),
-            srcPitch: sw,
+            srcPitch: c.src_pitch,
             dstXInBytes: 0,
             dstY: 0,
             dstMemoryType: device,
             dstHost: std::ptr::null_mut(),
             dstDevice: d,
             dstArray: std::ptr::null_mut(),
-            dstPitch: dw,
-            WidthInBytes: width,
-            Height: b.rows,
+            dstPitch: c.dst_pitch,
+            WidthInBytes: c.width,
+            Height: c.rows,
         };
         self.enqueued();
-        // SAFETY: `rows` rows of `width` bytes at pitches `sw`/`dw`, checked in bounds.
+        // SAFETY: `rows` rows of `width` bytes at the two pitches, checked in bounds.
         unsafe { cu::cuMemcpy2DAsync_v2(&p, self.stream()) }.result().map_err(dev("cuMemcpy2DAsync"))
     }
 

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use cudarc::cublaslt::result as lt;
 use cudarc::cublaslt::sys as lts;
 use cudarc::driver::sys::{CUdeviceptr, CUstream};
-use finetp_core::backend::{BackendError, DType, Gemm, Tensor};
+use finetp_core::backend::{BackendError, DType, Gemm, Tensor, checks};
 
 use crate::CudaBackend;
 use crate::kernels::{Arg, elementwise_grid};
@@ -29,7 +29,7 @@ const WORKSPACE_BYTES: usize = 32 << 20;
 const SPLIT: usize = 3;
 
 /// One shape's descriptors and algorithm.
-struct Plan {
+struct LtPlan {
     desc: lts::cublasLtMatmulDesc_t,
     a: lts::cublasLtMatrixLayout_t,
     b: lts::cublasLtMatrixLayout_t,
@@ -41,7 +41,7 @@ struct Plan {
 pub(crate) struct Lt {
     handle: lts::cublasLtHandle_t,
     workspace: CUdeviceptr,
-    plans: Mutex<HashMap<(usize, usize, usize, DType), Plan>>,
+    plans: Mutex<HashMap<(usize, usize, usize, DType), LtPlan>>,
 }
 
 fn blas_err(what: &str, e: lt::CublasError) -> BackendError {
@@ -93,7 +93,7 @@ impl Lt {
                 }
             }
         };
-        plans.insert((m, n, k, wdt), Plan { desc, a, b, d, algo: heur.algo });
+        plans.insert((m, n, k, wdt), LtPlan { desc, a, b, d, algo: heur.algo });
         Ok(heur.algo)
     }
 
@@ -149,23 +149,11 @@ impl Drop for Lt {
     }
 }
 
-fn shape2(t: &Tensor<CudaBackend>, what: &str) -> Result<[usize; 2], BackendError> {
-    t.shape().try_into().map_err(|_| BackendError::Shape(format!("linear: {what} must be 2-D, got {:?}", t.shape())))
-}
-
 impl Gemm for CudaBackend {
     /// `x [m, k]` f32 (activations), `w [n, k]` f32/bf16/f16 (replicated, or this rank's
     /// column or row shard), `bias [n]` f32, `y [m, n]` f32.
     fn linear(&self, x: &Tensor<Self>, w: &Tensor<Self>, bias: Option<&Tensor<Self>>, y: &mut Tensor<Self>) -> Result<(), BackendError> {
-        let ([m, k], [n, kw], [my, ny]) = (shape2(x, "x")?, shape2(w, "w")?, shape2(y, "y")?);
-        if k != kw || m != my || n != ny || bias.is_some_and(|b| b.numel() != n) {
-            return Err(BackendError::Shape(format!("linear: x {:?} · w {:?}ᵀ into y {:?}", x.shape(), w.shape(), y.shape())));
-        }
-        for (t, op) in [(x, "linear x"), (&*y, "linear y")] {
-            if t.dtype() != DType::F32 {
-                return Err(BackendError::DType { op, expected: "f32", got: t.dtype() });
-            }
-        }
+        let (m, n, k) = checks::linear(x, w, bias, y)?;
         if !matches!(w.dtype(), DType::F32 | DType::BF16 | DType::F16) {
             return Err(BackendError::Unsupported(format!("the cuda backend multiplies f32, bf16 and f16 weights, not {}", w.dtype())));
         }

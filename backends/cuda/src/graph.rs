@@ -22,8 +22,8 @@ use finetp_core::backend::{BackendError, CapturedGraph, GroupSpec, ReplayError};
 
 use crate::CudaBackend;
 use crate::buffer::Alloc;
-use crate::device::Placement;
-use crate::local::{Event, Hub, Post, wait_for};
+use crate::placement::Placement;
+use crate::local::{Event, LocalHub, Post, wait_for};
 use crate::runtime::driver_err;
 
 fn check(what: &str, r: cu::CUresult) -> Result<(), BackendError> {
@@ -32,7 +32,7 @@ fn check(what: &str, r: cu::CUresult) -> Result<(), BackendError> {
 
 /// The hub every rank on this GPU belongs to, and this rank's place in it (`None`: the rank
 /// is alone on its GPU).
-fn world(be: &CudaBackend) -> Result<Option<(Arc<Hub>, GroupSpec)>, BackendError> {
+fn capture_world(be: &CudaBackend) -> Result<Option<(Arc<LocalHub>, GroupSpec)>, BackendError> {
     let Placement::SingleGpu { ranks } = be.placement else { return Ok(None) };
     let hubs = be.hubs.lock().unwrap_or_else(PoisonError::into_inner);
     let Some((hub, me)) = hubs.iter().max_by_key(|(h, _)| h.size()).cloned() else {
@@ -54,7 +54,7 @@ pub(crate) fn begin(be: &CudaBackend) -> Result<(), BackendError> {
         return Err(BackendError::Unsupported("a capture is already running on this stream".into()));
     }
     be.sync()?;
-    let world = world(be)?;
+    let world = capture_world(be)?;
     let mode = cu::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED;
     let Some((hub, spec)) = &world else {
         // SAFETY: this rank's idle stream.
@@ -116,7 +116,7 @@ pub(crate) fn end(be: &CudaBackend) -> Result<Box<dyn CapturedGraph>, BackendErr
 }
 
 fn finish(be: &CudaBackend, ops: usize, keep: Vec<Alloc>) -> Result<Box<dyn CapturedGraph>, BackendError> {
-    let world = world(be).ok().flatten();
+    let world = capture_world(be).ok().flatten();
     let leader = world.as_ref().is_none_or(|(_, s)| s.rank == 0);
     // Lives to the end: member 0's stream waits on it after the exchange below.
     let join = world.as_ref().map(|_| Event::new(be)).transpose()?;
@@ -176,7 +176,7 @@ struct CudaGraph {
     exec: cu::CUgraphExec,
     ops: usize,
     keep: Vec<Alloc>,
-    world: Option<(Arc<Hub>, GroupSpec, Event)>,
+    world: Option<(Arc<LocalHub>, GroupSpec, Event)>,
 }
 
 // SAFETY: graph handles are replayed on the owning rank's stream, from whichever thread owns it.

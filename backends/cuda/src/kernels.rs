@@ -67,9 +67,6 @@ fn u32_of(n: usize, what: &str) -> Result<u32, BackendError> {
     u32::try_from(n).map_err(|_| BackendError::Shape(format!("{what} {n} does not fit the kernels' u32 indices")))
 }
 
-fn f32_act(t: &Tensor<CudaBackend>, op: &'static str) -> Result<(), BackendError> {
-    if t.dtype() == DType::F32 { Ok(()) } else { Err(BackendError::DType { op, expected: "f32", got: t.dtype() }) }
-}
 
 /// The `dt` argument of kernels that read any float dtype.
 fn float_code(t: &Tensor<CudaBackend>, op: &'static str) -> Result<i32, BackendError> {
@@ -111,11 +108,7 @@ impl CudaBackend {
 impl Kernels for CudaBackend {
     /// `ids` u32 `[T]`, `table` `[Vs, H]` (this rank's vocab shard, any float), `y` f32 `[T, H]`.
     fn embedding(&self, ids: &Tensor<Self>, table: &Tensor<Self>, row_start: usize, y: &mut Tensor<Self>) -> Result<(), BackendError> {
-        let ([vs, h], t) = (<[usize; 2]>::try_from(table.shape()).map_err(|_| BackendError::Shape(format!("embedding: table must be 2-D, got {:?}", table.shape())))?, ids.numel());
-        if ids.dtype() != DType::U32 || y.shape() != [t, h] {
-            return Err(BackendError::Shape(format!("embedding: ids {:?} {} into y {:?} from a table {:?}", ids.shape(), ids.dtype(), y.shape(), table.shape())));
-        }
-        f32_act(y, "embedding y")?;
+        let (vs, h, t) = checks::embedding(ids, table, y)?;
         if t == 0 || h == 0 {
             return Ok(());
         }
@@ -130,8 +123,8 @@ impl Kernels for CudaBackend {
         if h == 0 || x.shape().last() != Some(&h) || x.shape() != y.shape() {
             return Err(BackendError::Shape(format!("rms_norm: x {:?}, w {:?}, y {:?}", x.shape(), w.shape(), y.shape())));
         }
-        f32_act(x, "rms_norm x")?;
-        f32_act(y, "rms_norm y")?;
+        checks::f32_activation(x, "rms_norm x")?;
+        checks::f32_activation(y, "rms_norm y")?;
         let rows = x.numel() / h;
         if rows == 0 {
             return Ok(());
@@ -149,7 +142,7 @@ impl Kernels for CudaBackend {
         if positions.numel() != t || positions.dtype() != DType::U32 || 2 * half > hd || table.inv_freq.dtype() != DType::F32 {
             return Err(BackendError::Shape(format!("rope: {} positions for {t} rows, rotary dim {} for head_dim {hd}", positions.numel(), 2 * half)));
         }
-        f32_act(x, "rope x")?;
+        checks::f32_activation(x, "rope x")?;
         if t == 0 || nh == 0 || half == 0 {
             return Ok(());
         }
@@ -166,8 +159,8 @@ impl Kernels for CudaBackend {
         if !two_i.is_multiple_of(2) || y.shape() != [t, two_i / 2] {
             return Err(BackendError::Shape(format!("silu_mul: gate_up {:?} into y {:?}", gate_up.shape(), y.shape())));
         }
-        f32_act(gate_up, "silu_mul gate_up")?;
-        f32_act(y, "silu_mul y")?;
+        checks::f32_activation(gate_up, "silu_mul gate_up")?;
+        checks::f32_activation(y, "silu_mul y")?;
         if t == 0 || two_i == 0 {
             return Ok(());
         }
@@ -180,8 +173,8 @@ impl Kernels for CudaBackend {
         if a.shape() != b.shape() {
             return Err(BackendError::Shape(format!("add_assign: {:?} += {:?}", a.shape(), b.shape())));
         }
-        f32_act(a, "add_assign a")?;
-        f32_act(b, "add_assign b")?;
+        checks::f32_activation(a, "add_assign a")?;
+        checks::f32_activation(b, "add_assign b")?;
         if a.numel() == 0 {
             return Ok(());
         }
@@ -191,8 +184,8 @@ impl Kernels for CudaBackend {
     /// `x` f32 `[T, n, d]` into `cache` f32 `[blocks, bs, n, d]` at each row's place.
     fn kv_cache_write(&self, x: &Tensor<Self>, cache: &mut Tensor<Self>, index: &KvIndex<'_, Self>) -> Result<(), BackendError> {
         let d = checks::kv_cache_write(x, cache, index)?;
-        f32_act(x, "kv_cache_write x")?;
-        f32_act(cache, "kv_cache_write cache")?;
+        checks::f32_activation(x, "kv_cache_write x")?;
+        checks::f32_activation(cache, "kv_cache_write cache")?;
         let t = x.rows();
         if t == 0 || x.row_len() == 0 {
             return Ok(());
@@ -218,7 +211,7 @@ impl Kernels for CudaBackend {
     fn kv_cache_attention(&self, q: &Tensor<Self>, k_cache: &Tensor<Self>, v_cache: &Tensor<Self>, index: &KvIndex<'_, Self>, params: &AttentionParams, y: &mut Tensor<Self>) -> Result<(), BackendError> {
         let a = checks::kv_cache_attention(q, k_cache, v_cache, index, y)?;
         for (t, op) in [(q, "attention q"), (k_cache, "attention k cache"), (v_cache, "attention v cache"), (&*y, "attention y")] {
-            f32_act(t, op)?;
+            checks::f32_activation(t, op)?;
         }
         if a.dv > 512 {
             return Err(BackendError::Unsupported(format!("kv_cache_attention: value heads of {} dims (the kernel holds at most 512)", a.dv)));
@@ -254,7 +247,7 @@ impl Kernels for CudaBackend {
     /// `logits` f32 `[M, V]`, `params` f32 `[M, 4]` → `ids` u32 `[M]`, all on the device.
     fn sample(&self, logits: &Tensor<Self>, params: &Tensor<Self>, ids: &mut Tensor<Self>) -> Result<(), BackendError> {
         let (m, v) = checks::sample(logits, params, ids)?;
-        f32_act(logits, "sample logits")?;
+        checks::f32_activation(logits, "sample logits")?;
         if m == 0 {
             return Ok(());
         }

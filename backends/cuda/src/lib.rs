@@ -32,12 +32,14 @@ mod kernels;
 mod local;
 pub mod nccl;
 pub mod nccl_comm;
+mod placement;
 pub mod ptx;
 mod runtime;
 
 pub use buffer::CudaBuffer;
 pub use comm::NcclGroup;
-pub use device::{CudaBackend, Placement, placement};
+pub use device::CudaBackend;
+pub use placement::{Placement, placement};
 pub use local::LocalGroup;
 
 /// Shorthand for a CUDA tensor.

@@ -1,7 +1,7 @@
 //! The single-GPU path's collectives: several ranks on one GPU, each with its own stream and
 //! buffers (NCCL refuses two ranks on one device), exchanging rows by device-to-device copies.
 //!
-//! A [`Hub`] is shared by the members of one group (through the `Rendezvous`'s in-process
+//! A [`LocalHub`] is shared by the members of one group (through the `Rendezvous`'s in-process
 //! shared object). Every collective is two host exchanges around the copies:
 //! 1. each member records a *ready* event on its stream (its inputs are written) and posts its
 //!    buffer addresses, counts and the event; once all have posted, each member's stream waits
@@ -31,7 +31,7 @@ use crate::runtime::driver_err;
 /// What a member posts for one collective.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Post {
-    /// The call this post belongs to (set by [`Hub::exchange`]; members at different calls
+    /// The call this post belongs to (set by [`LocalHub::exchange`]; members at different calls
     /// are a mismatch, not a silent pairing).
     pub op: &'static str,
     pub src: CUdeviceptr,
@@ -51,7 +51,7 @@ struct Round {
 }
 
 /// The members of one single-GPU group meeting on the host.
-pub(crate) struct Hub {
+pub(crate) struct LocalHub {
     n: usize,
     round: Mutex<Round>,
     cv: Condvar,
@@ -65,7 +65,7 @@ fn clone_err(e: &CommError) -> CommError {
     }
 }
 
-impl Hub {
+impl LocalHub {
     pub(crate) fn new(n: usize) -> Self {
         Self { n, round: Mutex::new(Round { generation: 0, posts: vec![None; n], last: Arc::default(), broken: None }), cv: Condvar::new() }
     }
@@ -171,7 +171,7 @@ pub(crate) fn wait_for(be: &CudaBackend, event: usize) -> Result<(), BackendErro
 pub struct LocalGroup {
     spec: GroupSpec,
     be: CudaBackend,
-    hub: Arc<Hub>,
+    hub: Arc<LocalHub>,
     ready: Event,
     done: Event,
 }
@@ -183,7 +183,7 @@ impl Drop for LocalGroup {
     }
 }
 
-pub(crate) fn connect(be: &CudaBackend, spec: &GroupSpec, hub: Arc<Hub>) -> Result<LocalGroup, CommError> {
+pub(crate) fn connect(be: &CudaBackend, spec: &GroupSpec, hub: Arc<LocalHub>) -> Result<LocalGroup, CommError> {
     be.hubs.lock().unwrap_or_else(PoisonError::into_inner).push((hub.clone(), spec.rank));
     Ok(LocalGroup { spec: spec.clone(), be: be.clone(), ready: Event::new(be)?, done: Event::new(be)?, hub })
 }

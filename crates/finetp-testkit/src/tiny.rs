@@ -14,6 +14,13 @@ use finetp_core::shard::InMemoryWeights;
 /// Vocabulary of every tiny model.
 pub const VOCAB: usize = 97;
 
+/// SmolLM2-135M-Instruct's `config.json` shapes (a Llama: 30 layers, hidden 576, 9 heads / 3
+/// kv heads, vocabulary 49152, tied embeddings): what device checks build random weights for
+/// where the 98 MB GGUF is not carried.
+pub const SMOLLM2_135M_CONFIG: &str = r#"{"architectures":["LlamaForCausalLM"],"model_type":"llama","vocab_size":49152,"hidden_size":576,
+  "intermediate_size":1536,"num_hidden_layers":30,"num_attention_heads":9,"num_key_value_heads":3,"rms_norm_eps":1e-5,
+  "rope_theta":100000.0,"max_position_embeddings":8192,"tie_word_embeddings":true}"#;
+
 /// The `config.json` of a tiny `arch` model.
 pub fn config_json(arch: Architecture) -> String {
     let common = r#""vocab_size":97,"hidden_size":32,"intermediate_size":64,"num_hidden_layers":2,

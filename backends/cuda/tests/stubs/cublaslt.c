@@ -9,21 +9,7 @@
 #include <stdarg.h>
 #include <unistd.h>
 
-static void stub_log(const char *fmt, ...) {
-    static int fd = -2;
-    if (fd == -2) {
-        const char *path = getenv("FINETP_STUB_LOG");
-        fd = path ? open(path, O_WRONLY | O_CREAT | O_APPEND, 0644) : -1;
-    }
-    if (fd < 0) return;
-    char line[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line - 1, fmt, ap);
-    va_end(ap);
-    line[n++] = '\n';
-    if (write(fd, line, n) < 0) { /* nothing to report to */ }
-}
+#include "log.h"
 
 typedef struct { int type; uint64_t rows, cols; int64_t ld; } layout;
 typedef struct { uint64_t data[8]; size_t ws; int state; float waves; int reserved[4]; } heuristic;

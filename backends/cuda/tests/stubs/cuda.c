@@ -33,22 +33,7 @@
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 
-static void stub_log(const char *fmt, ...) {
-    static int fd = -2;
-    if (fd == -2) {
-        const char *path = getenv("FINETP_STUB_LOG");
-        fd = path ? open(path, O_WRONLY | O_CREAT | O_APPEND, 0644) : -1;
-    }
-    if (fd < 0) return;
-    char line[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line - 1, fmt, ap);
-    va_end(ap);
-    if (n > (int)sizeof line - 2) n = (int)sizeof line - 2;
-    line[n++] = '\n';
-    if (write(fd, line, n) < 0) { /* nothing to report to */ }
-}
+#include "log.h"
 
 static int gpus(void) {
     const char *g = getenv("FINETP_STUB_GPUS");

@@ -24,24 +24,8 @@ typedef int ncclResult_t;
 
 static __thread int my_rank = -1;
 void finetp_stub_set_rank(int r) { my_rank = r; }
-
-static void stub_log(const char *fmt, ...) {
-    static int fd = -2;
-    if (fd == -2) {
-        const char *path = getenv("FINETP_STUB_LOG");
-        fd = path ? open(path, O_WRONLY | O_CREAT | O_APPEND, 0644) : -1;
-    }
-    if (fd < 0) return;
-    char line[1024];
-    int n = snprintf(line, sizeof line, "rank=%d ", my_rank);
-    va_list ap;
-    va_start(ap, fmt);
-    n += vsnprintf(line + n, sizeof line - n - 1, fmt, ap);
-    va_end(ap);
-    if (n > (int)sizeof line - 2) n = (int)sizeof line - 2;
-    line[n++] = '\n';
-    if (write(fd, line, n) < 0) { /* nothing to report to */ }
-}
+#define STUB_PREFIX(buf, n) snprintf(buf, n, "rank=%d ", my_rank)
+#include "log.h"
 
 static unsigned checksum(const ncclUniqueId *id) {
     unsigned s = 2166136261u;

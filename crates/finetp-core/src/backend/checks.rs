@@ -7,8 +7,34 @@ fn shape_err(detail: String) -> BackendError {
     BackendError::Shape(detail)
 }
 
+/// A checked block copy in bytes: where it starts in each buffer, each side's row pitch, and
+/// the bytes and rows it moves (what a device's 2-D copy takes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockBytes {
+    pub src_offset: usize,
+    pub dst_offset: usize,
+    pub src_pitch: usize,
+    pub dst_pitch: usize,
+    /// Bytes of one row of the block.
+    pub width: usize,
+    pub rows: usize,
+}
+
+impl BlockBytes {
+    /// Nothing to copy.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0 || self.width == 0
+    }
+
+    /// One contiguous run (one row, or whole rows on both sides).
+    pub fn is_contiguous(&self) -> bool {
+        self.rows == 1 || (self.width == self.src_pitch && self.width == self.dst_pitch)
+    }
+}
+
 /// `copy_block`'s rules: the same dtype on both sides, and the block inside both tensors.
-pub fn copy_block<B: Backend>(src: &Tensor<B>, dst: &Tensor<B>, b: &Block) -> Result<(), BackendError> {
+/// Returns the copy in bytes.
+pub fn copy_block<B: Backend>(src: &Tensor<B>, dst: &Tensor<B>, b: &Block) -> Result<BlockBytes, BackendError> {
     if src.dtype() != dst.dtype() {
         return Err(shape_err(format!("copy_block: dtype {} into {}", src.dtype(), dst.dtype())));
     }
@@ -28,7 +54,9 @@ pub fn copy_block<B: Backend>(src: &Tensor<B>, dst: &Tensor<B>, b: &Block) -> Re
             dst.shape()
         )));
     }
-    Ok(())
+    let es = src.dtype().size_in_bytes();
+    let (src_pitch, dst_pitch) = (src.row_len() * es, dst.row_len() * es);
+    Ok(BlockBytes { src_offset: b.src_row * src_pitch + b.src_col * es, dst_offset: b.dst_row * dst_pitch + b.dst_col * es, src_pitch, dst_pitch, width: b.cols * es, rows: b.rows })
 }
 
 /// The dims of a paged KV cache and the step's index into it.
@@ -152,4 +180,33 @@ pub fn moe_route<B: Backend>(logits: &Tensor<B>, bias: Option<&Tensor<B>>, rule:
         return Err(shape_err(format!("moe_route: ids (u32) and weights (f32) must be [{t}, {k}], got {:?} {} and {:?} {}", ids.shape(), ids.dtype(), weights.shape(), weights.dtype())));
     }
     Ok((t, e))
+}
+
+/// `linear`'s rules: `x [m, k]`, `w [n, k]`, `bias [n]`, `y [m, n]`, `x` and `y` f32. Returns
+/// `(m, n, k)`.
+pub fn linear<B: Backend>(x: &Tensor<B>, w: &Tensor<B>, bias: Option<&Tensor<B>>, y: &Tensor<B>) -> Result<(usize, usize, usize), BackendError> {
+    let two = |t: &Tensor<B>, what: &str| -> Result<[usize; 2], BackendError> { t.shape().try_into().map_err(|_| shape_err(format!("linear: {what} must be 2-D, got {:?}", t.shape()))) };
+    let ([m, k], [n, kw], [my, ny]) = (two(x, "x")?, two(w, "w")?, two(y, "y")?);
+    if k != kw || m != my || n != ny || bias.is_some_and(|b| b.numel() != n) {
+        return Err(shape_err(format!("linear: x {:?} · w {:?}ᵀ into y {:?}", x.shape(), w.shape(), y.shape())));
+    }
+    f32_activation(x, "linear x")?;
+    f32_activation(y, "linear y")?;
+    Ok((m, n, k))
+}
+
+/// `embedding`'s rules: `ids` u32 `[T]`, `table [Vs, H]`, `y` f32 `[T, H]`. Returns `(Vs, H, T)`.
+pub fn embedding<B: Backend>(ids: &Tensor<B>, table: &Tensor<B>, y: &Tensor<B>) -> Result<(usize, usize, usize), BackendError> {
+    let [vs, h] = <[usize; 2]>::try_from(table.shape()).map_err(|_| shape_err(format!("embedding: table must be 2-D, got {:?}", table.shape())))?;
+    let t = ids.numel();
+    if ids.dtype() != DType::U32 || y.shape() != [t, h] {
+        return Err(shape_err(format!("embedding: ids {:?} {} into y {:?} from a table {:?}", ids.shape(), ids.dtype(), y.shape(), table.shape())));
+    }
+    f32_activation(y, "embedding y")?;
+    Ok((vs, h, t))
+}
+
+/// An f32 activation (for backends whose activations are f32), else [`BackendError::DType`].
+pub fn f32_activation<B: Backend>(t: &Tensor<B>, op: &'static str) -> Result<(), BackendError> {
+    if t.dtype() == DType::F32 { Ok(()) } else { Err(BackendError::DType { op, expected: "f32", got: t.dtype() }) }
 }

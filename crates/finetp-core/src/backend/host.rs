@@ -40,6 +40,41 @@ impl HostData {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// `n` zeros of float or id dtype `dtype`: the buffer a device download fills (`None` for
+    /// a block format, which is uploaded, never downloaded).
+    pub fn zeroed(dtype: DType, n: usize) -> Option<Self> {
+        Some(match dtype {
+            DType::F32 => HostData::F32(vec![0.0; n]),
+            DType::F16 => HostData::F16(vec![f16::ZERO; n]),
+            DType::BF16 => HostData::BF16(vec![bf16::ZERO; n]),
+            DType::U32 => HostData::U32(vec![0; n]),
+            _ => return None,
+        })
+    }
+
+    /// The elements as a device holds them (native byte order; block formats as stored): what
+    /// an upload copies and a download writes.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            HostData::F32(v) => bytemuck::cast_slice(v),
+            HostData::F16(v) => bytemuck::cast_slice(v),
+            HostData::BF16(v) => bytemuck::cast_slice(v),
+            HostData::U32(v) => bytemuck::cast_slice(v),
+            HostData::Quantized { bytes, .. } => bytes,
+        }
+    }
+
+    /// [`as_bytes`](Self::as_bytes), writable: where a download lands.
+    pub fn as_bytes_mut(&mut self) -> &mut [u8] {
+        match self {
+            HostData::F32(v) => bytemuck::cast_slice_mut(v),
+            HostData::F16(v) => bytemuck::cast_slice_mut(v),
+            HostData::BF16(v) => bytemuck::cast_slice_mut(v),
+            HostData::U32(v) => bytemuck::cast_slice_mut(v),
+            HostData::Quantized { bytes, .. } => bytes,
+        }
+    }
 }
 
 /// A row-major tensor in host memory with its shape.

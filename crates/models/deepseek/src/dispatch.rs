@@ -12,14 +12,20 @@
 use finetp_core::backend::{Collective, DType, Device, HostData, HostTensor, Tensor};
 use finetp_core::decoder::ModelError;
 
-use crate::moe::Moe;
+use crate::expert::Expert;
+
+/// The routed experts this rank holds: global ids `first..first + experts.len()`.
+pub(crate) struct Held<'a, B: Device> {
+    pub experts: &'a [Expert<B>],
+    pub first: usize,
+}
 
 /// The routed experts' weighted sum for this rank's tokens, under expert parallelism over
 /// `ep` (see the module docs). `ids`/`weights`: each token's `k` choices (global expert ids).
-pub(crate) fn routed<B: Device>(moe: &Moe<B>, be: &B, ep: &dyn Collective<B>, x: &Tensor<B>, ids: &[u32], weights: &[f32], k: usize) -> Result<Tensor<B>, ModelError> {
+pub(crate) fn routed<B: Device>(held: Held<'_, B>, be: &B, ep: &dyn Collective<B>, x: &Tensor<B>, ids: &[u32], weights: &[f32], k: usize) -> Result<Tensor<B>, ModelError> {
     let (rows, h) = (x.rows(), x.row_len());
     let p = ep.info().size();
-    let per_rank = moe.experts.len();
+    let per_rank = held.experts.len();
     // (destination rank, token, expert, weight) for every choice, grouped by destination.
     let mut sends: Vec<(usize, usize, u32, f32)> = Vec::with_capacity(rows * k);
     for t in 0..rows {
@@ -56,8 +62,8 @@ pub(crate) fn routed<B: Device>(moe: &Moe<B>, be: &B, ep: &dyn Collective<B>, x:
     // 3. This rank's experts on what it received, the outputs in the order received.
     let got = u32s(be, &experts_in)?;
     let mut outputs = vec![0f32; received * h];
-    for (local, expert) in moe.experts.iter().enumerate() {
-        let global = (moe.first + local) as u32;
+    for (local, expert) in held.experts.iter().enumerate() {
+        let global = (held.first + local) as u32;
         let mine: Vec<u32> = (0..received as u32).filter(|&i| got[i as usize] == global).collect();
         if mine.is_empty() {
             continue;
@@ -70,8 +76,8 @@ pub(crate) fn routed<B: Device>(moe: &Moe<B>, be: &B, ep: &dyn Collective<B>, x:
             outputs[i as usize * h..(i as usize + 1) * h].copy_from_slice(&y[n * h..(n + 1) * h]);
         }
     }
-    if let Some(i) = got.iter().find(|&&e| (e as usize) < moe.first || (e as usize) >= moe.first + per_rank) {
-        return Err(ModelError::Batch(format!("expert {i} was sent to a rank holding experts {}..{}", moe.first, moe.first + per_rank)));
+    if let Some(i) = got.iter().find(|&&e| (e as usize) < held.first || (e as usize) >= held.first + per_rank) {
+        return Err(ModelError::Batch(format!("expert {i} was sent to a rank holding experts {}..{}", held.first, held.first + per_rank)));
     }
     // 4. The outputs back to their tokens' ranks, in the order they were sent.
     let back_out = be.upload(&HostTensor::f32(outputs, &[received, h])?.into_dtype(x.dtype())?)?;

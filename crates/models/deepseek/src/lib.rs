@@ -12,6 +12,7 @@
 //! Routing and dispatch read the chosen experts on the host, so MoE steps run eagerly.
 
 mod dispatch;
+mod expert;
 mod mla;
 mod model;
 mod moe;

@@ -10,47 +10,10 @@ use finetp_core::backend::{Block, Collective, DType, Device, HostTensor, MoeRout
 use finetp_core::config::ModelConfig;
 use finetp_core::decoder::ModelError;
 use finetp_core::layers::linear;
-use finetp_core::shard::{Axis, ShardSpec, WeightSource};
+use finetp_core::shard::WeightSource;
 
+use crate::expert::Expert;
 use crate::mla::full;
-
-/// One SwiGLU expert (this TP rank's block of it).
-pub(crate) struct Expert<B: Device> {
-    gate: Tensor<B>,
-    up: Tensor<B>,
-    down: Tensor<B>,
-}
-
-impl<B: Device> Expert<B> {
-    /// TP rank `j` of `t`'s block of the intermediate (vLLM's TP MoE without expert
-    /// parallelism): gate/up rows, down columns; its output is `Partial` over TP.
-    fn load(be: &B, src: &dyn WeightSource, prefix: &str, h: usize, i: usize, (j, t): (usize, usize)) -> Result<Self, ModelError> {
-        let part = |name: String, shape: &[usize], axis: Axis| -> Result<Tensor<B>, ModelError> {
-            src.expect_shape(&name, shape)?;
-            Ok(be.upload(&src.load(&name, &ShardSpec::even(axis, i, j, t))?)?)
-        };
-        Ok(Self {
-            gate: part(format!("{prefix}.gate_proj.weight"), &[i, h], Axis::Rows)?,
-            up: part(format!("{prefix}.up_proj.weight"), &[i, h], Axis::Rows)?,
-            down: part(format!("{prefix}.down_proj.weight"), &[h, i], Axis::Cols)?,
-        })
-    }
-
-    pub(crate) fn forward(&self, be: &B, x: &Tensor<B>) -> Result<Tensor<B>, ModelError> {
-        let (g, u) = (linear(be, x, &self.gate, None)?, linear(be, x, &self.up, None)?);
-        let i = g.row_len();
-        let mut gu = be.zeros(&[x.rows(), 2 * i], g.dtype())?;
-        be.copy_block(&g, &mut gu, Block::rows(0, 0, x.rows(), i))?;
-        be.copy_block(&u, &mut gu, Block::at((0, 0), (0, i), x.rows(), i))?;
-        let mut a = be.zeros(&[x.rows(), i], g.dtype())?;
-        be.silu_mul(&gu, &mut a)?;
-        Ok(linear(be, &a, &self.down, None)?)
-    }
-
-    fn bytes(&self) -> usize {
-        self.gate.size_in_bytes() + self.up.size_in_bytes() + self.down.size_in_bytes()
-    }
-}
 
 pub struct Moe<B: Device> {
     router: Tensor<B>,
@@ -58,8 +21,8 @@ pub struct Moe<B: Device> {
     bias: Option<Tensor<B>>,
     /// The routed experts this rank holds: all `E`, or under expert parallelism its `E/P`
     /// (global ids `first..first + experts.len()`).
-    pub(crate) experts: Vec<Expert<B>>,
-    pub(crate) first: usize,
+    experts: Vec<Expert<B>>,
+    first: usize,
     /// The expert-parallel group (`None`: experts replicated).
     ep: Option<Arc<dyn Collective<B>>>,
     shared: Option<Expert<B>>,
@@ -133,7 +96,7 @@ impl<B: Device> Moe<B> {
             return Err(ModelError::Batch("moe_route gave no u32 ids and f32 weights".into()));
         };
         if let Some(ep) = &self.ep {
-            let mut out = crate::dispatch::routed(self, be, ep.as_ref(), x, &ids, &weights, k)?;
+            let mut out = crate::dispatch::routed(crate::dispatch::Held { experts: &self.experts, first: self.first }, be, ep.as_ref(), x, &ids, &weights, k)?;
             if let Some(s) = &self.shared {
                 be.add_assign(&mut out, &s.forward(be, x)?)?;
             }
