@@ -213,8 +213,8 @@ impl Kernels for CudaBackend {
         for (t, op) in [(q, "attention q"), (k_cache, "attention k cache"), (v_cache, "attention v cache"), (&*y, "attention y")] {
             checks::f32_activation(t, op)?;
         }
-        if a.dv > 512 {
-            return Err(BackendError::Unsupported(format!("kv_cache_attention: value heads of {} dims (the kernel holds at most 512)", a.dv)));
+        if a.dv > 1024 {
+            return Err(BackendError::Unsupported(format!("kv_cache_attention: value heads of {} dims (the kernel holds at most 1024)", a.dv)));
         }
         if a.t == 0 || a.heads == 0 {
             return Ok(());

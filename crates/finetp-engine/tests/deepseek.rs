@@ -132,3 +132,30 @@ fn expert_parallel_dp8_ep8_with_all_four_at_size_4_generates_the_single_rank_tok
         }
     }
 }
+
+/// MLA's cache is the latent (#20): per token and layer `kv_lora_rank + qk_rope_head_dim`
+/// values, shared by every head and whole on every TP rank, measured from the buffers the
+/// model allocates — here 16 + 4 = 20 f32 against the 4 heads × (12 + 8) = 80 a decompressed
+/// cache would hold — and what a run reports is what the memory model reserves.
+#[test]
+fn the_mla_cache_holds_the_latent_and_the_rope_key() {
+    use finetp_core::decoder::{KV_BLOCK_SIZE, KvLayout};
+    let cfg = config();
+    let w = InMemoryWeights::random(&finetp_models::tensor_shapes(&cfg), 4242, 0.3);
+    let plan = Plan::new(&ParallelConfig::new(1, 2, 1, false, FinegrainedTpConfig::default()).unwrap());
+    let bytes = Launcher::threads(Duration::from_secs(20))
+        .run(&plan, |r: Rank<CpuBackend>| {
+            let model = finetp_models::load(&r.be, &cfg, &w, &r.groups).map_err(|source| EngineError::Model { rank: r.rank, source })?;
+            let layout = KvLayout::reserved(3, 40, KV_BLOCK_SIZE).expect("fits");
+            let kv = model.new_kv_cache(&r.be, layout).map_err(|source| EngineError::Model { rank: r.rank, source })?;
+            Ok((kv.bytes(), layout.blocks * layout.block_size))
+        })
+        .unwrap();
+    for (rank, (held, tokens)) in bytes.iter().enumerate() {
+        assert_eq!(*held, 3 * tokens * (16 + 4) * 4, "TP rank {rank}: 3 layers of {tokens} latent rows");
+    }
+    let report = run_model(&cfg, 2, FinegrainedTpConfig::default(), ExecMode::Eager).unwrap();
+    for r in &report.ranks {
+        assert!(r.kv_cache_bytes > 0 && r.kv_cache_bytes % (3 * 20 * 4) == 0, "rank {}: {} bytes are not whole latent rows", r.rank, r.kv_cache_bytes);
+    }
+}

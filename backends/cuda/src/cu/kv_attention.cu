@@ -5,7 +5,7 @@
 // sync point) instead of touching memory.
 
 #define PAD_SLOT 0xffffffffu
-#define MAX_DV 512
+#define MAX_DV 1024
 
 // Where row r's keys live: the cache row index (block * bs + pos % bs), or -1 when out of range.
 __device__ __forceinline__ long long cache_row(const u32* bt, u32 slot, u32 pos, u32 bs, u32 max_blocks, u32 blocks, u32 seqs) {

@@ -57,6 +57,13 @@ impl<B: Device> KvCache<B> {
         Ok(Self { layers, layout })
     }
 
+    /// MLA's latent cache: per layer one pool `[blocks, bs, 1, d]` of each token's compressed
+    /// latent and rope key (`d = kv_lora_rank + qk_rope_head_dim`), shared by every head; the
+    /// values are the latent itself, so each layer's value pool is empty (`[.., 1, 0]`).
+    pub fn latent(be: &B, n_layers: usize, layout: KvLayout, d: usize) -> Result<Self, BackendError> {
+        Self::new(be, n_layers, layout, (1, d), 0)
+    }
+
     pub fn layout(&self) -> KvLayout {
         self.layout
     }

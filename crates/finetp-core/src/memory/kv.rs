@@ -6,13 +6,11 @@ use crate::config::ModelConfig;
 use crate::decoder::{HeadShard, KV_BLOCK_SIZE, KvLayout};
 
 /// Bytes one cached token takes on one rank of TP size `tp` (all layers, that rank's heads:
-/// split KV heads, or a replicated one; MLA caches every head's decompressed key and value).
+/// split KV heads, or a replicated one; MLA caches one latent of `kv_lora_rank +
+/// qk_rope_head_dim` per layer, shared by every head and held whole on every TP rank).
 pub fn kv_bytes_per_token(m: &ModelConfig, tp: usize, dtype: DType) -> u64 {
     let (heads, dk, dv) = match m.mla {
-        Some(a) => {
-            let n = HeadShard::new(m.num_attention_heads, m.num_attention_heads, 0, tp).q_heads();
-            (n, a.qk_nope_head_dim + a.qk_rope_head_dim, a.v_head_dim)
-        }
+        Some(a) => (1, a.kv_lora_rank + a.qk_rope_head_dim, 0),
         None => (HeadShard::new(m.num_attention_heads, m.num_key_value_heads, 0, tp).kv_heads(), m.head_dim, m.head_dim),
     };
     (m.num_hidden_layers * heads * (dk + dv) * dtype.size_in_bytes()) as u64

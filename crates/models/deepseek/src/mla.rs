@@ -1,8 +1,17 @@
-//! Multi-head latent attention with a fine-grained o_proj.
+//! Multi-head latent attention with a fine-grained o_proj, over a latent KV cache.
+//!
+//! The cache holds, per token and layer, the normed compressed latent `c` (`kv_lora_rank`) and
+//! the roped key `k_pe` (`qk_rope_head_dim`), shared by every head: DeepSeek's point. Attention
+//! is absorbed (the MLA paper's and vLLM's decode form): with `kv_b` split per head into
+//! `W_UK [nope, L]` and `W_UV [vd, L]`, a head's score `q_nope·(W_UK c) + q_pe·k_pe` is
+//! `(W_UKᵀ q_nope)·c + q_pe·k_pe`, so each query becomes `[W_UKᵀ q_nope, q_pe]` and attends the
+//! cached `[c, k_pe]` rows directly (one KV head, MQA); the head's output `W_UV (Σ p c)` is the
+//! latent part of the attention output times `W_UV`. Prefill and decode rows take the same
+//! path, so a decode step is still one captured graph.
 
-use finetp_core::backend::{AttentionParams, Block, DType, Device, RopeTable, Tensor};
+use finetp_core::backend::{AttentionParams, Block, DType, Device, HostData, HostTensor, RopeTable, Tensor};
 use finetp_core::config::{MlaConfig, ModelConfig};
-use finetp_core::decoder::{HeadShard, KvCache, ModelError, StepBatch, cached_attention, deepseek_softmax_mscale};
+use finetp_core::decoder::{HeadShard, KvCache, ModelError, StepBatch, deepseek_softmax_mscale};
 use finetp_core::layers::{LayerGroups, RowParallelOProj, linear};
 use finetp_core::shard::{Axis, ShardSpec, WeightSource};
 
@@ -12,13 +21,17 @@ enum QueryProj<B: Device> {
     Full(Tensor<B>),
 }
 
+/// One head's `(W_UKᵀ [L, nope], W_UV [vd, L])`.
+type Absorbed<B> = (Tensor<B>, Tensor<B>);
+
 pub struct Mla<B: Device> {
     q: QueryProj<B>,
     /// `[kv_lora_rank + qk_rope_head_dim, H]`.
     kv_a: Tensor<B>,
     kv_a_norm: Tensor<B>,
-    /// `[nh · (qk_nope + v), kv_lora_rank]`.
-    kv_b: Tensor<B>,
+    /// This rank's heads' halves of `kv_b`: `W_UKᵀ [L, nope]` (as an `[out, in]` weight turning
+    /// `q_nope` into latent space) and `W_UV [vd, L]`.
+    absorb: Vec<Absorbed<B>>,
     o_proj: RowParallelOProj<B>,
     m: MlaConfig,
     heads: usize,
@@ -66,7 +79,7 @@ impl<B: Device> Mla<B> {
             q,
             kv_a: full(be, src, &p("kv_a_proj_with_mqa.weight"), &[m.kv_lora_rank + m.qk_rope_head_dim, h])?,
             kv_a_norm: norm_weight(be, src, &p("kv_a_layernorm.weight"), m.kv_lora_rank)?,
-            kv_b: by_heads(&p("kv_b_proj.weight"), &[nh * kvb, m.kv_lora_rank], kvb)?,
+            absorb: absorbed(be, src, &p("kv_b_proj.weight"), &[nh * kvb, m.kv_lora_rank], (heads.start, heads.len()), (m.qk_nope_head_dim, m.v_head_dim))?,
             o_proj: RowParallelOProj::load(be, src, &p("o_proj.weight"), None, h, nh * m.v_head_dim, o_groups)?,
             m,
             heads: heads.len(),
@@ -99,25 +112,45 @@ impl<B: Device> Mla<B> {
         }; // [rows, nh·qk]
         let mut q = q.reshape(&[rows * nh, qk])?;
         rope_tail(be, &mut q, nope, rope, &batch.positions, nh, rope_table)?;
-        let ckv = linear(be, h, &self.kv_a, None)?; // [rows, kv_lora + rope]
+        let (l, d) = (m.kv_lora_rank, m.kv_lora_rank + rope);
+        let ckv = linear(be, h, &self.kv_a, None)?; // [rows, L + rope]
         let act = be.activation_dtype();
-        let mut latent = be.zeros(&[rows, m.kv_lora_rank], act)?;
-        be.copy_block(&ckv, &mut latent, Block::rows(0, 0, rows, m.kv_lora_rank))?;
+        let mut latent = be.zeros(&[rows, l], act)?;
+        be.copy_block(&ckv, &mut latent, Block::rows(0, 0, rows, l))?;
         let mut k_pe = be.zeros(&[rows, 1, rope], act)?;
-        be.copy_block(&ckv, &mut k_pe, Block::at((0, m.kv_lora_rank), (0, 0), rows, rope))?;
+        be.copy_block(&ckv, &mut k_pe, Block::at((0, l), (0, 0), rows, rope))?;
         be.rope(&mut k_pe, &batch.positions, rope_table)?;
-        let kvb = linear(be, &rms(be, &latent, &self.kv_a_norm, self.eps)?, &self.kv_b, None)?.reshape(&[rows * nh, nope + vd])?;
-        let mut k = be.zeros(&[rows * nh, qk], act)?;
-        be.copy_block(&kvb, &mut k, Block::rows(0, 0, rows * nh, nope))?;
-        let mut k = k.reshape(&[rows, nh * qk])?;
-        for head in 0..nh {
-            be.copy_block(&k_pe, &mut k, Block::at((0, 0), (0, head * qk + nope), rows, rope))?; // shared rope key
+        // The cache row: [normed latent, roped key], one per token.
+        let c = rms(be, &latent, &self.kv_a_norm, self.eps)?;
+        let mut entry = be.zeros(&[rows, 1, d], act)?;
+        be.copy_block(&c, &mut entry, Block::rows(0, 0, rows, l))?;
+        be.copy_block(&k_pe, &mut entry, Block::at((0, 0), (0, l), rows, rope))?;
+        // Absorbed queries [rows, nh, L + rope]: W_UKᵀ q_nope, then q_pe.
+        let q = q.reshape(&[rows, nh * qk])?;
+        let mut qa = be.zeros(&[rows, nh * d], act)?;
+        for (head, (uk_t, _)) in self.absorb.iter().enumerate() {
+            let mut qn = be.zeros(&[rows, nope], act)?;
+            be.copy_block(&q, &mut qn, Block::at((0, head * qk), (0, 0), rows, nope))?;
+            let ql = linear(be, &qn, uk_t, None)?; // [rows, L]
+            be.copy_block(&ql, &mut qa, Block::at((0, 0), (0, head * d), rows, l))?;
+            be.copy_block(&q, &mut qa, Block::at((0, head * qk + nope), (0, head * d + l), rows, rope))?;
         }
-        let mut v = be.zeros(&[rows * nh, vd], act)?;
-        be.copy_block(&kvb, &mut v, Block::at((0, nope), (0, 0), rows * nh, vd))?;
-        let (q, k, v) = (q.reshape(&[rows, nh, qk])?, k.reshape(&[rows, nh, qk])?, v.reshape(&[rows, nh, vd])?);
+        let qa = qa.reshape(&[rows, nh, d])?;
+        let (kc, _) = kv.layer_mut(layer).ok_or_else(|| ModelError::Batch(format!("the KV cache has no layer {layer}")))?;
+        let index = batch.kv_index();
+        be.kv_cache_write(&entry, kc, &index)?;
         let params = AttentionParams { scale: self.softmax_scale, sliding_window: None };
-        let attn = cached_attention(be, batch, kv, layer, (&q, &k, &v), &params)?;
+        // Values are the cached rows themselves: each head's output's first L dims are Σ p·c.
+        let mut y = be.zeros(&[rows, nh, d], act)?;
+        be.kv_cache_attention(&qa, kc, kc, &index, &params, &mut y)?;
+        let y = y.reshape(&[rows, nh * d])?;
+        let mut attn = be.zeros(&[rows, nh * vd], act)?;
+        for (head, (_, uv)) in self.absorb.iter().enumerate() {
+            let mut yl = be.zeros(&[rows, l], act)?;
+            be.copy_block(&y, &mut yl, Block::at((0, head * d), (0, 0), rows, l))?;
+            let o = linear(be, &yl, uv, None)?; // [rows, vd]
+            be.copy_block(&o, &mut attn, Block::at((0, 0), (0, head * vd), rows, vd))?;
+        }
         Ok(self.o_proj.forward(be, &attn, o_counts)?)
     }
 
@@ -126,8 +159,52 @@ impl<B: Device> Mla<B> {
             QueryProj::LowRank { a, norm, b } => a.size_in_bytes() + norm.size_in_bytes() + b.size_in_bytes(),
             QueryProj::Full(w) => w.size_in_bytes(),
         };
-        (q + self.kv_a.size_in_bytes() + self.kv_a_norm.size_in_bytes() + self.kv_b.size_in_bytes(), self.o_proj.weight_bytes())
+        let kv_b: usize = self.absorb.iter().map(|(a, b)| a.size_in_bytes() + b.size_in_bytes()).sum();
+        (q + self.kv_a.size_in_bytes() + self.kv_a_norm.size_in_bytes() + kv_b, self.o_proj.weight_bytes())
     }
+}
+
+/// This rank's heads `start..start + n` of `kv_b [nh·(nope + vd), L]`, each split into
+/// `W_UKᵀ [L, nope]` (transposed on the host, in the stored float dtype) and `W_UV [vd, L]`.
+fn absorbed<B: Device>(be: &B, src: &dyn WeightSource, name: &str, shape: &[usize], (start, n): (usize, usize), (nope, vd): (usize, usize)) -> Result<Vec<Absorbed<B>>, ModelError> {
+    src.expect_shape(name, shape)?;
+    let per = nope + vd;
+    let l = shape[1];
+    let host = src.load(name, &ShardSpec::range(Axis::Rows, start * per, n * per))?;
+    let host = if host.dtype().is_quantized() { host.into_dtype(DType::F32)? } else { host };
+    (0..n)
+        .map(|h| {
+            let uk_t = transposed(&rows_of(&host, h * per, nope, l)?, nope, l)?;
+            let uv = rows_of(&host, h * per + nope, vd, l)?;
+            Ok((be.upload(&uk_t)?, be.upload(&uv)?))
+        })
+        .collect()
+}
+
+/// Rows `first..first + n` of a `[_, cols]` host tensor.
+fn rows_of(t: &HostTensor, first: usize, n: usize, cols: usize) -> Result<HostTensor, ModelError> {
+    let r = first * cols..(first + n) * cols;
+    let data = match &t.data {
+        HostData::F32(v) => HostData::F32(v[r].to_vec()),
+        HostData::F16(v) => HostData::F16(v[r].to_vec()),
+        HostData::BF16(v) => HostData::BF16(v[r].to_vec()),
+        other => return Err(ModelError::Config(format!("kv_b_proj in {} cannot be split per head", other.dtype()))),
+    };
+    Ok(HostTensor::new(data, &[n, cols])?)
+}
+
+/// `[rows, cols]` → `[cols, rows]`, same dtype.
+fn transposed(t: &HostTensor, rows: usize, cols: usize) -> Result<HostTensor, ModelError> {
+    fn tr<T: Copy>(v: &[T], rows: usize, cols: usize) -> Vec<T> {
+        (0..cols * rows).map(|i| v[(i % rows) * cols + i / rows]).collect()
+    }
+    let data = match &t.data {
+        HostData::F32(v) => HostData::F32(tr(v, rows, cols)),
+        HostData::F16(v) => HostData::F16(tr(v, rows, cols)),
+        HostData::BF16(v) => HostData::BF16(tr(v, rows, cols)),
+        other => return Err(ModelError::Config(format!("kv_b_proj in {} cannot be transposed", other.dtype()))),
+    };
+    Ok(HostTensor::new(data, &[cols, rows])?)
 }
 
 /// RMSNorm into a new tensor.

@@ -2,7 +2,7 @@
 
 use finetp_core::backend::{Device, RopeStyle, RopeTable, Tensor};
 use finetp_core::config::{Component, ModelConfig};
-use finetp_core::decoder::{CausalLm, HeadShard, KvCache, KvLayout, ModelError, ModuleBytes, StepBatch, logit_rows, rope_table};
+use finetp_core::decoder::{CausalLm, KvCache, KvLayout, ModelError, ModuleBytes, StepBatch, logit_rows, rope_table};
 use finetp_core::layers::{ParallelLmHead, ParallelMlp, VocabParallelEmbedding};
 use finetp_core::parallel::GroupSet;
 use finetp_core::shard::WeightSource;
@@ -107,9 +107,7 @@ impl<B: Device> CausalLm<B> for Deepseek<B> {
 
     fn new_kv_cache(&self, be: &B, layout: KvLayout) -> Result<KvCache<B>, ModelError> {
         let m = self.cfg.mla.ok_or_else(|| ModelError::Config("no MLA config".into()))?;
-        let tp = self.groups.tp.info();
-        let nh = HeadShard::new(self.cfg.num_attention_heads, self.cfg.num_attention_heads, tp.rank, tp.size()).q_heads();
-        Ok(KvCache::new(be, self.cfg.num_hidden_layers, layout, (nh, m.qk_nope_head_dim + m.qk_rope_head_dim), m.v_head_dim)?)
+        Ok(KvCache::latent(be, self.cfg.num_hidden_layers, layout, m.kv_lora_rank + m.qk_rope_head_dim)?)
     }
 
     fn vocab_size(&self) -> usize {
