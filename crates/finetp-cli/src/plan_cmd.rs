@@ -120,6 +120,9 @@ pub fn run(args: &PlanArgs) -> Result<(), Failure> {
     if let (Some(m), Some(r)) = (&model, &memory) {
         println!();
         print!("{}", memory_table(m, r));
+        if m.moe.is_some() {
+            print!("{}", expert_table(m, &parallel, args.format()));
+        }
         for cut in MemoryReport::cut_blocks(m, &parallel, &r.format) {
             println!("note: {cut}");
         }
@@ -157,6 +160,20 @@ fn memory_table(model: &ModelConfig, r: &MemoryReport) -> String {
     }
     let (b, t) = (r.baseline_total() as i64, r.total() as i64);
     let _ = writeln!(s, "{:<18} {:>7} {:>12.3} {:>13.3} {:>9.3}", "total", "", gib(b), gib(t), gib(b - t));
+    s
+}
+
+/// A MoE model's per-rank totals with and without expert parallelism, each without and with
+/// the fine-grained sizes given (#20: what EP and fine-grained TP each take off a rank).
+fn expert_table(model: &ModelConfig, parallel: &ParallelConfig, format: WeightFormat) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "\n{:<31} {:>23} {:>20}", "Per-rank total, GiB", "without fine-grained TP", "with fine-grained TP");
+    for ep in [false, true] {
+        let p = ParallelConfig { enable_expert_parallel: ep, ..parallel.clone() };
+        let r = MemoryReport::new(model, &p, format);
+        let label = if ep { format!("with expert parallelism (EP {})", p.expert_parallel_size()) } else { "without expert parallelism".to_string() };
+        let _ = writeln!(s, "{label:<31} {:>23.3} {:>20.3}", gib(r.baseline_total() as i64), gib(r.total() as i64));
+    }
     s
 }
 

@@ -155,6 +155,18 @@ fn estimate_and_auto_on_the_seed_scenario() {
     assert!(row("lm_head")["net_tpot_delta_s"].as_f64().unwrap() < 0.0);
     assert!(row("mlp")["net_tpot_delta_s"].as_f64().unwrap() < 0.0);
 
+    // The per-rank totals with and without EP (each without and with fine-grained TP): the EP
+    // row is the memory table's total line; without EP every rank holds all 256 experts.
+    let out = finetp(&["plan", "-d", "32", "--enable-expert-parallel", "--model", DEEPSEEK, "--quantization", "w8a8", "--additional-config", &cfg]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let nums = |prefix: &str| -> Vec<f64> {
+        let line = text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no line {prefix:?} in {text}"));
+        line[prefix.len()..].split_whitespace().filter_map(|w| w.parse().ok()).collect()
+    };
+    let (total, with_ep, without_ep) = (nums("total"), nums("with expert parallelism (EP 32)"), nums("without expert parallelism"));
+    assert_eq!(with_ep, total[..2], "{text}");
+    // Fine-grained TP shards no expert: it saves the same bytes with or without EP.
+    assert!(without_ep[0] > 15.0 * with_ep[0] && (without_ep[0] - without_ep[1] - total[2]).abs() < 2e-3, "{text}");
     let mut args = base.to_vec();
     args.push("--auto");
     let out = finetp(&args);
