@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use finetp_core::backend::{Backend, BackendError, Block, Collective, CommError, DType, GroupSpec, Rendezvous, Tensor, broadcast_bytes, total_rows};
+use finetp_core::backend::{Backend, BackendError, Block, Collective, CommError, DType, GroupSpec, Rendezvous, Tensor, broadcast_bytes, checks};
 use hccl_sys::sys::{HcclComm, HcclDataType, HcclReduceOp, HcclRootInfo};
 use hccl_sys::{HcclError, HcclLib};
 
@@ -88,13 +88,6 @@ impl HcclGroup {
         CommError::InvalidArgument { group: self.spec.name(), op, detail }
     }
 
-    fn counts_ok(&self, op: &'static str, counts: &[usize]) -> Result<(), CommError> {
-        if counts.len() != self.spec.size() {
-            return Err(self.bad(op, format!("{} counts for a group of {}", counts.len(), self.spec.size())));
-        }
-        Ok(())
-    }
-
     /// Counts of rows as u64 element counts, and their displacements.
     fn elems(counts: &[usize], row: usize) -> (Vec<u64>, Vec<u64>) {
         let c: Vec<u64> = counts.iter().map(|&n| (n * row) as u64).collect();
@@ -156,11 +149,8 @@ impl Collective<AscendBackend> for HcclGroup {
     }
 
     fn all_gather(&self, mine: &Tensor<AscendBackend>, counts: &[usize], out: &mut Tensor<AscendBackend>) -> Result<(), CommError> {
-        self.counts_ok("all_gather", counts)?;
+        checks::collective::all_gather(mine, counts, out, self.spec.rank, self.spec.size()).map_err(|d| self.bad("all_gather", d))?;
         let row = mine.row_len();
-        if mine.rows() != counts[self.spec.rank] || out.rows() != total_rows(counts) || out.row_len() != row || out.dtype() != mine.dtype() {
-            return Err(self.bad("all_gather", format!("mine {:?} (count {}), counts {counts:?}, out {:?}", mine.shape(), counts[self.spec.rank], out.shape())));
-        }
         if self.comm.is_none() {
             return self.local_copy(mine, out);
         }
@@ -172,11 +162,8 @@ impl Collective<AscendBackend> for HcclGroup {
     }
 
     fn reduce_scatter_sum(&self, all: &Tensor<AscendBackend>, counts: &[usize], out: &mut Tensor<AscendBackend>) -> Result<(), CommError> {
-        self.counts_ok("reduce_scatter_sum", counts)?;
+        checks::collective::reduce_scatter(all, counts, out, self.spec.rank, self.spec.size()).map_err(|d| self.bad("reduce_scatter_sum", d))?;
         let row = all.row_len();
-        if all.rows() != total_rows(counts) || out.rows() != counts[self.spec.rank] || out.row_len() != row || all.dtype() != DType::F32 || out.dtype() != DType::F32 {
-            return Err(self.bad("reduce_scatter_sum", format!("all {:?}, counts {counts:?}, out {:?}", all.shape(), out.shape())));
-        }
         if self.comm.is_none() {
             return self.local_copy(all, out);
         }
@@ -189,12 +176,8 @@ impl Collective<AscendBackend> for HcclGroup {
     }
 
     fn all_to_all(&self, send: &Tensor<AscendBackend>, send_counts: &[usize], recv_counts: &[usize], out: &mut Tensor<AscendBackend>) -> Result<(), CommError> {
-        self.counts_ok("all_to_all", send_counts)?;
-        self.counts_ok("all_to_all", recv_counts)?;
+        checks::collective::all_to_all(send, send_counts, recv_counts, out, self.spec.size()).map_err(|d| self.bad("all_to_all", d))?;
         let row = send.row_len();
-        if send.rows() != total_rows(send_counts) || out.rows() != total_rows(recv_counts) || out.row_len() != row || out.dtype() != send.dtype() {
-            return Err(self.bad("all_to_all", format!("send {:?} ({send_counts:?}), out {:?} ({recv_counts:?})", send.shape(), out.shape())));
-        }
         if self.comm.is_none() {
             return self.local_copy(send, out);
         }
@@ -208,9 +191,7 @@ impl Collective<AscendBackend> for HcclGroup {
     }
 
     fn broadcast(&self, t: &mut Tensor<AscendBackend>, root: usize) -> Result<(), CommError> {
-        if root >= self.spec.size() {
-            return Err(self.bad("broadcast", format!("root {root} of a group of {}", self.spec.size())));
-        }
+        checks::collective::broadcast(root, self.spec.size()).map_err(|d| self.bad("broadcast", d))?;
         let dt = hccl_dtype(t.dtype())?;
         let (p, n) = (t.buffer().as_ptr(), t.numel() as u64);
         if n == 0 {

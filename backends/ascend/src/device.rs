@@ -198,9 +198,7 @@ impl Backend for AscendBackend {
 
     fn write(&self, t: &mut Tensor<Self>, host: &HostTensor) -> Result<(), BackendError> {
         self.no_host_during_capture("write")?;
-        if host.shape != t.shape() || host.dtype() != t.dtype() {
-            return Err(BackendError::Shape(format!("write: host {:?} {} into a tensor {:?} {}", host.shape, host.dtype(), t.shape(), t.dtype())));
-        }
+        checks::write(t, host)?;
         let (src, bytes) = host_bytes(&host.data)?;
         // SAFETY: the sync below keeps `host` borrowed until the copy has run.
         unsafe { self.copy(t.buffer().as_ptr(), src, bytes, aclrtMemcpyKind::ACL_MEMCPY_HOST_TO_DEVICE)? };

@@ -84,9 +84,7 @@ impl Backend for CpuBackend {
         if recording::capturing() {
             return Err(recording::host_sync("write"));
         }
-        if host.shape != t.shape() || host.dtype() != t.dtype() {
-            return Err(BackendError::Shape(format!("write: host {:?} {} into a tensor {:?} {}", host.shape, host.dtype(), t.shape(), t.dtype())));
-        }
+        finetp_core::backend::checks::write(t, host)?;
         match (&host.data, t.buffer_mut()) {
             (HostData::F32(s), CpuStorage::F32(d)) => d.copy_from_slice(s),
             (HostData::F16(s), CpuStorage::F16(d)) => d.copy_from_slice(s),

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use finetp_core::backend::{Backend, BackendError, Collective, CommError, DType, GroupSpec, Rendezvous, Tensor};
+use finetp_core::backend::{Backend, BackendError, Collective, CommError, DType, GroupSpec, Rendezvous, Tensor, checks};
 
 use crate::CudaBackend;
 use crate::placement::Placement;
@@ -51,13 +51,6 @@ fn bytes_of(t: &Tensor<CudaBackend>) -> usize {
 impl NcclGroup {
     fn bad(&self, op: &'static str, detail: String) -> CommError {
         CommError::InvalidArgument { group: self.spec.name(), op, detail }
-    }
-
-    fn counts_ok(&self, op: &'static str, counts: &[usize]) -> Result<(), CommError> {
-        if counts.len() != self.spec.size() {
-            return Err(self.bad(op, format!("{} counts for a group of {}", counts.len(), self.spec.size())));
-        }
-        Ok(())
     }
 
     fn stream(&self) -> *mut std::ffi::c_void {
@@ -118,11 +111,8 @@ impl Collective<CudaBackend> for NcclGroup {
     }
 
     fn all_gather(&self, mine: &Tensor<CudaBackend>, counts: &[usize], out: &mut Tensor<CudaBackend>) -> Result<(), CommError> {
-        self.counts_ok("all_gather", counts)?;
+        checks::collective::all_gather(mine, counts, out, self.spec.rank, self.spec.size()).map_err(|d| self.bad("all_gather", d))?;
         let row = mine.row_len() * mine.dtype().size_in_bytes();
-        if mine.rows() != counts[self.spec.rank] || out.rows() != counts.iter().sum::<usize>() || out.row_len() * out.dtype().size_in_bytes() != row || mine.dtype() != out.dtype() {
-            return Err(self.bad("all_gather", format!("mine {:?}, out {:?}, counts {counts:?}", mine.shape(), out.shape())));
-        }
         let Some(comm) = &self.comm else {
             return Ok(self.be.copy_d2d(out.buffer().device_ptr(), mine.buffer().device_ptr(), bytes_of(mine))?);
         };
@@ -134,11 +124,8 @@ impl Collective<CudaBackend> for NcclGroup {
     }
 
     fn reduce_scatter_sum(&self, all: &Tensor<CudaBackend>, counts: &[usize], out: &mut Tensor<CudaBackend>) -> Result<(), CommError> {
-        self.counts_ok("reduce_scatter_sum", counts)?;
+        checks::collective::reduce_scatter(all, counts, out, self.spec.rank, self.spec.size()).map_err(|d| self.bad("reduce_scatter_sum", d))?;
         let me = self.spec.rank;
-        if all.dtype() != DType::F32 || out.dtype() != DType::F32 || all.rows() != counts.iter().sum::<usize>() || out.rows() != counts[me] || all.row_len() != out.row_len() {
-            return Err(self.bad("reduce_scatter_sum", format!("all {:?} {}, out {:?} {}, counts {counts:?}", all.shape(), all.dtype(), out.shape(), out.dtype())));
-        }
         let Some(comm) = &self.comm else {
             return Ok(self.be.copy_d2d(out.buffer().device_ptr(), all.buffer().device_ptr(), bytes_of(out))?);
         };
@@ -156,12 +143,8 @@ impl Collective<CudaBackend> for NcclGroup {
     }
 
     fn all_to_all(&self, send: &Tensor<CudaBackend>, send_counts: &[usize], recv_counts: &[usize], out: &mut Tensor<CudaBackend>) -> Result<(), CommError> {
-        self.counts_ok("all_to_all", send_counts)?;
-        self.counts_ok("all_to_all", recv_counts)?;
+        checks::collective::all_to_all(send, send_counts, recv_counts, out, self.spec.size()).map_err(|d| self.bad("all_to_all", d))?;
         let row = send.row_len() * send.dtype().size_in_bytes();
-        if send.rows() != send_counts.iter().sum::<usize>() || out.rows() != recv_counts.iter().sum::<usize>() || out.row_len() * out.dtype().size_in_bytes() != row {
-            return Err(self.bad("all_to_all", format!("send {:?}, out {:?}, counts {send_counts:?} / {recv_counts:?}", send.shape(), out.shape())));
-        }
         let Some(comm) = &self.comm else {
             return Ok(self.be.copy_d2d(out.buffer().device_ptr(), send.buffer().device_ptr(), bytes_of(out))?);
         };
@@ -173,9 +156,7 @@ impl Collective<CudaBackend> for NcclGroup {
     }
 
     fn broadcast(&self, t: &mut Tensor<CudaBackend>, root: usize) -> Result<(), CommError> {
-        if root >= self.spec.size() {
-            return Err(self.bad("broadcast", format!("root {root} in a group of {}", self.spec.size())));
-        }
+        checks::collective::broadcast(root, self.spec.size()).map_err(|d| self.bad("broadcast", d))?;
         let Some(comm) = &self.comm else { return Ok(()) };
         self.be.bind()?;
         // SAFETY: a live buffer of `bytes` bytes.

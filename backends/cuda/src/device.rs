@@ -294,9 +294,7 @@ impl Backend for CudaBackend {
 
     fn write(&self, t: &mut Tensor<Self>, host: &HostTensor) -> Result<(), BackendError> {
         self.no_host_during_capture("write")?;
-        if host.shape != t.shape() || host.dtype() != t.dtype() {
-            return Err(BackendError::Shape(format!("write: host {:?} {} into a tensor {:?} {}", host.shape, host.dtype(), t.shape(), t.dtype())));
-        }
+        checks::write(t, host)?;
         let (src, bytes) = host_bytes(&host.data)?;
         self.bind()?;
         if bytes > 0 {

@@ -22,7 +22,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Instant;
 
 use cudarc::driver::sys::{self as cu, CUdeviceptr, CUevent};
-use finetp_core::backend::{BackendError, Collective, CommError, DType, GroupSpec, Tensor};
+use finetp_core::backend::{BackendError, Collective, CommError, DType, GroupSpec, Tensor, checks};
 
 use crate::CudaBackend;
 use crate::kernels::{Arg, elementwise_grid};
@@ -221,13 +221,6 @@ impl LocalGroup {
         r.map_err(CommError::from)
     }
 
-    fn counts_ok(&self, op: &'static str, counts: &[usize]) -> Result<(), CommError> {
-        if counts.len() != self.spec.size() {
-            return Err(self.bad(op, format!("{} counts for a group of {}", counts.len(), self.spec.size())));
-        }
-        Ok(())
-    }
-
     /// `dst += src` over `n` elements of `dt` (f32 or u32).
     fn add(&self, dst: CUdeviceptr, src: CUdeviceptr, n: usize, dt: DType) -> Result<(), BackendError> {
         let k = if dt == DType::U32 { "finetp_add_u32" } else { "finetp_add_f32" };
@@ -264,11 +257,8 @@ impl Collective<CudaBackend> for LocalGroup {
     }
 
     fn all_gather(&self, mine: &Tensor<CudaBackend>, counts: &[usize], out: &mut Tensor<CudaBackend>) -> Result<(), CommError> {
-        self.counts_ok("all_gather", counts)?;
+        checks::collective::all_gather(mine, counts, out, self.spec.rank, self.spec.size()).map_err(|d| self.bad("all_gather", d))?;
         let row = mine.row_len() * mine.dtype().size_in_bytes();
-        if mine.rows() != counts[self.spec.rank] || out.rows() != counts.iter().sum::<usize>() || out.row_len() * out.dtype().size_in_bytes() != row || mine.dtype() != out.dtype() {
-            return Err(self.bad("all_gather", format!("mine {:?}, out {:?}, counts {counts:?}", mine.shape(), out.shape())));
-        }
         let dst = out.buffer().device_ptr();
         let mut shape = counts.to_vec();
         shape.push(row);
@@ -283,11 +273,8 @@ impl Collective<CudaBackend> for LocalGroup {
     }
 
     fn reduce_scatter_sum(&self, all: &Tensor<CudaBackend>, counts: &[usize], out: &mut Tensor<CudaBackend>) -> Result<(), CommError> {
-        self.counts_ok("reduce_scatter_sum", counts)?;
+        checks::collective::reduce_scatter(all, counts, out, self.spec.rank, self.spec.size()).map_err(|d| self.bad("reduce_scatter_sum", d))?;
         let me = self.spec.rank;
-        if all.dtype() != DType::F32 || out.dtype() != DType::F32 || all.rows() != counts.iter().sum::<usize>() || out.rows() != counts[me] || all.row_len() != out.row_len() {
-            return Err(self.bad("reduce_scatter_sum", format!("all {:?} {}, out {:?} {}, counts {counts:?}", all.shape(), all.dtype(), out.shape(), out.dtype())));
-        }
         let row = all.row_len();
         let off = counts[..me].iter().sum::<usize>() * row * 4;
         let (n, dst) = (counts[me] * row, out.buffer().device_ptr());
@@ -305,12 +292,8 @@ impl Collective<CudaBackend> for LocalGroup {
     }
 
     fn all_to_all(&self, send: &Tensor<CudaBackend>, send_counts: &[usize], recv_counts: &[usize], out: &mut Tensor<CudaBackend>) -> Result<(), CommError> {
-        self.counts_ok("all_to_all", send_counts)?;
-        self.counts_ok("all_to_all", recv_counts)?;
+        checks::collective::all_to_all(send, send_counts, recv_counts, out, self.spec.size()).map_err(|d| self.bad("all_to_all", d))?;
         let row = send.row_len() * send.dtype().size_in_bytes();
-        if send.rows() != send_counts.iter().sum::<usize>() || out.rows() != recv_counts.iter().sum::<usize>() || out.row_len() * out.dtype().size_in_bytes() != row {
-            return Err(self.bad("all_to_all", format!("send {:?}, out {:?}, counts {send_counts:?} / {recv_counts:?}", send.shape(), out.shape())));
-        }
         let me = self.spec.rank;
         let offsets: Vec<usize> = send_counts.iter().scan(0, |acc, &c| Some(std::mem::replace(acc, *acc + c * row))).collect();
         let dst = out.buffer().device_ptr();
@@ -333,9 +316,7 @@ impl Collective<CudaBackend> for LocalGroup {
     }
 
     fn broadcast(&self, t: &mut Tensor<CudaBackend>, root: usize) -> Result<(), CommError> {
-        if root >= self.spec.size() {
-            return Err(self.bad("broadcast", format!("root {root} in a group of {}", self.spec.size())));
-        }
+        checks::collective::broadcast(root, self.spec.size()).map_err(|d| self.bad("broadcast", d))?;
         let bytes = t.buffer().len();
         let dst = t.buffer().device_ptr();
         let me = self.spec.rank;

@@ -150,9 +150,7 @@ impl Backend for WgpuBackend {
     /// lands after every call enqueued before it (a `queue.write_buffer` would land before).
     fn write(&self, t: &mut WgpuTensor, host: &HostTensor) -> Result<(), BackendError> {
         checked_host(host)?;
-        if host.shape != t.shape() || host.dtype() != t.dtype() {
-            return Err(BackendError::Shape(format!("write: host {:?} {} into a tensor {:?} {}", host.shape, host.dtype(), t.shape(), t.dtype())));
-        }
+        finetp_core::backend::checks::write(t, host)?;
         self.write_bytes(t, host_bytes(&host.data))
     }
 }

@@ -2,7 +2,8 @@
 //! against each other (by the last member to arrive). Both return a message, never panic:
 //! a bad call becomes `InvalidArgument` on its caller and `Mismatch` on its peers.
 
-use finetp_core::backend::{DType, Tensor};
+use finetp_core::backend::Tensor;
+use finetp_core::backend::checks::collective;
 
 use super::post::Post;
 use crate::CpuBackend;
@@ -35,95 +36,33 @@ fn storage(what: &str, t: &T) -> Result<(), String> {
     Ok(())
 }
 
-fn has_rows(what: &str, t: &T) -> Result<(), String> {
-    if t.shape().is_empty() {
-        return Err(format!("{what} is a scalar; collectives move rows (the first dimension)"));
-    }
-    Ok(())
-}
-
-fn counts_len(what: &str, counts: &[usize], n: usize) -> Result<usize, String> {
-    if counts.len() != n {
-        return Err(format!("{what} has {} entries for a group of {n}", counts.len()));
-    }
-    counts.iter().try_fold(0usize, |a, &c| a.checked_add(c)).ok_or_else(|| format!("{what} {counts:?} overflows"))
-}
-
-/// `a` and `b` have the same dtype and row shape (all dims but the first).
-fn same_rows(a_what: &str, a: &T, b_what: &str, b: &T) -> Result<(), String> {
-    if a.dtype() != b.dtype() {
-        return Err(format!("{a_what} is {} but {b_what} is {}", a.dtype(), b.dtype()));
-    }
-    if a.shape().get(1..) != b.shape().get(1..) {
-        return Err(format!("{a_what} {:?} and {b_what} {:?} have different rows", a.shape(), b.shape()));
-    }
-    Ok(())
-}
-
-fn rows(what: &str, t: &T, want: usize, why: &str) -> Result<(), String> {
-    if t.rows() != want {
-        return Err(format!("{what} {:?} has {} rows, expected {want} ({why})", t.shape(), t.rows()));
-    }
-    Ok(())
-}
-
+/// The rules of core's [`collective`] checks, and the storage behind each tensor.
 pub(super) fn all_reduce(t: &T) -> Result<(), String> {
     storage("t", t)?;
-    match t.dtype() {
-        DType::F32 | DType::U32 => Ok(()),
-        other => Err(format!("all_reduce_sum sums f32 or u32, got {other}")),
-    }
+    collective::all_reduce(t)
 }
 
 pub(super) fn all_gather(mine: &T, counts: &[usize], out: &T, me: usize, n: usize) -> Result<(), String> {
-    let total = counts_len("counts", counts, n)?;
-    has_rows("mine", mine)?;
-    has_rows("out", out)?;
     storage("mine", mine)?;
     storage("out", out)?;
-    same_rows("mine", mine, "out", out)?;
-    rows("mine", mine, counts[me], "counts[me]")?;
-    rows("out", out, total, "sum(counts)")
+    collective::all_gather(mine, counts, out, me, n)
 }
 
 pub(super) fn reduce_scatter(all: &T, counts: &[usize], out: &T, me: usize, n: usize) -> Result<(), String> {
-    let total = counts_len("counts", counts, n)?;
-    has_rows("all", all)?;
-    has_rows("out", out)?;
     storage("all", all)?;
     storage("out", out)?;
-    if all.dtype() != DType::F32 {
-        return Err(format!("reduce_scatter_sum sums f32, got {}", all.dtype()));
-    }
-    same_rows("all", all, "out", out)?;
-    rows("all", all, total, "sum(counts)")?;
-    rows("out", out, counts[me], "counts[me]")
+    collective::reduce_scatter(all, counts, out, me, n)
 }
 
-pub(super) fn all_to_all(
-    send: &T,
-    send_counts: &[usize],
-    recv_counts: &[usize],
-    out: &T,
-    n: usize,
-) -> Result<(), String> {
-    let sent = counts_len("send_counts", send_counts, n)?;
-    let received = counts_len("recv_counts", recv_counts, n)?;
-    has_rows("send", send)?;
-    has_rows("out", out)?;
+pub(super) fn all_to_all(send: &T, send_counts: &[usize], recv_counts: &[usize], out: &T, n: usize) -> Result<(), String> {
     storage("send", send)?;
     storage("out", out)?;
-    same_rows("send", send, "out", out)?;
-    rows("send", send, sent, "sum(send_counts)")?;
-    rows("out", out, received, "sum(recv_counts)")
+    collective::all_to_all(send, send_counts, recv_counts, out, n)
 }
 
 pub(super) fn broadcast(t: &T, root: usize, n: usize) -> Result<(), String> {
     storage("t", t)?;
-    if root >= n {
-        return Err(format!("root {root} is not a member of a group of {n}"));
-    }
-    Ok(())
+    collective::broadcast(root, n)
 }
 
 /// Checks every member's post against member 0's (and, for `all_to_all`, the send/receive

@@ -182,6 +182,14 @@ pub fn moe_route<B: Backend>(logits: &Tensor<B>, bias: Option<&Tensor<B>>, rule:
     Ok((t, e))
 }
 
+/// `write`'s rules: the host data has the tensor's shape and dtype.
+pub fn write<B: Backend>(t: &Tensor<B>, host: &super::HostTensor) -> Result<(), BackendError> {
+    if host.shape != t.shape() || host.dtype() != t.dtype() {
+        return Err(shape_err(format!("write: host {:?} {} into a tensor {:?} {}", host.shape, host.dtype(), t.shape(), t.dtype())));
+    }
+    Ok(())
+}
+
 /// `linear`'s rules: `x [m, k]`, `w [n, k]`, `bias [n]`, `y [m, n]`, `x` and `y` f32. Returns
 /// `(m, n, k)`.
 pub fn linear<B: Backend>(x: &Tensor<B>, w: &Tensor<B>, bias: Option<&Tensor<B>>, y: &Tensor<B>) -> Result<(usize, usize, usize), BackendError> {
@@ -209,4 +217,95 @@ pub fn embedding<B: Backend>(ids: &Tensor<B>, table: &Tensor<B>, y: &Tensor<B>) 
 /// An f32 activation (for backends whose activations are f32), else [`BackendError::DType`].
 pub fn f32_activation<B: Backend>(t: &Tensor<B>, op: &'static str) -> Result<(), BackendError> {
     if t.dtype() == DType::F32 { Ok(()) } else { Err(BackendError::DType { op, expected: "f32", got: t.dtype() }) }
+}
+
+/// The argument rules of the [`Collective`](super::Collective) calls that one member can check
+/// alone (its peers' agreement is the backend's to compare where it can see them). Each returns
+/// the detail of a [`CommError::InvalidArgument`](super::CommError::InvalidArgument); `me` is
+/// the caller's place in a group of `n`.
+pub mod collective {
+    use super::super::{Backend, DType, Tensor};
+
+    fn has_rows<B: Backend>(what: &str, t: &Tensor<B>) -> Result<(), String> {
+        if t.shape().is_empty() {
+            return Err(format!("{what} is a scalar; collectives move rows (the first dimension)"));
+        }
+        Ok(())
+    }
+
+    /// `counts` has one entry per member; returns their sum.
+    fn counts_len(what: &str, counts: &[usize], n: usize) -> Result<usize, String> {
+        if counts.len() != n {
+            return Err(format!("{what} has {} entries for a group of {n}", counts.len()));
+        }
+        counts.iter().try_fold(0usize, |a, &c| a.checked_add(c)).ok_or_else(|| format!("{what} {counts:?} overflows"))
+    }
+
+    /// `a` and `b` have the same dtype and row shape (all dims but the first).
+    fn same_rows<B: Backend>(a_what: &str, a: &Tensor<B>, b_what: &str, b: &Tensor<B>) -> Result<(), String> {
+        if a.dtype() != b.dtype() {
+            return Err(format!("{a_what} is {} but {b_what} is {}", a.dtype(), b.dtype()));
+        }
+        if a.shape().get(1..) != b.shape().get(1..) {
+            return Err(format!("{a_what} {:?} and {b_what} {:?} have different rows", a.shape(), b.shape()));
+        }
+        Ok(())
+    }
+
+    fn rows<B: Backend>(what: &str, t: &Tensor<B>, want: usize, why: &str) -> Result<(), String> {
+        if t.rows() != want {
+            return Err(format!("{what} {:?} has {} rows, expected {want} ({why})", t.shape(), t.rows()));
+        }
+        Ok(())
+    }
+
+    /// `all_reduce_sum`: f32 or u32.
+    pub fn all_reduce<B: Backend>(t: &Tensor<B>) -> Result<(), String> {
+        match t.dtype() {
+            DType::F32 | DType::U32 => Ok(()),
+            other => Err(format!("all_reduce_sum sums f32 or u32, got {other}")),
+        }
+    }
+
+    /// `all_gather`: `mine [counts[me], ..]` into `out [sum(counts), ..]`, same rows.
+    pub fn all_gather<B: Backend>(mine: &Tensor<B>, counts: &[usize], out: &Tensor<B>, me: usize, n: usize) -> Result<(), String> {
+        let total = counts_len("counts", counts, n)?;
+        has_rows("mine", mine)?;
+        has_rows("out", out)?;
+        same_rows("mine", mine, "out", out)?;
+        rows("mine", mine, counts[me], "counts[me]")?;
+        rows("out", out, total, "sum(counts)")
+    }
+
+    /// `reduce_scatter_sum`: f32 `all [sum(counts), ..]` into `out [counts[me], ..]`.
+    pub fn reduce_scatter<B: Backend>(all: &Tensor<B>, counts: &[usize], out: &Tensor<B>, me: usize, n: usize) -> Result<(), String> {
+        let total = counts_len("counts", counts, n)?;
+        has_rows("all", all)?;
+        has_rows("out", out)?;
+        if all.dtype() != DType::F32 {
+            return Err(format!("reduce_scatter_sum sums f32, got {}", all.dtype()));
+        }
+        same_rows("all", all, "out", out)?;
+        rows("all", all, total, "sum(counts)")?;
+        rows("out", out, counts[me], "counts[me]")
+    }
+
+    /// `all_to_all`: `send [sum(send_counts), ..]` into `out [sum(recv_counts), ..]`.
+    pub fn all_to_all<B: Backend>(send: &Tensor<B>, send_counts: &[usize], recv_counts: &[usize], out: &Tensor<B>, n: usize) -> Result<(), String> {
+        let sent = counts_len("send_counts", send_counts, n)?;
+        let received = counts_len("recv_counts", recv_counts, n)?;
+        has_rows("send", send)?;
+        has_rows("out", out)?;
+        same_rows("send", send, "out", out)?;
+        rows("send", send, sent, "sum(send_counts)")?;
+        rows("out", out, received, "sum(recv_counts)")
+    }
+
+    /// `broadcast`: the root is a member.
+    pub fn broadcast(root: usize, n: usize) -> Result<(), String> {
+        if root >= n {
+            return Err(format!("root {root} is not a member of a group of {n}"));
+        }
+        Ok(())
+    }
 }

@@ -120,15 +120,7 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// reach the fixed buffers of a captured graph. The default uploads a temporary and copies
     /// it over; backends with a direct host-to-device copy override it.
     fn write(&self, t: &mut Tensor<Self>, host: &HostTensor) -> Result<(), BackendError> {
-        if host.shape != t.shape() || host.dtype() != t.dtype() {
-            return Err(BackendError::Shape(format!(
-                "write: host {:?} {} into a tensor {:?} {}",
-                host.shape,
-                host.dtype(),
-                t.shape(),
-                t.dtype()
-            )));
-        }
+        checks::write(t, host)?;
         let tmp = self.upload(host)?;
         self.copy_block(&tmp, t, Block::whole(&tmp))
     }
