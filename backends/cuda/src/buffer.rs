@@ -42,6 +42,9 @@ pub struct Shared {
     pub(crate) ctx: Arc<CudaContext>,
     /// One u32 the kernels set when an index is out of range (read at sync points).
     pub(crate) err_flag: CUdeviceptr,
+    /// Whether a kernel that can set `err_flag` (or a graph replay) ran since it was last read:
+    /// sync points read it only then, not on every upload and download.
+    pub(crate) err_armed: std::sync::atomic::AtomicBool,
     /// Whether this GPU has stream-ordered memory pools.
     pub(crate) pools: bool,
     pub(crate) state: Mutex<State>,

@@ -121,6 +121,9 @@ impl CudaBackend {
         self.bind()?;
         self.shared.stream.synchronize().map_err(dev("cuStreamSynchronize"))?;
         self.shared.free_deferred();
+        if !self.shared.err_armed.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            return Ok(());
+        }
         let mut flag = [0u32];
         // SAFETY: the 4-byte flag allocated at open; the stream is idle.
         unsafe { cudarc::driver::result::memcpy_dtoh_sync(&mut flag, self.shared.err_flag) }.map_err(dev("cuMemcpyDtoH"))?;
@@ -189,7 +192,7 @@ impl Backend for CudaBackend {
                 cudarc::driver::result::mem_pool::set_attribute(pool, cu::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, (&raw mut keep_all).cast()).map_err(dev("cuMemPoolSetAttribute"))?;
             }
         }
-        let shared = Arc::new(Shared { funcs, lt, stream, ctx, err_flag, pools, state: Mutex::new(State::default()) });
+        let shared = Arc::new(Shared { funcs, lt, stream, ctx, err_flag, err_armed: Default::default(), pools, state: Mutex::new(State::default()) });
         Ok(Self { shared, placement, slot: *slot, hubs: Arc::default(), cpu: Arc::new(OnceLock::new()) })
     }
 

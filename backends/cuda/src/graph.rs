@@ -189,6 +189,8 @@ impl CapturedGraph for CudaGraph {
 
     unsafe fn replay(&mut self) -> Result<(), ReplayError> {
         self.be.bind()?;
+        // A replay runs the captured index kernels again: the next sync reads their flag.
+        self.be.shared.err_armed.store(true, std::sync::atomic::Ordering::Release);
         let launch = |be: &CudaBackend, exec| check("cuGraphLaunch", unsafe { cu::cuGraphLaunch(exec, be.stream()) });
         let Some((hub, spec, replayed)) = &self.world else {
             return Ok(launch(&self.be, self.exec)?);

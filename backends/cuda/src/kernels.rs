@@ -204,6 +204,7 @@ impl Kernels for CudaBackend {
             Arg::U32(u32_of(d.seqs, "slots")?),
             Arg::Ptr(self.shared.err_flag),
         ];
+        self.shared.err_armed.store(true, std::sync::atomic::Ordering::Release);
         self.launch("finetp_kv_write", (t as u32, 1), 128, &args)
     }
 
@@ -241,6 +242,7 @@ impl Kernels for CudaBackend {
             Arg::U32(params.sliding_window.unwrap_or(0)),
             Arg::Ptr(self.shared.err_flag),
         ];
+        self.shared.err_armed.store(true, std::sync::atomic::Ordering::Release);
         self.launch("finetp_attention", (u32_of(a.t, "rows")?, u32_of(a.heads, "heads")?), 32, &args)
     }
 
