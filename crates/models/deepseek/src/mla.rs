@@ -164,33 +164,19 @@ impl<B: Device> Mla<B> {
     }
 }
 
-/// This rank's heads `start..start + n` of `kv_b [nh·(nope + vd), L]`, each split into
-/// `W_UKᵀ [L, nope]` (transposed on the host, in the stored float dtype) and `W_UV [vd, L]`.
+/// This rank's heads `start..start + n` of `kv_b [nh·(nope + vd), L]`, each read as its own
+/// row ranges and split into `W_UKᵀ [L, nope]` (transposed on the host, in the stored float
+/// dtype) and `W_UV [vd, L]`.
 fn absorbed<B: Device>(be: &B, src: &dyn WeightSource, name: &str, shape: &[usize], (start, n): (usize, usize), (nope, vd): (usize, usize)) -> Result<Vec<Absorbed<B>>, ModelError> {
     src.expect_shape(name, shape)?;
-    let per = nope + vd;
-    let l = shape[1];
-    let host = src.load(name, &ShardSpec::range(Axis::Rows, start * per, n * per))?;
-    let host = if host.dtype().is_quantized() { host.into_dtype(DType::F32)? } else { host };
-    (0..n)
+    let (per, l) = (nope + vd, shape[1]);
+    (start..start + n)
         .map(|h| {
-            let uk_t = transposed(&rows_of(&host, h * per, nope, l)?, nope, l)?;
-            let uv = rows_of(&host, h * per + nope, vd, l)?;
-            Ok((be.upload(&uk_t)?, be.upload(&uv)?))
+            let uk = src.load(name, &ShardSpec::range(Axis::Rows, h * per, nope))?;
+            let uv = src.load(name, &ShardSpec::range(Axis::Rows, h * per + nope, vd))?;
+            Ok((be.upload(&transposed(&uk, nope, l)?)?, be.upload(&uv)?))
         })
         .collect()
-}
-
-/// Rows `first..first + n` of a `[_, cols]` host tensor.
-fn rows_of(t: &HostTensor, first: usize, n: usize, cols: usize) -> Result<HostTensor, ModelError> {
-    let r = first * cols..(first + n) * cols;
-    let data = match &t.data {
-        HostData::F32(v) => HostData::F32(v[r].to_vec()),
-        HostData::F16(v) => HostData::F16(v[r].to_vec()),
-        HostData::BF16(v) => HostData::BF16(v[r].to_vec()),
-        other => return Err(ModelError::Config(format!("kv_b_proj in {} cannot be split per head", other.dtype()))),
-    };
-    Ok(HostTensor::new(data, &[n, cols])?)
 }
 
 /// `[rows, cols]` → `[cols, rows]`, same dtype.
