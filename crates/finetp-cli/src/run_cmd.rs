@@ -207,7 +207,8 @@ pub fn run(args: &RunArgs) -> Result<(), Failure> {
         for cut in MemoryReport::cut_blocks(&ckpt.config, &parallel, &format) {
             eprintln!("finetp: note: {cut}");
         }
-        if backend != BackendKind::Cpu && format.quantization == Quantization::None && format.dtype != ckpt.weights.loaded_dtype("model.embed_tokens.weight").unwrap_or(format.dtype) {
+        // Said where the decoded float is not the one the source reads as (CUDA's bf16).
+        if decodes_blocks(&*ckpt.weights, backend) && ckpt.weights.loaded_dtype("model.embed_tokens.weight").is_some_and(|d| d != format.dtype) {
             eprintln!("finetp: note: the {backend} backend keeps no GGUF block formats yet: they are decoded to {} at load (the memory report counts those bytes)", format.dtype);
         }
     }
@@ -270,9 +271,14 @@ pub(crate) fn held_format(weights: &dyn finetp_core::shard::WeightSource, backen
         _ => Quantization::None,
     };
     // Blocks a backend does not keep are decoded to its choice of float (bf16 on CUDA).
-    let stored_blocks = ["model.embed_tokens.weight", "model.layers.0.mlp.down_proj.weight"].iter().any(|n| weights.stored_block_dtype(n).is_some());
-    let dtype = if stored_blocks && backend != BackendKind::Cpu { backend.decoded_weight_dtype() } else { dtype };
+    let dtype = if decodes_blocks(weights, backend) { backend.decoded_weight_dtype() } else { dtype };
     WeightFormat { dtype, quantization }
+}
+
+/// Whether `backend` holds this source's block-format weights decoded (every backend but the
+/// CPU keeps no block format yet).
+fn decodes_blocks(weights: &dyn finetp_core::shard::WeightSource, backend: BackendKind) -> bool {
+    backend != BackendKind::Cpu && ["model.embed_tokens.weight", "model.layers.0.mlp.down_proj.weight"].iter().any(|n| weights.stored_block_dtype(n).is_some())
 }
 
 /// One generation run, on whichever backend is chosen: every rank loads the model its
