@@ -23,13 +23,7 @@ export FINETP_REQUIRE_CUDA_STUBS=1 FINETP_REQUIRE_NVRTC=1 FINETP_REQUIRE_PTXAS=1
 
 echo "== a binary without cuda names the command that builds one with it; that command works"
 [ -x "$finetp" ] || cargo build --release --locked -p finetp-cli
-set +e
-msg="$("$finetp" run --backend cuda 2>&1 >/dev/null)"
-code=$?
-set -e
-echo "$msg"
-[ "$code" -eq 2 ] || { echo "expected exit code 2, got $code"; exit 1; }
-run_printed_build_command "$code" "$msg"
+expect_build_command run --backend cuda
 
 echo "== NVRTC and ptxas from PyPI (pinned), unpacked once into the target directory"
 tools="$target_dir/cuda-tools"
@@ -61,28 +55,14 @@ grep -q "nvrtc::every_kernel_compiles_for_sm_90a_and_ptxas_assembles_it ... ok" 
 grep -q "cuda_stubs::nccl_groups_and_uneven_collectives_make_the_expected_calls ... ok" /tmp/cuda-tests.log || { echo "FAIL: the stub NCCL test did not pass"; exit 1; }
 ! grep -q "test result: FAILED" /tmp/cuda-tests.log || { echo "FAIL: a cuda test failed"; exit 1; }
 
-# `check_missing LABEL LIBPATH NEEDLE`: finetp run --backend cuda exits 1 with exactly one
-# error line, naming NEEDLE, and no panic.
-check_missing() {
-  local label="$1" libs="$2" needle="$3" err code errors
-  echo "-- $label"
-  set +e
-  err="$(env LD_LIBRARY_PATH="$libs" "$finetp" run --backend cuda --max-tokens 4 2>&1 >/dev/null)"
-  code=$?
-  set -e
-  errors="$(printf '%s\n' "$err" | grep '^error:' || true)"
-  echo "$errors"
-  [ "$code" -eq 1 ] || { echo "FAIL: exit code $code"; printf '%s\n' "$err" | tail -5; exit 1; }
-  [ "$(printf '%s\n' "$errors" | grep -c .)" -eq 1 ] || { echo "FAIL: expected one error line"; exit 1; }
-  grep -q "$needle" <<<"$errors" || { echo "FAIL: the error line does not say '$needle'"; exit 1; }
-  ! grep -q "panicked" <<<"$err" || { echo "FAIL: a panic"; exit 1; }
-}
 echo "== finetp run --backend cuda without a GPU: exit 1, one line naming what is missing"
-check_missing "no driver at all" "" "cannot load libcuda.so.1"
+echo "-- no driver at all"
+expect_one_error_line "cannot load libcuda.so.1" env LD_LIBRARY_PATH= "$finetp" run --backend cuda --max-tokens 4
 stub="$target_dir/cuda-stub-driver"
 mkdir -p "$stub"
 gcc -shared -fPIC -O1 -Wall -Werror backends/cuda/tests/stubs/cuda.c -o "$stub/libcuda.so.1"
-check_missing "a driver that finds no GPU (stub libcuda.so.1)" "$stub" "an NVIDIA GPU (the driver found none)"
+echo "-- a driver that finds no GPU (stub libcuda.so.1)"
+expect_one_error_line "an NVIDIA GPU (the driver found none)" env LD_LIBRARY_PATH="$stub" "$finetp" run --backend cuda --max-tokens 4
 
 echo "== ci/cuda-device.sh --dry-run"
 bash ci/cuda-device.sh --dry-run

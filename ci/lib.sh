@@ -48,3 +48,33 @@ run_printed_build_command() {
   echo "running: $cmd"
   eval "$cmd"
 }
+
+# `expect_build_command ARGS...`: `finetp ARGS` on a binary built without the feature ARGS need
+# exits 2 naming the command that builds one with it; runs that command as printed.
+expect_build_command() {
+  local msg code
+  set +e
+  msg="$("$finetp" "$@" 2>&1 >/dev/null)"
+  code=$?
+  set -e
+  echo "$msg"
+  [ "$code" -eq 2 ] || { echo "expected exit code 2, got $code"; exit 1; }
+  run_printed_build_command "$code" "$msg"
+}
+
+# `expect_one_error_line NEEDLE CMD...`: CMD exits 1 with exactly one `error:` line on stderr
+# (the run's plan header may precede it), that line names NEEDLE, and nothing panicked.
+expect_one_error_line() {
+  local needle="$1" err code errors
+  shift
+  set +e
+  err="$("$@" 2>&1 >/dev/null)"
+  code=$?
+  set -e
+  errors="$(printf '%s\n' "$err" | grep '^error:' || true)"
+  echo "$errors"
+  [ "$code" -eq 1 ] || { echo "FAIL: exit code $code"; printf '%s\n' "$err" | tail -5; exit 1; }
+  [ "$(printf '%s\n' "$errors" | grep -c .)" -eq 1 ] || { echo "FAIL: expected one error line"; exit 1; }
+  grep -q "$needle" <<<"$errors" || { echo "FAIL: the error line does not say '$needle'"; exit 1; }
+  ! grep -q "panicked" <<<"$err" || { echo "FAIL: a panic"; exit 1; }
+}
