@@ -9,7 +9,7 @@
 #include <stdarg.h>
 #include <unistd.h>
 
-#include "log.h"
+#include "../../../../crates/finetp-testkit/stubs/stub_log.h"
 
 typedef struct { int type; uint64_t rows, cols; int64_t ld; } layout;
 typedef struct { uint64_t data[8]; size_t ws; int state; float waves; int reserved[4]; } heuristic;

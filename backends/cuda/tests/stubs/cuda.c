@@ -33,7 +33,7 @@
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 
-#include "log.h"
+#include "../../../../crates/finetp-testkit/stubs/stub_log.h"
 
 static int gpus(void) {
     const char *g = getenv("FINETP_STUB_GPUS");

@@ -25,7 +25,7 @@ typedef int ncclResult_t;
 static __thread int my_rank = -1;
 void finetp_stub_set_rank(int r) { my_rank = r; }
 #define STUB_PREFIX(buf, n) snprintf(buf, n, "rank=%d ", my_rank)
-#include "log.h"
+#include "../../../../crates/finetp-testkit/stubs/stub_log.h"
 
 static unsigned checksum(const ncclUniqueId *id) {
     unsigned s = 2166136261u;

@@ -1,8 +1,9 @@
-/* The CUDA logging stubs' shared part: one line per call to $FINETP_STUB_LOG, written whole
- * with one write(2) on an O_APPEND descriptor, so threads never interleave within a line. A
- * stub that prefixes its lines (NCCL: the calling rank) defines STUB_PREFIX(buf, n) first. */
-#ifndef FINETP_CUDA_STUB_LOG_H
-#define FINETP_CUDA_STUB_LOG_H
+/* What every backend's logging stub libraries (each backend's tests/stubs/) share: one line
+ * per call to $FINETP_STUB_LOG, written whole with one write(2) on an O_APPEND descriptor, so
+ * threads never interleave within a line. A stub that prefixes its lines (the calling rank or
+ * device) defines STUB_PREFIX(buf, n), returning the characters it wrote, before including it. */
+#ifndef FINETP_STUB_LOG_H
+#define FINETP_STUB_LOG_H
 
 #include <fcntl.h>
 #include <stdarg.h>
